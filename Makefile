@@ -1,0 +1,55 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine:
+#   make run    - the server on embedded defaults (SQLite, in-process state)
+#   make test   - the whole test suite
+# Both install what they need: Debian packages when missing, a virtualenv in .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench system-deps system-deps-test venv clean lint-dialplan
+
+run: system-deps $(STAMP)
+	$(BIN)/ivr run --demo-data
+
+test: system-deps-test $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: system-deps-test $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import venv' 2>/dev/null && $(PYTHON) -c 'import ensurepip' 2>/dev/null \
+		|| $(MAKE) --no-print-directory apt PACKAGES="python3-venv"
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the server needs at run time: eSpeak NG for synthesis.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/*/libespeak-ng.so.1 >/dev/null 2>&1 \
+		|| missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt PACKAGES="$$missing"; fi
+
+# ... and what the tests start for real: redis-server and PostgreSQL.
+system-deps-test: system-deps
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| missing="$$missing postgresql"; \
+	command -v sox >/dev/null || missing="$$missing sox"; \
+	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt PACKAGES="$$missing"; fi
+
+apt:
+	@echo "installing Debian packages:$(PACKAGES)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(PACKAGES)
+
+clean:
+	rm -rf $(VENV) var/ .pytest_cache build *.egg-info

@@ -1,0 +1,123 @@
+"""`make bench`: run the benchmarks and write BENCHMARKS.md (machine and date included).
+
+    python -m benchmarks.run [--customers N] [--calls N] [--rate R] [--workers W] [--skip-postgres]
+
+Budgets come from the architecture notes; every figure is printed next to
+its target, met or not.  The machine is shared and noisy, so the call path
+is also given as a ratio to the bare FastAGI floor measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from benchmarks.call_path import BENCH_DIR, main_call_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
+
+
+def render(report: dict[str, Any], args: argparse.Namespace) -> str:
+    floor = report["floor"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Measured {dt.date.today().isoformat()} on: {machine()}.",
+        f"Run with `make bench` (customers {args.customers}, {args.calls} calls per closed-loop run, "
+        f"open loop at {args.rate:.0f} calls/s for 10 s, {args.workers} server worker processes). "
+        "The simulated Asterisk runs on the same machine and competes for the same cores.",
+        "",
+        "## FastAGI call path: AGI connect to routing variables set",
+        "",
+        "| store | scenario | calls/s | p50 ms | p95 ms | p99 ms | errors | floor calls/s | floor p99 ms | cost vs floor (calls/s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for store in report["stores"]:
+        for scenario, summary in store["calls"].items():
+            base = floor.get(scenario, {})
+            ratio = ""
+            if base.get("calls_per_second") and summary.get("calls_per_second"):
+                ratio = f"{base['calls_per_second'] / summary['calls_per_second']:.2f}x"
+            lat = summary["latency_ms"]
+            out.append(
+                f"| {store['store']} | {scenario.replace('_', ' ')} | {summary['calls_per_second']} | "
+                f"{lat['p50']} | {lat['p95']} | {lat['p99']} | {summary['errors']} | "
+                f"{base.get('calls_per_second', '')} | {base.get('latency_ms', {}).get('p99', '')} | {ratio} |")
+    out += ["", "Targets (architecture notes) and this run:", "",
+            "| target | measured | verdict |", "| --- | --- | --- |"]
+    for store in report["stores"]:
+        calls = store["calls"]
+        open_key = next((k for k in calls if k.startswith("open_")), None)
+        if open_key:
+            p99 = calls[open_key]["latency_ms"]["p99"]
+            out.append(f"| {store['store']}: p99 <= 20 ms at {open_key[5:]} new calls/s offered | {p99} ms | {verdict(p99, 20)} |")
+        best = max(s["calls_per_second"] or 0 for s in calls.values())
+        out.append(f"| {store['store']}: >= 1,000 calls/s at saturation | {best} calls/s | {verdict(best, 1000, True)} |")
+        sat = calls.get("closed_200", {})
+        fsat = floor.get("closed_200", {})
+        if sat.get("calls_per_second") and fsat.get("calls_per_second"):
+            ratio = fsat["calls_per_second"] / sat["calls_per_second"]
+            out.append(f"| {store['store']}: cost per call <= 3x the bare server | {ratio:.2f}x | {verdict(ratio, 3)} |")
+        lookup = store["lookup"]
+        out.append(f"| {store['store']}: lookup p99 warm <= 5 ms | {lookup['warm_ms']['p99']} ms | {verdict(lookup['warm_ms']['p99'], 5)} |")
+        out.append(f"| {store['store']}: lookup p99 cold <= 30 ms | {lookup['cold_ms']['p99']} ms | {verdict(lookup['cold_ms']['p99'], 30)} |")
+    out += ["", "## Caller lookup", "",
+            "| store | lookups | cold p50 ms | cold p99 ms | warm p50 ms | warm p99 ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for store in report["stores"]:
+        lk = store["lookup"]
+        out.append(f"| {store['store']} | {lk['lookups']} | {lk['cold_ms']['p50']} | {lk['cold_ms']['p99']} | "
+                   f"{lk['warm_ms']['p50']} | {lk['warm_ms']['p99']} |")
+    out += ["", "Cold: first lookup of a number with an empty cache (SQL). Warm: the same numbers again "
+            "(in-process cache for SQLite, Redis for PostgreSQL).", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--calls", type=int, default=6000, help="calls per closed-loop scenario")
+    parser.add_argument("--rate", type=float, default=300.0, help="open-loop offered calls/s")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    report = main_call_path(args)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    (BENCH_DIR / "last-report.json").write_text(json.dumps(report, indent=2))
+    args.output.write_text(render(report, args), encoding="utf-8")
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The `ivr` command: the one entry point of the server and its tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ivr.conffile import ConfigError
+from ivr.config import Config, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    from ivr.server import setup_logging
+
+    setup_logging(os.environ.get("IVR_LOG_LEVEL", "WARNING" if args.handler is not _run else "INFO"))
+    try:
+        config = load_config(args.config)
+        return args.handler(args, config) or 0
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ivr",
+        description="Voice contact-center server for Asterisk: identifies callers, predicts why they "
+        "call and routes them (FastAGI), with local speech.",
+    )
+    parser.add_argument("--config", "-c", help="configuration file (default: $IVR_CONFIG or config/ivr.yaml)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the server in the foreground until Ctrl-C")
+    run.add_argument("--demo-data", action="store_true", help="seed demo customers into an empty database")
+    run.add_argument("--workers", type=int, help="FastAGI worker processes sharing the port")
+    run.set_defaults(handler=_run)
+
+    db = sub.add_parser("db", help="create, seed and import the CRM database")
+    db_sub = db.add_subparsers(title="db commands", metavar="ACTION")
+    init = db_sub.add_parser("init", help="create or upgrade the schema (Alembic migrations)")
+    init.set_defaults(handler=_db_init)
+    seed = db_sub.add_parser("seed", help="add realistic demo data")
+    seed.add_argument("--customers", type=int, default=2000, help="how many customers (default 2000)")
+    seed.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
+    seed.set_defaults(handler=_db_seed)
+    imp = db_sub.add_parser("import", help="import customers, numbers and cases from CSV or JSON lines")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(handler=_db_import)
+
+    lookup = sub.add_parser("lookup", help="show what a call from NUMBER would get")
+    lookup.add_argument("number", help="the calling number as Asterisk would deliver it")
+    lookup.add_argument("--line", help="dialled line name or number (default: the default line)")
+    lookup.add_argument("--role", type=int, help="answer the role question with this digit")
+    lookup.add_argument("--json", action="store_true", help="one JSON object")
+    lookup.set_defaults(handler=_lookup)
+
+    rules = sub.add_parser("rules", help="check the routing rules file")
+    rules.add_argument("file", nargs="?", type=Path, help="default: the configured rules file")
+    rules.set_defaults(handler=_rules_check)
+
+    sim = sub.add_parser("simulate", help="place simulated Asterisk calls against a FastAGI server")
+    sim.add_argument("--calls", type=int, default=100)
+    sim.add_argument("--concurrency", type=int, default=10, help="callers at once (closed loop)")
+    sim.add_argument("--rate", type=float, help="offer new calls at this rate per second (open loop)")
+    sim.add_argument("--host", help="FastAGI host (default: from the configuration)")
+    sim.add_argument("--port", type=int, help="FastAGI port (default: from the configuration)")
+    sim.add_argument("--number", action="append", default=[], help="calling number (repeatable)")
+    sim.add_argument("--numbers", type=Path, help="file with one calling number per line")
+    sim.add_argument("--line", action="append", default=[], help="line names to call (repeatable)")
+    sim.add_argument("--dtmf", default="1", help="what callers press when asked (empty: nothing)")
+    sim.add_argument("--hangup-rate", type=float, default=0.0, help="share of callers hanging up mid-call")
+    sim.add_argument("--garbage-rate", type=float, default=0.05, help="share of calls with garbage caller IDs")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--verbose", "-v", action="store_true", help="print every call")
+    sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim.set_defaults(handler=_simulate)
+    return parser
+
+
+# -- handlers -----------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import replace
+
+    from ivr.server import run
+
+    if args.workers:
+        config = replace(config, agi=replace(config.agi, workers=args.workers))
+    return run(config, demo_data=args.demo_data)
+
+
+def _db_init(args: argparse.Namespace, config: Config) -> int:
+    from caller_id.store import Database, display_url
+
+    async def go() -> None:
+        db = Database(config.database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+    print(f"database ready: {display_url(config.database_url)}")
+    return 0
+
+
+def _db_seed(args: argparse.Namespace, config: Config) -> int:
+    from caller_id.seed import seed
+    from caller_id.store import Database
+
+    async def go() -> Any:
+        db = Database(config.database_url)
+        try:
+            await db.migrate()
+            return await seed(db, args.customers, seed=args.seed, progress=sys.stderr.isatty())
+        finally:
+            await db.dispose()
+
+    started = time.perf_counter()
+    summary = asyncio.run(go())
+    print(f"seeded in {time.perf_counter() - started:.1f} s: {summary}")
+    return 0
+
+
+def _db_import(args: argparse.Namespace, config: Config) -> int:
+    from caller_id.importer import ImportRowsError, import_file
+    from caller_id.store import Database
+
+    async def go() -> Any:
+        db = Database(config.database_url)
+        try:
+            await db.migrate()
+            return await import_file(db, args.file, progress=sys.stderr.isatty(), region=config.region)
+        finally:
+            await db.dispose()
+
+    try:
+        summary = asyncio.run(go())
+    except ImportRowsError as exc:
+        print(f"{args.file}: nothing imported:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"imported {args.file}: {summary}")
+    return 0
+
+
+def _lookup(args: argparse.Namespace, config: Config) -> int:
+    from ivr.decision import decide
+    from ivr.inbound import role_question_text
+    from ivr.services import build_services
+
+    async def go() -> dict[str, Any]:
+        services = await build_services(config, speech=False)
+        try:
+            line = config.line_for(args.line)
+            lookup = await services.directory.lookup(args.number, region=config.region)
+            decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
+                              now=services.now())
+            asked = decision.question
+            if asked and args.role is not None:
+                if not 1 <= args.role <= len(asked):
+                    raise SystemExit(f"--role must be 1..{len(asked)} for this caller")
+                decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
+                                  now=services.now(), role=asked[args.role - 1])
+            result = decision.to_dict()
+            result["question"] = [r.label for r in asked]
+            if asked:
+                language = decision.view.language or line.language
+                result["question_prompt"] = role_question_text(asked, language)
+            return result
+        finally:
+            await services.close()
+
+    result = asyncio.run(go())
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(_format_lookup(result))
+    return 0
+
+
+def _format_lookup(r: dict[str, Any]) -> str:
+    out = [f"number    : {r['number'] or 'unknown'}   line: {r['line']}   "
+           f"(lookup: {r['lookup']['source']}, {r['lookup']['elapsed_ms']} ms)"]
+    if r["lookup"]["degraded"]:
+        out.append(f"degraded  : {r['lookup']['degraded']}")
+    customer = r["customer"]
+    if customer is None:
+        out.append("customer  : unknown caller")
+    else:
+        out.append(f"customer  : #{customer['id']} {customer['name']} (language {customer['language']})")
+        out.append(f"segment   : {r['segment']}{'   VIP' if r['is_vip'] else ''}")
+        if r["manager"]:
+            out.append(f"manager   : {r['manager']['name']} <{r['manager']['interface']}>")
+    if r["roles"]:
+        out.append("roles     : " + "; ".join(role["label"] for role in r["roles"]))
+    if r["role"]:
+        out.append(f"this call : as {r['role']['label']}")
+    if r["question"]:
+        out.append("asked     : " + r.get("question_prompt", ""))
+    if r["open_cases"]:
+        out.append("open cases:")
+        for case in r["open_cases"]:
+            due = f", due {case['due_at'][:10]}" if case["due_at"] else ""
+            out.append(f"  #{case['id']} [{case['status']}] {case['product']}: {case['title']}{due}")
+    out.append("intents   :")
+    for intent in r["intents"]:
+        out.append(f"  {intent['score']:.2f}  {intent['intent']}")
+        for reason in intent["reasons"]:
+            out.append(f"        - {reason}")
+    route = r["route"]
+    out.append(f"route     : queue {route['queue']}, priority {route['priority']} (rule {route['rule']})")
+    if route.get("manager_interface"):
+        out.append(f"            manager first: {route['manager_interface']} for {route['manager_timeout']} s")
+    if route.get("announcement"):
+        out.append(f"            announcement: {route['announcement']}")
+    return "\n".join(out)
+
+
+def _rules_check(args: argparse.Namespace, config: Config) -> int:
+    from queues.rules import load_rules
+
+    path = args.file or config.rules_file
+    rules = load_rules(path)
+    print(f"{path}: {len(rules.rules)} rules, queues: {', '.join(sorted(rules.queues))}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, config: Config) -> int:
+    from ivr.simulate import mixed_scripts, run_closed_loop, run_open_loop, summarize
+
+    host = args.host or (config.agi.host if config.agi.host not in ("0.0.0.0", "::") else "127.0.0.1")
+    port = args.port or config.agi.port
+    numbers = list(args.number)
+    if args.numbers:
+        numbers += [n.strip() for n in args.numbers.read_text(encoding="utf-8").splitlines() if n.strip()]
+    if not numbers:
+        numbers = asyncio.run(_sample_numbers(config))
+    scripts = mixed_scripts(
+        numbers, args.calls, lines=args.line or [line.name for line in config.lines],
+        dtmf=args.dtmf, hangup_rate=args.hangup_rate, garbage_rate=args.garbage_rate, seed=args.seed,
+    )
+
+    async def go() -> tuple[list[Any], float]:
+        started = time.perf_counter()
+        if args.rate:
+            results = await run_open_loop(host, port, scripts, args.rate)
+        else:
+            results = await run_closed_loop(host, port, scripts, args.concurrency)
+        return results, time.perf_counter() - started
+
+    results, wall = asyncio.run(go())
+    if args.verbose:
+        for r in results:
+            v = r.variables
+            print(f"{r.script.number!r:>32} {r.script.line or '-':8} -> queue {v.get('IVR_QUEUE', '-'):12} "
+                  f"prio {v.get('QUEUE_PRIO', '-'):>3} intent {v.get('IVR_INTENT', '-'):24} "
+                  f"customer {v.get('IVR_CUSTOMER_ID', '-'):>8} "
+                  f"{'%.1f ms' % (r.routed_after * 1000) if r.routed_after else ''}"
+                  f"{' hung up' if r.hung_up else ''}{' ERROR ' + r.error if r.error else ''}")
+    summary = summarize(results, wall)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        lat = summary["latency_ms"]
+        print(f"{summary['calls']} calls in {summary['wall_seconds']} s ({summary['calls_per_second']}/s): "
+              f"{summary['routed']} routed, {summary['hung_up']} hung up, {summary['errors']} errors")
+        print(f"connect -> routed: p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+        print("queues: " + ", ".join(f"{q} {n}" for q, n in summary["queues"].items()))
+    return 0 if summary["errors"] == 0 else 1
+
+
+async def _sample_numbers(config: Config, limit: int = 2000) -> list[str]:
+    """Numbers from the configured CRM, so simulated calls find customers."""
+    from sqlalchemy import select
+
+    from caller_id.models import PhoneNumber
+    from caller_id.store import Database
+
+    db = Database(config.database_url)
+    try:
+        async with db.session() as session:
+            rows = await session.scalars(select(PhoneNumber.e164).limit(limit))
+            return list(rows)
+    except Exception:  # noqa: BLE001 - no database: simulate with a fixed number
+        return []
+    finally:
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

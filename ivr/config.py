@@ -1,0 +1,292 @@
+"""The server's configuration: one YAML file, validated once, passed down.
+
+Every setting has an embedded default, so the server runs with no file at
+all (SQLite under ``var/``, in-process state).  A few settings can be given
+by environment variables, which win over the file (for containers):
+``IVR_DATABASE_URL``, ``IVR_REDIS_URL``, ``IVR_AGI_HOST``, ``IVR_AGI_PORT``,
+``IVR_AGI_ALLOWED_HOSTS`` (comma-separated), ``IVR_AGI_WORKERS``,
+``IVR_PROMPTS_DIR``, ``IVR_AMI_HOST``, ``IVR_AMI_PORT``, ``IVR_AMI_USERNAME``,
+``IVR_AMI_SECRET`` / ``IVR_AMI_SECRET_FILE``.
+
+Relative paths in the file (SQLite files included) are taken relative to
+the file's directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ivr.conffile import ConfigError, LineDict, line_of, load_yaml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_DIR / "config" / "ivr.yaml"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A dialled line (DNIS): its name for rules, default queue and language."""
+
+    name: str
+    numbers: tuple[str, ...] = ()
+    default_queue: str = "support"
+    default_priority: int = 0
+    language: str = "ru"
+    # Roles this line is for; a caller with several roles is asked only
+    # when more than one of their roles fits the line.
+    roles: tuple[str, ...] = ("private", "employee", "director")
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    workers: int = 1
+    env_timeout: float = 5.0
+    command_timeout: float = 10.0
+    # How long the whole decision may take before the call is sent on
+    # with whatever is known (the dialplan default at worst).
+    decision_budget: float = 1.5
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str | None = None  # None: no AMI connection
+    port: int = 5038
+    username: str = "ivr"
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LookupSettings:
+    timeout: float = 0.15
+    cache_ttl: float = 300.0
+    negative_ttl: float = 60.0
+    cache_entries: int = 100_000
+    version_poll: float = 2.0
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    directory: Path = Path("var/prompts")
+    # Where Asterisk finds the same files (shared volume); STREAM FILE gets
+    # this path.  Defaults to `directory` (Asterisk on the same host).
+    asterisk_directory: Path | None = None
+    # eSpeak NG voice per language; empty: the synthesizer's defaults.
+    voices: dict[str, str] = field(default_factory=dict)
+    rate: int = 160
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<defaults>"
+    region: str = "RU"
+    database_url: str = "sqlite+aiosqlite:///var/ivr.sqlite3"
+    redis_url: str | None = None
+    rules_file: Path = PROJECT_DIR / "config" / "routing.yaml"
+    intents_file: Path = PROJECT_DIR / "config" / "intents.yaml"
+    timezone: str = "Europe/Moscow"
+    agi: AgiSettings = AgiSettings()
+    ami: AmiSettings = AmiSettings()
+    lookup: LookupSettings = LookupSettings()
+    prompts: PromptSettings = PromptSettings()
+    lines: tuple[Line, ...] = (Line(name="general"),)
+    default_line: str = "general"
+    call_context_ttl: float = 4 * 3600.0
+
+    def line_for(self, name_or_number: str | None) -> Line:
+        """The line called by name (AGI argument) or dialled number; the default otherwise."""
+        if name_or_number:
+            digits = name_or_number.lstrip("+")
+            for line in self.lines:
+                if name_or_number == line.name or digits in (n.lstrip("+") for n in line.numbers):
+                    return line
+        for line in self.lines:
+            if line.name == self.default_line:
+                return line
+        return self.lines[0]
+
+
+_SECTIONS = {"agi": AgiSettings, "ami": AmiSettings, "lookup": LookupSettings, "prompts": PromptSettings}
+_TOP_LEVEL = {
+    "region", "database_url", "redis_url", "rules_file", "intents_file", "timezone",
+    "lines", "default_line", "call_context_ttl", *_SECTIONS,
+}
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the file (or the shipped default, or nothing) and apply the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    if path is None:
+        path = environ.get("IVR_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    config = Config()
+    if path is not None:
+        config = _from_file(Path(path))
+    return _apply_environment(config, environ)
+
+
+def _from_file(path: Path) -> Config:
+    data = load_yaml(path)
+    source = str(path)
+    if data is None:
+        data = LineDict()
+    if not isinstance(data, dict):
+        raise ConfigError(source, line_of(data), "the file must be a mapping of settings")
+    base = path.parent
+    _reject_unknown(data, _TOP_LEVEL, source, "setting")
+    values: dict[str, Any] = {"source": source}
+    for key, value in data.items():
+        line = line_of(data, key)
+        if key in _SECTIONS:
+            values[key] = _section(_SECTIONS[key], value, source, line, base)
+        elif key == "lines":
+            values["lines"] = _lines(value, source, line)
+        elif key in ("rules_file", "intents_file"):
+            values[key] = _path(value, base, source, line, key)
+        elif key == "database_url":
+            values[key] = resolve_database_url(_typed(Config, key, value, source, line), base)
+        else:
+            values[key] = _typed(Config, key, value, source, line)
+    config = Config(**values)
+    if not any(line.name == config.default_line for line in config.lines):
+        raise ConfigError(source, line_of(data, "default_line"),
+                          f"default_line {config.default_line!r} is not one of the lines")
+    return config
+
+
+def _reject_unknown(data: dict, known: set[str] | frozenset[str], source: str, what: str) -> None:
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(source, line_of(data, key), f"unknown {what} {key!r}{hint}")
+
+
+def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(source, line, f"expected a mapping of {cls.__name__} settings")
+    known = {f.name for f in fields(cls)}
+    _reject_unknown(value, known, source, "setting")
+    kwargs = {}
+    for key, item in value.items():
+        item_line = line_of(value, key)
+        if key in ("directory", "asterisk_directory") and item is not None:
+            kwargs[key] = _path(item, base, source, item_line, key)
+        else:
+            kwargs[key] = _typed(cls, key, item, source, item_line)
+    return cls(**kwargs)
+
+
+def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(source, line, "lines must be a non-empty list")
+    known = {f.name for f in fields(Line)}
+    result = []
+    for item in value:
+        item_line = line_of(item)
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(source, item_line or line, "each line needs at least a name")
+        _reject_unknown(item, known, source, "line setting")
+        kwargs = {k: _typed(Line, k, v, source, line_of(item, k)) for k, v in item.items()}
+        for role in kwargs.get("roles", ()):
+            if role not in ("private", "employee", "director"):
+                raise ConfigError(source, line_of(item, "roles"), f"unknown role {role!r}")
+        result.append(Line(**kwargs))
+    names = [line.name for line in result]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(source, line, f"duplicate line names: {', '.join(sorted(duplicates))}")
+    return tuple(result)
+
+
+def _path(value: Any, base: Path, source: str, line: int | None, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(source, line, f"{key} must be a path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+_NULLABLE = {"redis_url", "host", "secret", "asterisk_directory"}
+
+
+def _typed(cls: type, key: str, value: Any, source: str, line: int | None) -> Any:
+    """Check `value` against the type of the default of `cls.key`."""
+    sample = getattr(cls(name="line") if cls is Line else cls(), key)
+    if value is None:
+        if key in _NULLABLE:
+            return None
+        raise ConfigError(source, line, f"{key} cannot be empty")
+    if isinstance(sample, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(sample, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(sample, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(sample, tuple):
+        if isinstance(value, (str, int)):
+            value = [value]
+        ok = isinstance(value, list) and all(isinstance(v, (str, int)) for v in value)
+        value = tuple(str(v) for v in value) if ok else value
+    elif isinstance(sample, dict):
+        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        value = dict(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(source, line, f"{key}: expected {type(sample).__name__}, got {value!r}")
+    return value
+
+
+def _apply_environment(config: Config, env: dict[str, str]) -> Config:
+    agi, ami = config.agi, config.ami
+    if "IVR_DATABASE_URL" in env:
+        config = replace(config, database_url=env["IVR_DATABASE_URL"])
+    if "IVR_REDIS_URL" in env:
+        config = replace(config, redis_url=env["IVR_REDIS_URL"] or None)
+    if "IVR_AGI_HOST" in env:
+        agi = replace(agi, host=env["IVR_AGI_HOST"])
+    if "IVR_AGI_PORT" in env:
+        agi = replace(agi, port=_env_int(env, "IVR_AGI_PORT"))
+    if "IVR_AGI_ALLOWED_HOSTS" in env:
+        agi = replace(agi, allowed_hosts=tuple(h.strip() for h in env["IVR_AGI_ALLOWED_HOSTS"].split(",") if h.strip()))
+    if "IVR_AGI_WORKERS" in env:
+        agi = replace(agi, workers=_env_int(env, "IVR_AGI_WORKERS"))
+    if "IVR_AMI_HOST" in env:
+        ami = replace(ami, host=env["IVR_AMI_HOST"] or None)
+    if "IVR_AMI_PORT" in env:
+        ami = replace(ami, port=_env_int(env, "IVR_AMI_PORT"))
+    if "IVR_AMI_USERNAME" in env:
+        ami = replace(ami, username=env["IVR_AMI_USERNAME"])
+    if env.get("IVR_AMI_SECRET_FILE"):
+        secret_path = Path(env["IVR_AMI_SECRET_FILE"])
+        try:
+            ami = replace(ami, secret=secret_path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(str(secret_path), None, f"cannot read the AMI secret: {exc.strerror}") from None
+    elif "IVR_AMI_SECRET" in env:
+        ami = replace(ami, secret=env["IVR_AMI_SECRET"])
+    if env.get("IVR_PROMPTS_DIR"):
+        config = replace(config, prompts=replace(config.prompts, directory=Path(env["IVR_PROMPTS_DIR"])))
+    return replace(config, agi=agi, ami=ami)
+
+
+def _env_int(env: dict[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError("environment", None, f"{name} must be a whole number, got {env[name]!r}") from None
+
+
+def resolve_database_url(url: str, base: Path | None = None) -> str:
+    """Make a relative SQLite path absolute against `base` (default: cwd)."""
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = (base or Path.cwd()) / url[len(prefix):]
+        return prefix + str(path)
+    return url

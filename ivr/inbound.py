@@ -1,0 +1,232 @@
+"""The `inbound` FastAGI script: identify the caller, predict why, route.
+
+Reads like the call: set the call id, look the caller up, ask once which
+role they call in when the line does not settle it, predict, decide, set
+the routing variables, remember the context for the agent's screen.
+
+It fails open.  The dialplan sets the line's default IVR_QUEUE before the
+AGI, so whatever goes wrong here (a slow CRM, a broken rule, a synthesis
+error, the caller hanging up) the call leaves with at least that queue;
+each such case is logged with the call id and counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from caller_id.normalise import mask
+from caller_id.profile import Role
+from ivr import metrics
+from ivr.decision import Decision, decide
+from ivr.fastagi import AgiCall, AgiError, ChannelGone
+
+log = logging.getLogger(__name__)
+
+ROLE_QUESTION_TIMEOUT_MS = 5000
+
+_ROLE_TEXT = {
+    "ru": {
+        "intro": "Здравствуйте!",
+        "private": "Если вы звоните как частное лицо, нажмите {digit}.",
+        "employee": "Если по делам компании {org}, нажмите {digit}.",
+        "director": "Если как руководитель компании {org}, нажмите {digit}.",
+    },
+    "en": {
+        "intro": "Hello!",
+        "private": "If you are calling as a private client, press {digit}.",
+        "employee": "If you are calling for {org}, press {digit}.",
+        "director": "If you are calling as the director of {org}, press {digit}.",
+    },
+}
+
+
+def role_question_text(roles: tuple[Role, ...], language: str) -> str:
+    texts = _ROLE_TEXT.get(language, _ROLE_TEXT["en"])
+    parts = [texts["intro"]]
+    for digit, role in enumerate(roles, start=1):
+        org = role.organisation.name if role.organisation else ""
+        parts.append(texts[role.kind].format(digit=digit, org=org))
+    return " ".join(parts)
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex
+
+
+class InboundScript:
+    """Callable registered as the `inbound` FastAGI script."""
+
+    def __init__(self, services: Any):
+        self.services = services
+
+    async def __call__(self, call: AgiCall) -> None:
+        s = self.services
+        started = time.perf_counter()
+        call_id = new_call_id()
+        env = call.env
+        line = s.config.line_for(env.args[0] if env.args and env.args[0] else env.dnid or env.extension)
+        state: dict[str, Any] = {"dtmf": [], "degraded": [], "outcome": "routed"}
+        decision: Decision | None = None
+        try:
+            await call.set_variable("IVR_CALL_ID", call_id)
+            decision = await self._decide(env.callerid, line, state, call_id)
+            if decision is not None and decision.lookup.degraded:
+                self._fail_open(state, f"lookup_{decision.lookup.source}", call_id, decision.lookup.degraded)
+            if decision is not None and decision.question:
+                decision = await self._ask_role(call, decision, state, call_id)
+            if decision is not None:
+                await self._set_route(call, decision, state, call_id)
+        except ChannelGone as exc:
+            state["outcome"] = "hangup"
+            log.info("call %s: caller gone before routing finished (%s)", call_id, exc)
+        except AgiError as exc:
+            self._fail_open(state, "agi_error", call_id, exc)
+        except Exception as exc:  # noqa: BLE001 - the call must go on
+            log.exception("call %s: unexpected error; default queue kept", call_id)
+            self._fail_open(state, "internal_error", call_id, exc)
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.CALLS.labels(outcome=state["outcome"]).inc()
+            metrics.CALL_PATH_SECONDS.observe(elapsed)
+            await self._remember(call, call_id, line.name, decision, state, elapsed)
+
+    # -- steps ----------------------------------------------------------------
+    async def _decide(self, raw_number: str | None, line: Any, state: dict[str, Any], call_id: str) -> Decision | None:
+        s = self.services
+        try:
+            return await asyncio.wait_for(self._identify_and_decide(raw_number, line), s.config.agi.decision_budget)
+        except asyncio.TimeoutError:
+            self._fail_open(state, "decision_timeout", call_id, "decision budget exceeded")
+        except Exception as exc:  # noqa: BLE001 - a broken rule or prediction must not drop the call
+            log.exception("call %s: decision failed; default queue kept", call_id)
+            self._fail_open(state, "decision_error", call_id, exc)
+        return None
+
+    async def _identify_and_decide(self, raw_number: str | None, line: Any, role: Role | None = None) -> Decision:
+        s = self.services
+        lookup = await s.directory.lookup(raw_number, region=s.config.region)
+        return self._decide_for(lookup, line, role)
+
+    def _decide_for(self, lookup: Any, line: Any, role: Role | None) -> Decision:
+        s = self.services
+        return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
+
+    async def _ask_role(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> Decision:
+        s = self.services
+        roles = decision.question[:9]
+        language = decision.view.language or decision.line.language
+        pressed, chosen = "", None
+        try:
+            prompt = await self._prompt(role_question_text(roles, language), language)
+            pressed, _timed_out = await call.get_data(prompt, ROLE_QUESTION_TIMEOUT_MS, 1)
+            if pressed.isdigit() and 1 <= int(pressed) <= len(roles):
+                chosen = roles[int(pressed) - 1]
+        except (ChannelGone, AgiError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - synthesis trouble: assume the default role
+            self._fail_open(state, "prompt_error", call_id, exc)
+        state["dtmf"].append({"step": "role", "pressed": pressed})
+        state["role_question"] = {
+            "asked": [r.label for r in roles], "pressed": pressed,
+            "chosen": chosen.label if chosen else None,
+        }
+        if chosen is None:
+            return decision  # the default role, already decided
+        return self._decide_for(decision.lookup, decision.line, chosen)
+
+    async def _prompt(self, text: str, language: str) -> str:
+        """A synthesised prompt as the name Asterisk's STREAM FILE / GET DATA take."""
+        s = self.services
+        if s.prompts is None:
+            raise RuntimeError("prompt synthesis is disabled")
+        path: Path = await s.prompts.path_for(text, language, "wav8")
+        directory = s.config.prompts.asterisk_directory or path.parent
+        return str(Path(directory) / path.stem)
+
+    async def _set_route(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> None:
+        route = decision.route
+        view = decision.view
+        if view.customer is not None:
+            await call.set_variable("IVR_CUSTOMER_ID", view.customer.id)
+        if decision.top_intent is not None:
+            await call.set_variable("IVR_INTENT", decision.top_intent.intent)
+        if route.announcement:
+            announcement = route.announcement
+            if " " in announcement.strip():
+                try:
+                    announcement = await self._prompt(announcement, view.language or decision.line.language)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail_open(state, "prompt_error", call_id, exc)
+                    announcement = ""
+            if announcement:
+                await call.set_variable("IVR_ANNOUNCE", announcement)
+        if route.manager_interface:
+            await call.set_variable("IVR_MANAGER", route.manager_interface)
+            await call.set_variable("IVR_MANAGER_TIMEOUT", route.manager_timeout or 20)
+        await call.set_variable("QUEUE_PRIO", route.priority)
+        await call.set_variable("IVR_QUEUE", route.queue)
+        log.info("call %s: %s -> queue %s prio %d (rule %s, intent %s, lookup %s)",
+                 call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
+                 decision.top_intent.intent if decision.top_intent else "-", decision.lookup.source)
+
+    def _fail_open(self, state: dict[str, Any], reason: str, call_id: str, exc: Any) -> None:
+        state["degraded"].append(reason)
+        if state["outcome"] == "routed":
+            state["outcome"] = "fail_open"
+        metrics.FAIL_OPEN.labels(reason=reason).inc()
+        log.warning("call %s: failing open (%s): %s", call_id, reason, exc)
+
+    async def _remember(
+        self, call: AgiCall, call_id: str, line: str, decision: Decision | None,
+        state: dict[str, Any], elapsed: float,
+    ) -> None:
+        """Store the context for the screen-pop and queue the call record; never raises."""
+        s = self.services
+        try:
+            uniqueid = call.env.uniqueid
+            context: dict[str, Any] = {
+                "call_id": call_id,
+                "uniqueid": uniqueid,
+                "channel": call.env.channel,
+                "line": line,
+                "started_at": s.now().isoformat(),
+                "outcome": state["outcome"],
+                "degraded": state["degraded"],
+                "dtmf": state["dtmf"],
+                "role_question": state.get("role_question"),
+                "decision_ms": round(elapsed * 1000, 2),
+            }
+            record: dict[str, Any] = {
+                "call_id": call_id, "uniqueid": uniqueid, "line": line,
+                "started_at": dt.datetime.now(dt.timezone.utc),
+                "degraded": ",".join(state["degraded"]) or None,
+            }
+            if decision is not None:
+                view = decision.view
+                context["decision"] = decision.to_dict()
+                context["profile"] = decision.lookup.profile.to_dict()
+                top = decision.top_intent
+                record.update(
+                    number=decision.lookup.number,
+                    customer_id=view.customer.id if view.customer else None,
+                    role_kind=view.role.kind if view.role else None,
+                    organisation_id=view.organisation.id if view.organisation else None,
+                    segment=view.segment,
+                    predicted_intent=top.intent if top else None,
+                    predicted_score=top.score if top else None,
+                    queue=decision.route.queue if state["outcome"] != "hangup" else None,
+                    priority=decision.route.priority,
+                    rule=decision.route.rule,
+                )
+            record["context"] = {k: context[k] for k in ("dtmf", "role_question", "outcome")}
+            await s.contexts.put(call_id, context, aliases=(uniqueid,) if uniqueid else ())
+            s.recorder.add(record)
+        except Exception:  # noqa: BLE001
+            log.exception("call %s: could not store the call context or record", call_id)
+

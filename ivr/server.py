@@ -1,0 +1,160 @@
+"""`ivr run`: the server process (or several workers sharing the FastAGI port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
+
+from caller_id.normalise import MaskingFilter
+from ivr.config import Config
+from ivr.fastagi import FastAgiServer
+from ivr.inbound import InboundScript
+from ivr.services import Services, build_services
+
+log = logging.getLogger("ivr")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def scripts_for(services: Services) -> dict[str, Any]:
+    """The FastAGI scripts this server answers, by name."""
+    return {"inbound": InboundScript(services)}
+
+
+async def seed_demo_if_empty(services: Services, customers: int = 2000) -> int:
+    """Seed demo data into an empty database; the number of customers added."""
+    from sqlalchemy import func, select
+
+    from caller_id.models import Customer
+    from caller_id.seed import seed
+
+    async with services.db.session() as session:
+        count = await session.scalar(select(func.count()).select_from(Customer))
+    if count:
+        return 0
+    summary = await seed(services.db, customers, seed=1)
+    return getattr(summary, "customers", customers)
+
+
+async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = False,
+                worker: int | None = None, ready: Any = None) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the routing rules."""
+    loud = worker in (None, 0)
+    services = await build_services(config)
+    agi = None
+    try:
+        if demo_data and loud:
+            added = await seed_demo_if_empty(services)
+            if added:
+                print(f"  demo data : seeded {added} customers (first start)", flush=True)
+        agi = FastAgiServer(
+            scripts_for(services), host=config.agi.host, port=config.agi.port,
+            allowed_hosts=config.agi.allowed_hosts, env_timeout=config.agi.env_timeout,
+            command_timeout=config.agi.command_timeout, reuse_port=reuse_port,
+        )
+        await agi.start()
+        await services.rules.start()
+        loop = asyncio.get_running_loop()
+        services.rules.install_sighup(loop)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if loud:
+            _print_startup(config, services, agi)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        if loud:
+            print("shutting down: finishing calls in progress ...", flush=True)
+    finally:
+        if agi is not None:
+            await agi.close()
+        await services.close()
+
+
+def _print_startup(config: Config, services: Services, agi: FastAgiServer) -> None:
+    from caller_id.store import display_url
+
+    workers = config.agi.workers
+    lines = [
+        "ivr contact-center server is running",
+        f"  FastAGI   : agi://{agi.address}/inbound  (allowed Asterisk hosts: {', '.join(config.agi.allowed_hosts)})"
+        + (f", {workers} worker processes" if workers > 1 else ""),
+        f"  database  : {display_url(config.database_url)}",
+        f"  rules     : {config.rules_file} ({len(services.rules.current.rules)} rules)",
+        f"  intents   : {config.intents_file}",
+        f"  AMI       : {_ami_status(config)}",
+    ]
+    lines += [f"  {note}" for note in services.notes]
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+def _ami_status(config: Config) -> str:
+    if not config.ami.host:
+        return "not configured (set ami.host or IVR_AMI_HOST to connect to Asterisk's manager)"
+    return f"configured for {config.ami.host}:{config.ami.port} as {config.ami.username} (not connected yet)"
+
+
+def _worker_main(config: Config, worker: int, ready: Any) -> None:
+    setup_logging(os.environ.get("IVR_LOG_LEVEL", "INFO"))
+    try:
+        asyncio.run(serve(config, reuse_port=True, worker=worker, ready=ready))
+    except KeyboardInterrupt:
+        pass
+
+
+def run(config: Config, *, demo_data: bool = False) -> int:
+    """Run in the foreground: one process, or `agi.workers` processes on one port."""
+    workers = max(1, config.agi.workers)
+    if workers == 1:
+        try:
+            asyncio.run(serve(config, demo_data=demo_data))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if demo_data:
+        asyncio.run(_seed_only(config))
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for n in range(workers):
+        ready = context.Event()
+        process = context.Process(target=_worker_main, args=(config, n, ready), name=f"ivr-worker-{n}")
+        process.start()
+        processes.append(process)
+        ready.wait(60)
+    stop = {"signal": None}
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM if signum != signal.SIGHUP else signal.SIGHUP)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for process in processes:
+        process.join()
+    return 0
+
+
+async def _seed_only(config: Config) -> None:
+    services = await build_services(config, speech=False)
+    try:
+        added = await seed_demo_if_empty(services)
+        if added:
+            print(f"  demo data : seeded {added} customers (first start)", flush=True)
+    finally:
+        await services.close()

@@ -1,0 +1,114 @@
+"""Wiring: build every part the call path needs from one `Config`.
+
+Parts that can be absent are: Redis (in-process cache and contexts instead)
+and speech synthesis (the role question is then skipped and the caller is
+routed in their most likely role).  Everything else failing at start-up is
+an error the administrator sees at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from caller_id.cache import InProcessCache, RedisCache
+from caller_id.cache import redis_client as make_redis_client
+from caller_id.catalogue import load_catalogue
+from caller_id.directory import CallerDirectory
+from caller_id.lookup import SqlDirectory
+from caller_id.store import Database
+from ivr.config import Config
+from ivr.contexts import CallContexts, InProcessContexts, RedisContexts
+from ivr.records import CallRecorder
+from queues.reload import LiveRules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    directory: CallerDirectory
+    catalogue: Any
+    rules: LiveRules
+    contexts: CallContexts
+    recorder: CallRecorder
+    prompts: Any = None
+    synthesizer: Any = None
+    redis: Any = None
+    notes: list[str] = field(default_factory=list)  # start-up facts worth printing
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(ZoneInfo(self.config.timezone))
+
+    async def close(self) -> None:
+        await self.rules.stop()
+        await self.recorder.close()
+        await self.directory.close()
+        await self.contexts.close()
+        if self.synthesizer is not None:
+            self.synthesizer.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.dispose()
+
+
+async def build_services(config: Config, *, migrate: bool = True, speech: bool | None = None) -> Services:
+    """Open the database (migrating it), caches, rules, catalogue and prompts."""
+    db = Database(config.database_url)
+    if migrate:
+        await db.migrate()
+    catalogue = load_catalogue(config.intents_file)
+    rules = LiveRules(config.rules_file, lines=[line.name for line in config.lines],
+                      intents=catalogue.names)
+    notes: list[str] = []
+
+    redis_client = None
+    if config.redis_url:
+        redis_client = make_redis_client(config.redis_url)
+        cache: Any = RedisCache(redis_client, ttl=config.lookup.cache_ttl)
+        contexts: CallContexts = RedisContexts(redis_client, config.call_context_ttl)
+        notes.append("shared state: Redis")
+    else:
+        cache = InProcessCache(ttl=config.lookup.cache_ttl, max_entries=config.lookup.cache_entries)
+        contexts = InProcessContexts(config.call_context_ttl)
+        notes.append("shared state: in-process (no Redis configured)")
+
+    directory = CallerDirectory(
+        [SqlDirectory(db)], cache, timeout=config.lookup.timeout,
+        db_for_version=db, version_poll=config.lookup.version_poll,
+    )
+    await directory.start()
+    recorder = CallRecorder(db)
+    recorder.start()
+
+    services = Services(
+        config=config, db=db, directory=directory, catalogue=catalogue, rules=rules,
+        contexts=contexts, recorder=recorder, redis=redis_client, notes=notes,
+    )
+    if speech if speech is not None else config.prompts.enabled:
+        _start_prompts(services)
+    else:
+        notes.append("prompts: disabled")
+    return services
+
+
+def _start_prompts(services: Services) -> None:
+    from speech.prompts import PromptCache
+    from speech.tts import Synthesizer
+
+    settings = services.config.prompts
+    try:
+        synthesizer = Synthesizer(voices=dict(settings.voices) or None, rate=settings.rate)
+        synthesizer.start()
+    except Exception as exc:  # noqa: BLE001 - calls still route without prompts
+        log.error("speech synthesis unavailable (%s); role questions will be skipped", exc)
+        services.notes.append(f"prompts: unavailable ({exc})")
+        return
+    services.synthesizer = synthesizer
+    services.prompts = PromptCache(settings.directory, synthesizer)
+    services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory}")

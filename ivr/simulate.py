@@ -1,0 +1,326 @@
+"""Asterisk's side of FastAGI, for tests, benchmarks and `ivr simulate`.
+
+`AsteriskChannel` answers command lines the way res_agi.c does (as seen in
+the traces of Asterisk 23): case-insensitive command words, ``510`` for
+unknown commands, the multi-line ``520`` usage block (its text in a later
+TCP segment), ``511`` for channel commands once the caller is gone and a
+bare ``HANGUP`` line written on its own after the hangup and again when the
+server closes the session.  `place_call` drives one call over real TCP;
+`run_closed_loop` / `run_open_loop` drive many and time them from the TCP
+connect to the moment IVR_QUEUE is set (the last routing variable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.agi import encode_environment, split_command
+
+DEAD_CHANNEL = b"511 Command Not Permitted on a dead channel or intercept routine\n"
+UNKNOWN = b"510 Invalid or unknown command\n"
+USAGE_HEAD = b"520-Invalid command syntax.  Proper usage follows:\n"
+USAGE_TAIL = "\n520 End of proper usage.\n"
+
+# Commands that still work after the caller hung up (res_agi's `dead` flag).
+_DEAD_OK = {"GET VARIABLE", "GET FULL VARIABLE", "SET VARIABLE", "VERBOSE", "EXEC", "NOOP", "ASYNCAGI BREAK"}
+
+_USAGE = {
+    "STREAM FILE": "Send the given file, allowing playback to be interrupted by the given digits, if any.",
+    "SET VARIABLE": "Sets a variable to the current channel.",
+    "GET VARIABLE": "Gets a channel variable.",
+    "WAIT FOR DIGIT": "Waits up to <replaceable>timeout</replaceable> milliseconds for channel to receive a DTMF digit.",
+    "GET DATA": "Stream the given <replaceable>file</replaceable>, and receive DTMF data.",
+}
+# Allowed numbers of words (command words included) per command.
+_ARGC = {
+    "ANSWER": (1, 1), "HANGUP": (1, 2), "NOOP": (1, 99), "VERBOSE": (2, 3),
+    "SET VARIABLE": (4, 4), "GET VARIABLE": (3, 3), "GET FULL VARIABLE": (4, 5),
+    "CHANNEL STATUS": (2, 3), "EXEC": (2, 99), "STREAM FILE": (4, 5),
+    "GET DATA": (3, 5), "WAIT FOR DIGIT": (4, 4), "GET OPTION": (4, 5),
+}
+_COMMANDS = sorted(_ARGC, key=lambda c: -len(c.split()))
+
+
+@dataclass
+class CallScript:
+    """What the simulated caller does."""
+
+    number: str | None = "79161234567"
+    name: str | None = None
+    line: str | None = "general"  # first AGI argument (None: no argument)
+    dnid: str | None = None
+    script: str = "inbound"
+    dtmf: list[str] = field(default_factory=list)  # answers to GET DATA / WAIT FOR DIGIT, in order
+    hangup_at: int | None = None  # hang up during the Nth command (0-based)
+    close_before_env: bool = False  # connect, send half the environment, close
+
+
+@dataclass
+class CallResult:
+    script: CallScript
+    uniqueid: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    routed_after: float | None = None  # seconds from connect to IVR_QUEUE set
+    duration: float = 0.0
+    hung_up: bool = False
+    error: str | None = None
+
+    @property
+    def queue(self) -> str | None:
+        return self.variables.get("IVR_QUEUE")
+
+
+class AsteriskChannel:
+    """One channel's AGI session, Asterisk's side, without I/O."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, script: CallScript, variables: dict[str, str] | None = None):
+        self.script = script
+        self.variables: dict[str, str] = dict(variables or {})
+        self.hung_up = False
+        self.commands: list[str] = []
+        self.prompts: list[str] = []
+        self._dtmf = list(script.dtmf)
+        n = next(self._ids)
+        self.uniqueid = f"{int(time.time())}.{n}"
+        self.channel = f"PJSIP/trunk-{n:08x}"
+
+    def environment(self, host: str, port: int) -> bytes:
+        s = self.script
+        values = {
+            "agi_network": "yes",
+            "agi_network_script": s.script,
+            "agi_request": f"agi://{host}:{port}/{s.script}",
+            "agi_channel": self.channel,
+            "agi_language": "ru",
+            "agi_type": "PJSIP",
+            "agi_uniqueid": self.uniqueid,
+            "agi_version": "23.4.1",
+            "agi_callerid": s.number or "unknown",
+            "agi_calleridname": s.name or "unknown",
+            "agi_callingpres": "0" if s.number else "67",
+            "agi_callingani2": "0",
+            "agi_callington": "0",
+            "agi_callingtns": "0",
+            "agi_dnid": s.dnid or "unknown",
+            "agi_rdnis": "unknown",
+            "agi_context": "from-pstn",
+            "agi_extension": s.dnid or "s",
+            "agi_priority": "4",
+            "agi_enhanced": "0.0",
+            "agi_accountcode": "",
+            "agi_threadid": "140658115872448",
+        }
+        if s.line is not None:
+            values["agi_arg_1"] = s.line
+        return encode_environment(values)
+
+    def handle(self, line: str) -> list[bytes]:
+        """The reply to one command line, as the chunks Asterisk writes."""
+        index = len(self.commands)
+        self.commands.append(line)
+        words = split_command(line)
+        command = _match(words)
+        if command is None:
+            return [UNKNOWN]
+        if self.hung_up and command not in _DEAD_OK:
+            return [DEAD_CHANNEL]
+        low, high = _ARGC[command]
+        if not low <= len(words) <= high:
+            usage = _USAGE.get(command, "Usage text.")
+            return [USAGE_HEAD, (usage + USAGE_TAIL).encode()]
+        args = words[len(command.split()):]
+        if self.script.hangup_at is not None and index >= self.script.hangup_at and not self.hung_up:
+            if command in _DEAD_OK:
+                self.hung_up = True
+                return [self._reply(command, args), b"HANGUP\n"]
+            self.hung_up = True
+            endpos = " endpos=12160" if command in ("STREAM FILE", "GET OPTION") else ""
+            return [f"200 result=-1{endpos}\n".encode(), b"HANGUP\n"]
+        return [self._reply(command, args)]
+
+    def _reply(self, command: str, args: list[str]) -> bytes:
+        if command == "SET VARIABLE":
+            self.variables[args[0]] = args[1]
+            return b"200 result=1\n"
+        if command == "GET VARIABLE":
+            value = self.variables.get(args[0])
+            return b"200 result=0\n" if value is None else f"200 result=1 ({value})\n".encode()
+        if command == "GET FULL VARIABLE":
+            return f"200 result=1 ({args[0]})\n".encode()
+        if command == "VERBOSE":
+            return b"200 result=1\n"
+        if command == "CHANNEL STATUS":
+            return b"200 result=6\n"
+        if command == "GET DATA":
+            self.prompts.append(args[0])
+            maximum = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
+            digits = self._dtmf.pop(0) if self._dtmf else ""
+            if not digits:
+                return b"200 result= (timeout)\n"
+            if len(digits) > maximum:
+                return f"200 result={digits[:maximum]}\n".encode()
+            return f"200 result={digits}\n".encode()
+        if command == "WAIT FOR DIGIT":
+            digits = self._dtmf.pop(0) if self._dtmf else ""
+            return f"200 result={ord(digits[0]) if digits else 0}\n".encode()
+        if command in ("STREAM FILE", "GET OPTION"):
+            self.prompts.append(args[0])
+            escape = args[1] if len(args) > 1 else ""
+            if self._dtmf and self._dtmf[0] and self._dtmf[0][0] in escape:
+                digit = self._dtmf.pop(0)[0]
+                return f"200 result={ord(digit)} endpos=7520\n".encode()
+            return b"200 result=0 endpos=12160\n"
+        if command == "HANGUP":
+            self.hung_up = True
+            return b"200 result=1\n"
+        return b"200 result=0\n"  # ANSWER, EXEC, NOOP
+
+
+def _match(words: list[str]) -> str | None:
+    upper = [w.upper() for w in words]
+    for command in _COMMANDS:
+        parts = command.split()
+        if upper[: len(parts)] == parts:
+            return command
+    return None
+
+
+async def place_call(host: str, port: int, script: CallScript, *, timeout: float = 30.0) -> CallResult:
+    """One call over real TCP, Asterisk's way."""
+    channel = AsteriskChannel(script)
+    result = CallResult(script=script, uniqueid=channel.uniqueid)
+    started = time.perf_counter()
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        env = channel.environment(host, port)
+        if script.close_before_env:
+            writer.write(env[: len(env) // 2])
+            await writer.drain()
+            return result
+        writer.write(env)
+        deadline = started + timeout
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            raw = await asyncio.wait_for(reader.readline(), remaining)
+            if not raw:  # the server ended the session: Asterisk says HANGUP and closes
+                try:
+                    writer.write(b"HANGUP\n")
+                except (ConnectionError, RuntimeError):
+                    pass
+                break
+            line = raw.decode("utf-8", errors="replace")
+            chunks = channel.handle(line)
+            for chunk in chunks:
+                writer.write(chunk)
+            if "IVR_QUEUE" in channel.variables and result.routed_after is None:
+                result.routed_after = time.perf_counter() - started
+    except asyncio.TimeoutError:
+        result.error = "timeout"
+    except (ConnectionError, OSError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+    result.variables = channel.variables
+    result.commands = channel.commands
+    result.prompts = channel.prompts
+    result.hung_up = channel.hung_up
+    result.duration = time.perf_counter() - started
+    return result
+
+
+async def run_closed_loop(
+    host: str, port: int, scripts: Sequence[CallScript], concurrency: int
+) -> list[CallResult]:
+    """`concurrency` callers, each placing its next call as soon as one ends."""
+    queue = iter(scripts)
+    results: list[CallResult] = []
+
+    async def caller() -> None:
+        for script in queue:
+            results.append(await place_call(host, port, script))
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return results
+
+
+async def run_open_loop(host: str, port: int, scripts: Sequence[CallScript], rate: float) -> list[CallResult]:
+    """New calls at a fixed rate whatever the server does (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for n, script in enumerate(scripts):
+        delay = start + n / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(place_call(host, port, script)))
+    return list(await asyncio.gather(*tasks))
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered) - 1e-9) - 1))  # nearest rank
+    return ordered[k]
+
+
+def summarize(results: Sequence[CallResult], wall: float) -> dict[str, Any]:
+    routed = [r.routed_after * 1000 for r in results if r.routed_after is not None]
+    queues: dict[str, int] = {}
+    for r in results:
+        queues[r.queue or "(dialplan default)"] = queues.get(r.queue or "(dialplan default)", 0) + 1
+    return {
+        "calls": len(results),
+        "routed": len(routed),
+        "errors": sum(1 for r in results if r.error),
+        "hung_up": sum(1 for r in results if r.hung_up),
+        "wall_seconds": round(wall, 3),
+        "calls_per_second": round(len(results) / wall, 1) if wall > 0 else None,
+        "latency_ms": {
+            "p50": round(percentile(routed, 50), 2),
+            "p95": round(percentile(routed, 95), 2),
+            "p99": round(percentile(routed, 99), 2),
+            "max": round(max(routed), 2) if routed else None,
+            "mean": round(statistics.fmean(routed), 2) if routed else None,
+        },
+        "queues": dict(sorted(queues.items(), key=lambda kv: -kv[1])),
+    }
+
+
+GARBAGE_NUMBERS = ["unknown", "anonymous", "", "12", "+0000000", "'; DROP TABLE customers;--",
+                   "1" * 40, "Иван", "(495) 123-45-67 доб. 5"]
+
+
+def mixed_scripts(
+    numbers: Iterable[str], calls: int, *, lines: Sequence[str] = ("general", "b2b", "b2c"),
+    dtmf: str = "1", hangup_rate: float = 0.0, garbage_rate: float = 0.05, seed: int = 1,
+) -> list[CallScript]:
+    """A realistic mix of calls: known numbers, garbage, lines, hangups."""
+    rng = random.Random(seed)
+    pool = list(numbers) or ["79161234567"]
+    scripts = []
+    for _ in range(calls):
+        number = rng.choice(GARBAGE_NUMBERS) if rng.random() < garbage_rate else rng.choice(pool)
+        hangup = rng.randint(0, 3) if rng.random() < hangup_rate else None
+        scripts.append(CallScript(number=number, line=rng.choice(list(lines)), dtmf=[dtmf], hangup_at=hangup))
+    return scripts
