@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ivr.conffile import ConfigError, LineDict, line_of, load_yaml, parse_yaml
+from ivr.conffile import ConfigError, LineDict, line_of, load_yaml, parse_yaml, reject_unknown_keys
 
 SUPPORTED_LANGUAGES = ("ru", "en")
 FACT_KINDS = ("text", "date", "list", "number")
@@ -201,6 +201,8 @@ def _number(value: int | float, language: str) -> str:
 
 def _plural(value: int | float, forms: tuple[str, ...], language: str) -> str:
     """The word form for `value`: ru one/few/many, en one/other."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int):
         return forms[1]
     if language == "ru":
@@ -372,11 +374,7 @@ class _Reader:
         return node
 
     def only_keys(self, node: LineDict, known: tuple[str, ...] | frozenset[str], what: str) -> None:
-        for key in node:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.fail(node.line_of(key), f"unknown {what} {key!r}{hint}")
+        reject_unknown_keys(node, known, self.source, what)
 
     def number(self, value: Any, line: int | None, what: str, low: float, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:

@@ -137,8 +137,13 @@ class ImportSummary:
     rows: dict[str, int]
     created: dict[str, int]
     updated: dict[str, int]
-    numbers: frozenset[str]
-    crm_version: int
+    numbers: frozenset[str] = field(repr=False)  # full numbers: kept out of printed summaries
+    crm_version: int = 0
+
+    def __str__(self) -> str:
+        parts = [f"{self.rows[kind]} {kind} rows ({self.created[kind]} new, {self.updated[kind]} updated)"
+                 for kind in KINDS if self.rows.get(kind)]
+        return f"{'; '.join(parts) or 'no rows'}; {len(self.numbers)} numbers touched; CRM version {self.crm_version}"
 
 
 # --------------------------------------------------------------------------

@@ -17,16 +17,21 @@ several employees):
 
 The queries run in autocommit mode on one pooled connection: a read-only
 lookup needs no transaction, and leaving it out saves the BEGIN and ROLLBACK
-round trips on PostgreSQL.
+round trips on PostgreSQL.  On SQLite all three run on one worker thread
+with a blocking connection (one thread hop per lookup instead of one per
+cursor call).  `_statements` is the lookup itself, written once: a generator
+that yields each statement and receives its rows, driven by either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import aliased
 
 from caller_id import models as m
@@ -34,6 +39,8 @@ from caller_id.profile import Case, CallerProfile, Customer, Manager, Organisati
 from caller_id.store import Database
 
 __all__ = ["SqlDirectory"]
+
+READ_THREADS = 4  # SQLite lookups at once
 
 # The statuses `caller_id.profile.Case.is_open` treats as closed.
 CLOSED_STATUSES = ("closed", "resolved", "cancelled")
@@ -61,6 +68,12 @@ class SqlDirectory:
         if recent_call_limit < 0:
             raise ValueError("recent_call_limit must not be negative")
         self._engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        blocking = db.blocking_engine()
+        self._blocking = blocking.execution_options(isolation_level="AUTOCOMMIT") if blocking else None
+        self._executor = (
+            ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="crm-read")
+            if blocking is not None else None
+        )
         self._closed_case_window = dt.timedelta(days=closed_case_days)
         self._recent_call_window = dt.timedelta(days=recent_call_days)
         self._recent_call_limit = recent_call_limit
@@ -68,29 +81,49 @@ class SqlDirectory:
 
     async def lookup(self, number: str) -> CallerProfile | None:
         """The profile behind E.164 `number`, or None when the CRM does not know it."""
-        now = self._clock()
+        steps = self._statements(number, self._clock())
+        if self._blocking is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._drive_blocking, steps)
         async with self._engine.connect() as conn:
-            role_rows = (await conn.execute(_roles_query(number))).all()
-            if not role_rows:
-                return None
-            customer_ids = sorted({row.customer_id for row in role_rows})
-            case_rows = (
-                await conn.execute(_cases_query(customer_ids, now - self._closed_case_window))
-            ).all()
-            call_rows = []
-            if self._recent_call_limit:
-                call_rows = (
-                    await conn.execute(
-                        _recent_calls_query(
-                            number, customer_ids, now - self._recent_call_window,
-                            self._recent_call_limit,
-                        )
-                    )
-                ).all()
+            try:
+                statement, params = next(steps)
+                while True:
+                    statement, params = steps.send((await conn.execute(statement, params)).all())
+            except StopIteration as done:
+                return done.value
+
+    def _drive_blocking(self, steps: Generator[Any, list[Any], CallerProfile | None]) -> CallerProfile | None:
+        assert self._blocking is not None
+        with self._blocking.connect() as conn:
+            try:
+                statement, params = next(steps)
+                while True:
+                    statement, params = steps.send(conn.execute(statement, params).all())
+            except StopIteration as done:
+                return done.value
+
+    def _statements(self, number: str, now: dt.datetime) -> Generator[Any, list[Any], CallerProfile | None]:
+        role_rows = yield _ROLES, {"number": number}
+        if not role_rows:
+            return None
+        customer_ids = sorted({row.customer_id for row in role_rows})
+        case_rows = yield _CASES, {"customer_ids": customer_ids,
+                                   "closed_since": now - self._closed_case_window}
+        call_rows: list[Any] = []
+        if self._recent_call_limit:
+            call_rows = yield _RECENT_CALLS, {
+                "number": number, "customer_ids": customer_ids,
+                "since": now - self._recent_call_window, "limit": self._recent_call_limit,
+            }
         return _profile(number, role_rows, case_rows, call_rows)
 
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
-def _roles_query(number: str) -> Any:
+
+def _roles_query() -> Any:
     cm, om = _CustomerManager, _OrganisationManager
     return (
         select(
@@ -117,33 +150,39 @@ def _roles_query(number: str) -> Any:
         .outerjoin(cm, cm.id == m.Customer.manager_id)
         .outerjoin(m.Organisation, m.Organisation.id == m.NumberRole.organisation_id)
         .outerjoin(om, om.id == m.Organisation.manager_id)
-        .where(m.PhoneNumber.e164 == number)
+        .where(m.PhoneNumber.e164 == bindparam("number"))
         .order_by(m.NumberRole.id)
     )
 
 
-def _cases_query(customer_ids: list[int], closed_since: dt.datetime) -> Any:
+def _cases_query() -> Any:
     c = m.Case
     return (
         select(
             c.id, c.customer_id, c.organisation_id, c.product, c.title, c.status, c.priority,
             c.opened_at, c.updated_at, c.due_at, c.customer_owes_next_step, c.facts,
         )
-        .where(c.customer_id.in_(customer_ids))
-        .where(or_(c.status.not_in(CLOSED_STATUSES), c.updated_at >= closed_since))
+        .where(c.customer_id.in_(bindparam("customer_ids", expanding=True)))
+        .where(or_(c.status.not_in(CLOSED_STATUSES), c.updated_at >= bindparam("closed_since")))
         .order_by(c.priority, c.updated_at.desc(), c.id)
     )
 
 
-def _recent_calls_query(number: str, customer_ids: list[int], since: dt.datetime, limit: int) -> Any:
+def _recent_calls_query() -> Any:
     r = m.CallRecord
     return (
         select(r.started_at, r.line, r.actual_intent, r.predicted_intent, r.queue, r.self_served)
-        .where(or_(r.customer_id.in_(customer_ids), r.number == number))
-        .where(r.started_at >= since)
+        .where(or_(r.customer_id.in_(bindparam("customer_ids", expanding=True)), r.number == bindparam("number")))
+        .where(r.started_at >= bindparam("since"))
         .order_by(r.started_at.desc(), r.id.desc())
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
+
+
+# Built once: constructing a statement costs more than running it on SQLite.
+_ROLES = _roles_query()
+_CASES = _cases_query()
+_RECENT_CALLS = _recent_calls_query()
 
 
 def _profile(

@@ -28,7 +28,8 @@ calling from it demonstrates) with fixed numbers; the rest are generated:
 
 Case `facts` keys a self-service answer can use:
 
-- ``ready_date`` (ISO date) and ``branch``: the thing is ready for collection;
+- ``ready_date`` (ISO date) and ``branch``: where and since when (status
+  ready) or from when (new, in_progress) the thing waits for collection;
   ``product_name`` ("metal", "classic", "premium") on card cases;
 - ``missing_documents`` (list of strings): what the customer still owes
   (status waiting_customer, with `customer_owes_next_step` true);
@@ -42,7 +43,10 @@ Case `facts` keys a self-service answer can use:
 - ``escalated_to``: escalated cases;
 - ``resolution`` and ``resolved_date`` (ISO date): resolved and closed cases.
 
-Rows go in with Core bulk inserts, one transaction per batch of customers.
+Rows go in with Core bulk inserts, one transaction per batch of customers,
+while the next batch is generated; ids are assigned here (on PostgreSQL the
+id sequences are moved past them at the end).  A failure half-way leaves the
+batches written so far: start again on a fresh database.
 """
 
 from __future__ import annotations
@@ -147,6 +151,7 @@ _ORG_SECOND = (
     "Строй Торг Логистик Сервис Групп Трейд Инвест Агро Медиа Софт Маркет Транс Энерго "
     "Фарм Продукт Девелопмент Консалтинг Системс"
 ).split()
+_AGENT_TEAMS = ("b2c",) * 6 + ("b2b",) * 3 + ("vip",)
 _TAX_REGIONS = (77, 78, 50, 66, 16, 54, 23, 52, 63, 74)
 
 _BRANCHES = (
@@ -418,11 +423,13 @@ SHOWCASE: list[dict[str, str]] = [
     {"number": "+79000000014", "description": "segment C; an insurance claim opened yesterday (new)"},
     {"number": "+79000000015", "description": "segment C; only resolved and closed cases"},
     {"number": "+493012345678", "description": "German customer speaking English; card dispute escalated"},
-    {"number": "+12125550147", "description": "US customer speaking English; loan application waits for proof of income"},
+    {"number": "+12125550147",
+     "description": "US customer speaking English; loan application waits for proof of income"},
     {"number": "+380501234567", "description": "Ukrainian number, Russian-speaking customer; account statement ready"},
     {"number": "+79000000019", "description": "VIP, segment B; an escalated card transaction dispute, priority 1"},
     {"number": "+79000000020", "description": "segment A with four open cases: card, overdue loan, deposit, insurance"},
-    {"number": "+79000000021", "description": "private client and director of «Гранит-Строй», whose account waits for documents"},
+    {"number": "+79000000021",
+     "description": "private client and director of «Гранит-Строй», whose account waits for documents"},
 ]
 _SHOWCASE_INNS = ("7701000019", "7702000029", "7703000039", "5004000040")
 
@@ -456,8 +463,8 @@ def _showcase(rows: _Rows) -> None:
 
     metal = rows.customer("Лебедева Анна Викторовна", "B", False, "ru", elena)
     rows.role("+79000000003", metal)
-    rows.case(metal, "card", "Выпуск металлической карты", "ready", 3, opened_days_ago=10, due_in_days=2,
-              facts={"product_name": "metal", "ready_date": rows.day(2), "branch": "Тверская"})
+    rows.case(metal, "card", "Выпуск металлической карты", "ready", 3, opened_days_ago=10, due_in_days=5,
+              facts={"product_name": "metal", "ready_date": rows.day(0), "branch": "Тверская"})
 
     english = rows.customer("James Carter", "C", False, "en", None)
     rows.role("+442079460123", english)
@@ -548,7 +555,7 @@ def _showcase(rows: _Rows) -> None:
     kyiv = rows.customer("Шевченко Олег Васильевич", "C", False, "ru", None)
     rows.role("+380501234567", kyiv)
     rows.case(kyiv, "account", "Справка об остатке по счёту", "ready", 4, opened_days_ago=3, due_in_days=1,
-              facts={"ready_date": rows.day(1), "branch": "Арбат"})
+              facts={"ready_date": rows.day(0), "branch": "Арбат"})
 
     vip_dispute = rows.customer("Белова Светлана Михайловна", "B", True, "ru", anna)
     rows.role("+79000000019", vip_dispute)
@@ -558,12 +565,13 @@ def _showcase(rows: _Rows) -> None:
     busy = rows.customer("Павлов Роман Евгеньевич", "A", False, "ru", anna)
     rows.role("+79000000020", busy)
     rows.case(busy, "card", "Перевыпуск карты", "in_progress", 3, opened_days_ago=4, due_in_days=3,
-              facts={"product_name": "premium", "expected_date": rows.day(3)})
+              facts={"product_name": "premium", "expected_date": rows.day(3), "ready_date": rows.day(3),
+                     "branch": "Арбат"})
     rows.case(busy, "loan", "Реструктуризация кредита", "overdue", 2, opened_days_ago=35, due_in_days=-3,
               facts={"amount": 1_100_000, "currency": "RUB", "promised_date": rows.day(-3),
                      "next_payment_date": rows.day(5), "payment_amount": 42_000})
     rows.case(busy, "deposit", "Досрочное закрытие вклада", "ready", 3, opened_days_ago=6, due_in_days=1,
-              facts={"amount": 2_000_000, "currency": "RUB", "ready_date": rows.day(1), "branch": "Арбат"})
+              facts={"amount": 2_000_000, "currency": "RUB", "ready_date": rows.day(0), "branch": "Арбат"})
     rows.case(busy, "insurance", "Оформление полиса страхования", "new", 4, opened_days_ago=0.2,
               due_in_days=10, facts={"expected_date": rows.day(10)})
 
@@ -603,7 +611,7 @@ class _Generator:
             surname = rng.choice(_SURNAMES)
             name = f"{rng.choice(_MALE_FIRST if male else _FEMALE_FIRST)} {surname if male else _feminine(surname)}"
             is_manager = i % 10 < 3
-            team = ("personal", "key-accounts")[i % 2] if is_manager else rng.choice(("b2c",) * 6 + ("b2b",) * 3 + ("vip",))
+            team = ("personal", "key-accounts")[i % 2] if is_manager else rng.choice(_AGENT_TEAMS)
             agent_id = self.rows.agent(name, 1001 + i, is_manager, team)
             if is_manager:
                 self.managers.append(agent_id)
@@ -724,10 +732,8 @@ class _Generator:
             count = rng.randint(1, min(2, len(documents)))
             facts["missing_documents"] = [doc[lang] for doc in rng.sample(documents, count)]
         elif status == "ready":
-            ready_in = rng.randint(0, 5)
-            facts["ready_date"] = self.rows.day(ready_in)
+            facts["ready_date"] = self.rows.day(-rng.randint(0, 5))
             facts["branch"] = rng.choice(_BRANCHES)[lang]
-            due = max(due, ready_in + 1)
         elif status == "escalated":
             facts["escalated_to"] = ("отдел претензий", "complaints team")[lang]
         if product == "card":

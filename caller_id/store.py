@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, select, text, update
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -71,7 +72,9 @@ def alembic_config(url: str | URL | None = None) -> Config:
 class Database:
     """An async engine for one CRM database, with sessions and migrations."""
 
-    def __init__(self, url: str | URL = DEFAULT_URL, *, pool_size: int = 10, echo: bool = False):
+    def __init__(
+        self, url: str | URL = DEFAULT_URL, *, pool_size: int = 10, connect_timeout: float = 5.0, echo: bool = False,
+    ):
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         options: dict[str, Any] = {"echo": echo, "json_serializer": _json_text}
@@ -79,7 +82,10 @@ class Database:
             self._prepare_sqlite_file()
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
-            options.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            options.update(
+                pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                pool_timeout=connect_timeout, connect_args={"timeout": connect_timeout},
+            )
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _configure_sqlite_connection)
@@ -87,9 +93,27 @@ class Database:
             # executemany() of an INSERT goes out as multi-row INSERTs, not row by row.
             self.engine.dialect.use_insertmanyvalues_wo_returning = True
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._blocking: Engine | None = None
 
     def __repr__(self) -> str:
         return f"Database({display_url(self.url)!r})"
+
+    def blocking_engine(self) -> Engine | None:
+        """For SQLite, a plain (blocking) engine on the same file; None otherwise.
+
+        aiosqlite hops to its thread for every cursor call; a read that
+        runs all its statements on one worker thread costs one hop instead.
+        """
+        if not self.is_sqlite:
+            return None
+        if self._blocking is None:
+            self._blocking = create_engine(
+                self.url.set(drivername="sqlite"),
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+                json_serializer=_json_text,
+            )
+            event.listen(self._blocking, "connect", _configure_sqlite_connection)
+        return self._blocking
 
     @property
     def dialect(self) -> str:
@@ -132,6 +156,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._blocking is not None:
+            self._blocking.dispose()
 
 
 async def bump_crm_version(session: AsyncSession | AsyncConnection) -> None:
@@ -164,7 +190,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         if cursor.fetchone()[0].lower() not in ("wal", "memory"):
             try:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            except Exception as exc:  # busy: another connection holds a lock right now
+            except sqlite3.OperationalError as exc:  # busy: another connection holds a lock
                 # WAL is kept in the file: the next connection switches it.
                 _log.debug("SQLite WAL not enabled on this connection: %s", exc)
     finally:

@@ -180,7 +180,7 @@ def _lookup(args: argparse.Namespace, config: Config) -> int:
                 decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
                                   now=services.now(), role=asked[args.role - 1])
             result = decision.to_dict()
-            result["question"] = [r.label for r in asked]
+            result["question"] = [role["label"] for role in result["question"]] if asked else []
             if asked:
                 language = decision.view.language or line.language
                 result["question_prompt"] = role_question_text(asked, language)

@@ -7,6 +7,8 @@ validator further down can say "routing.yaml, line 14: unknown condition
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,13 @@ class LineList(list):
 
 class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice in the same block", key_node.start_mark)
+            seen.add(key)
         mapping = LineDict(super().construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {
@@ -55,9 +64,18 @@ class _LineLoader(yaml.SafeLoader):
         return seq
 
 
+    def construct_yaml_timestamp(self, node):  # type: ignore[override]
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:  # e.g. 2026-13-01
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a real date or time {node.value!r}: {exc}", node.start_mark) from None
+
+
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping
 )
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _LineLoader.construct_yaml_timestamp)
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence
 )
@@ -94,3 +112,24 @@ def line_of(node: Any, key: str | None = None) -> int | None:
     if isinstance(node, LineList):
         return node.line
     return None
+
+
+def did_you_mean(word: Any, choices: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of `choices`, or an empty string."""
+    close = difflib.get_close_matches(str(word), sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def reject_unknown_keys(
+    mapping: Mapping[Any, Any], known: Collection[str], source: str, what: str,
+    *, hints: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ConfigError at the first key not in `known`, suggesting the closest."""
+    for key in mapping:
+        if key in known:
+            continue
+        line = line_of(mapping, key)
+        if hints and key in hints:
+            raise ConfigError(source, line, f"{key!r} {hints[key]}")
+        hint = did_you_mean(key, known) or f"; expected one of: {', '.join(known)}"
+        raise ConfigError(source, line, f"unknown {what} {key!r}{hint}")

@@ -14,13 +14,12 @@ the file's directory.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ivr.conffile import ConfigError, LineDict, line_of, load_yaml
+from ivr.conffile import ConfigError, LineDict, line_of, load_yaml, reject_unknown_keys
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_DIR / "config" / "ivr.yaml"
@@ -98,6 +97,9 @@ class Config:
     lines: tuple[Line, ...] = (Line(name="general"),)
     default_line: str = "general"
     call_context_ttl: float = 4 * 3600.0
+    # Texts of the announcements routing rules name, per language; they are
+    # synthesised.  A name not listed here is played as an Asterisk sound.
+    announcements: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def line_for(self, name_or_number: str | None) -> Line:
         """The line called by name (AGI argument) or dialled number; the default otherwise."""
@@ -115,7 +117,7 @@ class Config:
 _SECTIONS = {"agi": AgiSettings, "ami": AmiSettings, "lookup": LookupSettings, "prompts": PromptSettings}
 _TOP_LEVEL = {
     "region", "database_url", "redis_url", "rules_file", "intents_file", "timezone",
-    "lines", "default_line", "call_context_ttl", *_SECTIONS,
+    "lines", "default_line", "call_context_ttl", "announcements", *_SECTIONS,
 }
 
 
@@ -148,6 +150,8 @@ def _from_file(path: Path) -> Config:
             values["lines"] = _lines(value, source, line)
         elif key in ("rules_file", "intents_file"):
             values[key] = _path(value, base, source, line, key)
+        elif key == "announcements":
+            values[key] = _announcements(value, source, line)
         elif key == "database_url":
             values[key] = resolve_database_url(_typed(Config, key, value, source, line), base)
         else:
@@ -160,11 +164,7 @@ def _from_file(path: Path) -> Config:
 
 
 def _reject_unknown(data: dict, known: set[str] | frozenset[str], source: str, what: str) -> None:
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(source, line_of(data, key), f"unknown {what} {key!r}{hint}")
+    reject_unknown_keys(data, sorted(known), source, what)
 
 
 def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -> Any:
@@ -202,6 +202,20 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
     if duplicates:
         raise ConfigError(source, line, f"duplicate line names: {', '.join(sorted(duplicates))}")
     return tuple(result)
+
+
+def _announcements(value: Any, source: str, line: int | None) -> dict[str, dict[str, str]]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, line, "announcements must map names to texts per language")
+    result = {}
+    for name, texts in value.items():
+        texts_ok = isinstance(texts, dict) and texts and all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in texts.items())
+        if not texts_ok:
+            raise ConfigError(source, line_of(value, name),
+                              f"announcement {name!r}: expected texts per language, e.g. {{ru: ..., en: ...}}")
+        result[str(name)] = dict(texts)
+    return result
 
 
 def _path(value: Any, base: Path, source: str, line: int | None, key: str) -> Path:

@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from caller_id.normalise import mask
@@ -145,9 +144,8 @@ class InboundScript:
         s = self.services
         if s.prompts is None:
             raise RuntimeError("prompt synthesis is disabled")
-        path: Path = await s.prompts.path_for(text, language, "wav8")
-        directory = s.config.prompts.asterisk_directory or path.parent
-        return str(Path(directory) / path.stem)
+        path = await s.prompts.path_for(text, language, "wav8")
+        return s.prompts.name_for_asterisk(path)
 
     async def _set_route(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> None:
         route = decision.route
@@ -157,13 +155,8 @@ class InboundScript:
         if decision.top_intent is not None:
             await call.set_variable("IVR_INTENT", decision.top_intent.intent)
         if route.announcement:
-            announcement = route.announcement
-            if " " in announcement.strip():
-                try:
-                    announcement = await self._prompt(announcement, view.language or decision.line.language)
-                except Exception as exc:  # noqa: BLE001
-                    self._fail_open(state, "prompt_error", call_id, exc)
-                    announcement = ""
+            announcement = await self._announcement(route.announcement, view.language or decision.line.language,
+                                                    state, call_id)
             if announcement:
                 await call.set_variable("IVR_ANNOUNCE", announcement)
         if route.manager_interface:
@@ -174,6 +167,18 @@ class InboundScript:
         log.info("call %s: %s -> queue %s prio %d (rule %s, intent %s, lookup %s)",
                  call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
                  decision.top_intent.intent if decision.top_intent else "-", decision.lookup.source)
+
+    async def _announcement(self, name: str, language: str, state: dict[str, Any], call_id: str) -> str:
+        """The sound Asterisk plays: a configured text or free text synthesised, else the name itself."""
+        texts = self.services.config.announcements.get(name)
+        if texts is None and " " not in name.strip():
+            return name  # an Asterisk sound name
+        text = name if texts is None else texts.get(language) or next(iter(texts.values()))
+        try:
+            return await self._prompt(text, language)
+        except Exception as exc:  # noqa: BLE001 - no announcement rather than no call
+            self._fail_open(state, "prompt_error", call_id, exc)
+            return ""
 
     def _fail_open(self, state: dict[str, Any], reason: str, call_id: str, exc: Any) -> None:
         state["degraded"].append(reason)
@@ -210,7 +215,6 @@ class InboundScript:
             if decision is not None:
                 view = decision.view
                 context["decision"] = decision.to_dict()
-                context["profile"] = decision.lookup.profile.to_dict()
                 top = decision.top_intent
                 record.update(
                     number=decision.lookup.number,

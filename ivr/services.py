@@ -8,6 +8,7 @@ an error the administrator sees at once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class Services:
     prompts: Any = None
     synthesizer: Any = None
     redis: Any = None
+    crm: Any = None
     notes: list[str] = field(default_factory=list)  # start-up facts worth printing
 
     def now(self) -> dt.datetime:
@@ -49,9 +51,11 @@ class Services:
         await self.rules.stop()
         await self.recorder.close()
         await self.directory.close()
+        if self.crm is not None:
+            self.crm.close()
         await self.contexts.close()
         if self.synthesizer is not None:
-            self.synthesizer.close()
+            await asyncio.to_thread(self.synthesizer.close)
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
@@ -78,8 +82,9 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
         contexts = InProcessContexts(config.call_context_ttl)
         notes.append("shared state: in-process (no Redis configured)")
 
+    crm = SqlDirectory(db)
     directory = CallerDirectory(
-        [SqlDirectory(db)], cache, timeout=config.lookup.timeout,
+        [crm], cache, timeout=config.lookup.timeout,
         db_for_version=db, version_poll=config.lookup.version_poll,
     )
     await directory.start()
@@ -88,27 +93,28 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
 
     services = Services(
         config=config, db=db, directory=directory, catalogue=catalogue, rules=rules,
-        contexts=contexts, recorder=recorder, redis=redis_client, notes=notes,
+        contexts=contexts, recorder=recorder, redis=redis_client, notes=notes, crm=crm,
     )
     if speech if speech is not None else config.prompts.enabled:
-        _start_prompts(services)
+        await _start_prompts(services)
     else:
         notes.append("prompts: disabled")
     return services
 
 
-def _start_prompts(services: Services) -> None:
+async def _start_prompts(services: Services) -> None:
     from speech.prompts import PromptCache
     from speech.tts import Synthesizer
 
     settings = services.config.prompts
     try:
         synthesizer = Synthesizer(voices=dict(settings.voices) or None, rate=settings.rate)
-        synthesizer.start()
+        await asyncio.to_thread(synthesizer.start)
     except Exception as exc:  # noqa: BLE001 - calls still route without prompts
         log.error("speech synthesis unavailable (%s); role questions will be skipped", exc)
         services.notes.append(f"prompts: unavailable ({exc})")
         return
     services.synthesizer = synthesizer
-    services.prompts = PromptCache(settings.directory, synthesizer)
+    services.prompts = PromptCache(settings.directory, synthesizer,
+                                   asterisk_directory=settings.asterisk_directory)
     services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory}")

@@ -41,7 +41,6 @@ them in order.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import logging
 import re
 import zoneinfo
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from caller_id.profile import ROLE_KINDS, SEGMENTS, CallerView
-from ivr.conffile import ConfigError, line_of, load_yaml, parse_yaml
+from ivr.conffile import ConfigError, did_you_mean, line_of, load_yaml, parse_yaml, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +254,7 @@ class _Builder:
 
     def check_keys(self, mapping: dict, allowed: tuple[str, ...], what: str,
                    hints: Mapping[str, str] | None = None) -> None:
-        for key in mapping:
-            if key in allowed:
-                continue
-            line = line_of(mapping, key)
-            if hints and key in hints:
-                raise self.fail(line, f"{key!r} {hints[key]}")
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(allowed)}"
-            raise self.fail(line, f"unknown {what} {key!r}{hint}")
+        reject_unknown_keys(mapping, allowed, self.source, what, hints=hints)
 
     # schedules
 
@@ -308,8 +299,7 @@ class _Builder:
         try:
             return zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(value, zoneinfo.available_timezones())
             raise self.fail(line, f"unknown timezone {value!r}{hint}") from None
 
     def days(self, value: Any, line: int | None) -> list[int]:
@@ -335,8 +325,7 @@ class _Builder:
             return _DAYS.index(word)
         if word in _FULL_DAYS:
             return _FULL_DAYS.index(word)
-        close = difflib.get_close_matches(word, _DAYS + _FULL_DAYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(word, _DAYS + _FULL_DAYS)
         raise self.fail(line, f"unknown day {text!r}{hint} (use mon, tue, wed, thu, fri, sat, sun)")
 
     def hours(self, value: Any, line: int | None) -> list[tuple[int, int]]:
@@ -431,11 +420,10 @@ class _Builder:
         if known is not None:
             for item in items:
                 if item not in known:
-                    close = difflib.get_close_matches(item, list(known), n=1)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    hint = did_you_mean(item, known)
                     what = "schedule (see 'schedules')" if key == "business_hours" else key
                     choices = ", ".join(known) if known else "none defined"
-                    raise self.fail(line, f"unknown {what} {item!r}; {hint}expected one of: {choices}")
+                    raise self.fail(line, f"unknown {what} {item!r}{hint}; expected one of: {choices}")
         return tuple(items)
 
     def set_test(self, key: str, values: tuple[Any, ...]) -> _Test:

@@ -117,7 +117,7 @@ BROKEN = {
         """\
         fallback: general_question
         intens: []
-        """, 2, "unknown catalogue section 'intens' (did you mean 'intents'?)"),
+        """, 2, "unknown catalogue section 'intens'; did you mean 'intents'?"),
     "unknown intent key": (
         """\
         fallback: general_question
@@ -125,7 +125,7 @@ BROKEN = {
           - name: general_question
             title: {ru: Общий, en: General}
             prio: 0.1
-        """, 5, "unknown intent setting 'prio' (did you mean 'prior'?)"),
+        """, 5, "unknown intent setting 'prio'; did you mean 'prior'?"),
     "weight of the wrong type": (
         """\
         fallback: general_question
@@ -328,7 +328,7 @@ BROKEN = {
               product: [debit_card]
           - name: general_question
             title: {ru: Общий, en: General}
-        """, 6, "unknown case condition 'product' (did you mean 'products'?)"),
+        """, 6, "unknown case condition 'product'; did you mean 'products'?"),
     "intent that can never be predicted": (
         """\
         fallback: general_question

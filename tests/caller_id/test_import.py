@@ -242,3 +242,11 @@ async def test_bad_number_is_masked_in_the_error(migrated_db, tmp_path):
     with pytest.raises(ImportRowsError) as caught:
         await import_file(migrated_db, path)
     assert "1234567" not in str(caught.value)
+
+
+async def test_printed_summary_counts_numbers_without_showing_them(migrated_db):
+    summary = await import_file(migrated_db, DATA / "crm_sample.csv")
+    for text in (str(summary), repr(summary)):
+        assert "+7916" not in text and "79161234567" not in text
+    assert "3 customer rows (3 new, 0 updated)" in str(summary)
+    assert "3 numbers touched" in str(summary)

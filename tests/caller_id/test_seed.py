@@ -120,7 +120,7 @@ async def test_case_facts_match_their_status(migrated_db):
         if status == "waiting_customer":
             assert facts["missing_documents"] and all(isinstance(d, str) for d in facts["missing_documents"])
         if status == "ready":
-            assert dt.date.fromisoformat(facts["ready_date"]) >= now.date() and facts["branch"]
+            assert dt.date.fromisoformat(facts["ready_date"]) <= now.date() and facts["branch"]
         if status == "overdue":
             assert due_at < now and facts["promised_date"]
         if status in ("new", "in_progress", "waiting_customer", "ready", "escalated"):
@@ -164,7 +164,8 @@ async def test_showcase_numbers_tell_what_their_description_says(sqlite_db):
 
     [(vip, _)] = await customers_of("+79000000001")
     assert vip.is_vip and vip.segment == "A" and vip.manager_id is not None
-    [card] = [c for (c,) in await _all(sqlite_db, select(Case).where(Case.customer_id == vip.id, Case.product == "card"))]
+    [card] = [c for (c,) in await _all(sqlite_db, select(Case).where(Case.customer_id == vip.id,
+                                                                     Case.product == "card"))]
     assert card.status == "overdue" and _utc(card.due_at) < dt.datetime.now(dt.timezone.utc)
     director = await customers_of("+79000000005")
     assert sorted(kind for _, kind in director) == ["director", "employee", "private"]

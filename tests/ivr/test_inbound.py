@@ -257,3 +257,25 @@ async def test_log_lines_of_a_call_never_show_the_full_number(base_config, start
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "queue" in text
     assert numbers[0] not in text and numbers[0][2:] not in text
+
+
+@pytest.mark.parametrize("announcement, synthesised", [
+    ("after_hours", True),                       # a name with configured texts
+    ("Вас соединят с дежурным специалистом.", True),  # free text
+    ("custom/holiday-greeting", False),          # an Asterisk sound of the administrator's
+])
+async def test_rule_announcement_reaches_asterisk_as_a_playable_sound(
+    base_config, start_server, tmp_path, announcement, synthesised
+):
+    rules_file = tmp_path / "routing.yaml"
+    rules_file.write_text(
+        f"rules:\n  - name: everyone\n    queue: after_hours\n    announcement: \"{announcement}\"\n",
+        encoding="utf-8")
+    server = await start_server(replace(base_config, rules_file=rules_file), speech=True)
+    result = await place_call("127.0.0.1", server.port, CallScript(number="unknown", line="general"))
+    sound = result.variables["IVR_ANNOUNCE"]
+    if synthesised:
+        with wave.open(sound + ".wav") as wav:
+            assert wav.getframerate() == 8000 and wav.getnframes() > 8000
+    else:
+        assert sound == announcement
