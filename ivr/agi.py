@@ -258,6 +258,27 @@ def set_variable(name: str, value: str | int) -> Command:
     return Command(("SET", "VARIABLE"), (name, str(value)))
 
 
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:@+#*-]*$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def set_variables(values: dict[str, str | int]) -> list[Command]:
+    """Commands that set every variable: one ``EXEC MSet`` for plain values.
+
+    MSet (Asterisk's multiple-Set application) takes ``name=value`` pairs
+    split on commas, so only values without commas, quotes, spaces or
+    backslashes go through it; any other value gets its own SET VARIABLE.
+    """
+    plain = {k: str(v) for k, v in values.items()
+             if _VARIABLE_NAME.match(k) and _PLAIN_VALUE.match(str(v)) and str(v)}
+    commands = [set_variable(k, v) for k, v in values.items() if k not in plain]
+    if len(plain) == 1:
+        commands += [set_variable(k, v) for k, v in plain.items()]
+    elif plain:
+        commands.append(exec_app("MSet", ",".join(f"{k}={v}" for k, v in plain.items())))
+    return commands
+
+
 def get_variable(name: str) -> Command:
     return Command(("GET", "VARIABLE"), (name,))
 

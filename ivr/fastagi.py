@@ -65,6 +65,11 @@ class AgiCall:
     async def set_variable(self, name: str, value: str | int, timeout: float | None = None) -> None:
         await self.send(agi.set_variable(name, value), timeout)
 
+    async def set_variables(self, values: dict[str, str | int], timeout: float | None = None) -> None:
+        """Set several variables in as few round trips as the values allow."""
+        for command in agi.set_variables(values):
+            await self.send(command, timeout)
+
     async def get_variable(self, name: str, timeout: float | None = None) -> str | None:
         reply = await self.send(agi.get_variable(name), timeout)
         return reply.data if reply.result == "1" else None

@@ -150,20 +150,22 @@ class InboundScript:
     async def _set_route(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> None:
         route = decision.route
         view = decision.view
+        values: dict[str, str | int] = {}
         if view.customer is not None:
-            await call.set_variable("IVR_CUSTOMER_ID", view.customer.id)
+            values["IVR_CUSTOMER_ID"] = view.customer.id
         if decision.top_intent is not None:
-            await call.set_variable("IVR_INTENT", decision.top_intent.intent)
+            values["IVR_INTENT"] = decision.top_intent.intent
         if route.announcement:
             announcement = await self._announcement(route.announcement, view.language or decision.line.language,
                                                     state, call_id)
             if announcement:
-                await call.set_variable("IVR_ANNOUNCE", announcement)
+                values["IVR_ANNOUNCE"] = announcement
         if route.manager_interface:
-            await call.set_variable("IVR_MANAGER", route.manager_interface)
-            await call.set_variable("IVR_MANAGER_TIMEOUT", route.manager_timeout or 20)
-        await call.set_variable("QUEUE_PRIO", route.priority)
-        await call.set_variable("IVR_QUEUE", route.queue)
+            values["IVR_MANAGER"] = route.manager_interface
+            values["IVR_MANAGER_TIMEOUT"] = route.manager_timeout or 20
+        values["QUEUE_PRIO"] = route.priority
+        values["IVR_QUEUE"] = route.queue  # last: the dialplan reads it as "routed"
+        await call.set_variables(values)
         log.info("call %s: %s -> queue %s prio %d (rule %s, intent %s, lookup %s)",
                  call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
                  decision.top_intent.intent if decision.top_intent else "-", decision.lookup.source)

@@ -185,6 +185,12 @@ class AsteriskChannel:
         if command == "HANGUP":
             self.hung_up = True
             return b"200 result=1\n"
+        if command == "EXEC" and args[0].lower() == "mset" and len(args) > 1:
+            for pair in args[1].split(","):  # MSet(name=value,...)
+                name, sep, value = pair.partition("=")
+                if sep:
+                    self.variables[name] = value
+            return b"200 result=0\n"
         return b"200 result=0\n"  # ANSWER, EXEC, NOOP
 
 

@@ -120,17 +120,21 @@ async def test_role_question_is_skipped_when_synthesis_is_off_and_the_call_still
     assert not any(c.upper().startswith("GET DATA") for c in result.commands)
 
 
-@pytest.mark.parametrize("hangup_at", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("hangup_at", [0, 1, 2])
 async def test_caller_hanging_up_at_any_point_ends_cleanly_and_the_server_keeps_serving(
-    base_config, start_server, hangup_at, caplog
+    base_config, start_server, hangup_at
 ):
     server = await start_server(base_config, speech=True)
     candidates = await numbers_with_roles(base_config.database_url, min_roles=2)
+    normal = await place_call("127.0.0.1", server.port, CallScript(number=candidates[0], dtmf=["1"]))
+    assert len(normal.commands) > hangup_at, "the call has a command at that point to hang up in"
     script = CallScript(number=candidates[0], line="general", dtmf=["1"], hangup_at=hangup_at)
     result = await place_call("127.0.0.1", server.port, script)
     assert result.error is None
     assert result.hung_up
     assert server.agi.stats["script_errors"] == 0
+    context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
+    assert context["outcome"] in ("hangup", "routed")
     after = await place_call("127.0.0.1", server.port, CallScript(number="+79161234567"))
     assert after.variables["IVR_QUEUE"]
 

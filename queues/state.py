@@ -1,0 +1,1034 @@
+"""Live queue and agent state, fed by AMI events.
+
+`QueueState.apply(event)` takes one AMI event as a plain dict of header to
+value (``{"Event": "QueueCallerJoin", "Queue": "support", ...}``) and keeps,
+per queue, who is waiting (position, since when, call id, segment) and what
+every member is doing (logged in, available, ringing, in a call, paused with
+its reason and since when).  `snapshot()` turns it into plain JSON-able
+dicts for the wallboard; `agent_for_call()` tells the screen-pop which member
+interface is talking to a call.
+
+Events it understands (field names as Asterisk 23 sends them, see
+``asterisk-traces/ami-queue-*.ami.raw``):
+
+- callers: QueueCallerJoin, QueueCallerLeave, QueueCallerAbandon;
+- members and calls: AgentCalled, AgentConnect, AgentComplete,
+  AgentRingNoAnswer, AgentDump;
+- membership: QueueMemberAdded, QueueMemberRemoved, QueueMemberStatus,
+  QueueMemberPause (Paused, PausedReason), QueueMemberPenalty,
+  QueueMemberRinginuse;
+- the answer to the QueueStatus action: QueueParams, QueueMember (``Name``,
+  ``Location``), QueueEntry (``Wait``), QueueStatusComplete;
+- Hangup, only to forget a caller or a call whose end events were lost.
+
+Everything else is counted as ignored.  A bad event (not a mapping, a
+missing queue or channel id, a number that is not a number) is counted and
+dropped; `apply` never raises.
+
+Resync: after a (re)connection, send ``Action: QueueStatus`` and call
+`begin_resync(action_id=...)`; the QueueParams / QueueMember / QueueEntry answers
+then build a fresh state on the side and `end_resync()` (called by the
+QueueStatusComplete event, or explicitly) swaps it in at once.  Callers and
+members that the answer does not list disappear.  Live events that arrive
+during the resync go to both states.  What QueueStatus does not say is
+carried over from the old state when the new one confirms it: a waiting
+caller's call id, segment and exact join time; a member's current call when
+the member is still ``InCall``.  Outside a resync the same three events
+update the live state without removing anything (a filtered QueueStatus).
+
+Times: the ``Timestamp`` header (epoch seconds, with ``timestampevents =
+yes``) when present, else `clock()` (QueueStatus answers never carry one).
+Events older than what the state already knows about the same caller or
+member are stale and skipped, so replays, duplicates and events out of order
+do not bring back callers who left or members who were removed.
+
+Member status codes (``Status``): 0 unknown, 1 not in use, 2 in use, 3 busy,
+4 invalid, 5 unavailable, 6 ringing, 7 ringing while in use, 8 on hold.
+
+Each member of a queue gets one ``state`` word, the first that holds:
+``unavailable`` (status 4 or 5: not logged in), ``in_call`` (connected to a
+caller of this queue, or ``InCall: 1``), ``ringing`` (an AgentCalled without
+its outcome yet, or status 6/7; Local channels report 2 while ringing),
+``paused``, ``busy`` (status 2/3/8: occupied by something else, such as a
+call from another queue), ``available``.  A queue's ``agents`` counts each
+word once per member, plus ``logged_in`` (all but unavailable) and
+``paused`` (every paused member logged in, even one finishing a call).
+
+Feed it every AMI event: it picks what it needs and ignores the rest cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from caller_id.normalise import mask
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MEMBER_STATUS",
+    "QueueState",
+    "chan_variables",
+    "event_time",
+    "header",
+    "masked_number",
+    "timestamp",
+]
+
+MEMBER_STATUS = {
+    0: "unknown",
+    1: "not_in_use",
+    2: "in_use",
+    3: "busy",
+    4: "invalid",
+    5: "unavailable",
+    6: "ringing",
+    7: "ringinuse",
+    8: "on_hold",
+}
+_NOT_LOGGED_IN = {4, 5}
+_RINGING = {6, 7}
+_OCCUPIED = {2, 3, 8}
+
+CALL_ID_VARIABLE = "IVR_CALL_ID"
+SEGMENT_VARIABLE = "IVR_SEGMENT"
+
+# How long facts about departed callers, ended calls and removed members are
+# kept to recognise late duplicates (seconds of event time).
+TOMBSTONE_SECONDS = 3600.0
+# A ring with no outcome at all (events lost) stops counting after this long.
+RING_TIMEOUT_SECONDS = 300.0
+_PRUNE_EVERY = 1000  # events
+
+
+# --- reading AMI events ---------------------------------------------------------
+
+def header(event: Mapping[str, Any], name: str) -> str | None:
+    """The value of header `name` as a stripped string, or None when absent.
+
+    The exact name is tried first, then a case-insensitive match (AMI header
+    names are case-insensitive).  A repeated header given as a list yields
+    its first value.
+    """
+    value = event.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, candidate in event.items():
+            if isinstance(key, str) and key.lower() == lowered:
+                value = candidate
+                break
+        else:
+            return None
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+        if value is None:
+            return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip()
+
+
+def chan_variables(event: Mapping[str, Any], prefix: str = "ChanVariable") -> dict[str, str]:
+    """The channel variables of an event (``channelvars`` in manager.conf).
+
+    Accepts ``ChanVariable`` as a dict (``{"IVR_CALL_ID": "call-1"}``), a list
+    of ``"NAME=value"`` strings, or one such string; also the
+    ``ChanVariable(<channel>)`` form of OriginateResponse.  ``DestChanVariable``
+    (the member's leg) is read only with ``prefix="DestChanVariable"``.
+    Empty values are left out.
+    """
+    found: dict[str, str] = {}
+    lowered = prefix.lower()
+    for key, value in event.items():
+        if not isinstance(key, str):
+            continue
+        name = key.lower()
+        if not (name == lowered or name.startswith(lowered + "(")):
+            continue
+        if isinstance(value, Mapping):
+            pairs: Iterable[tuple[Any, Any]] = value.items()
+        else:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            pairs = (str(item).partition("=")[::2] for item in items if item is not None)
+        for var, val in pairs:
+            var, val = str(var).strip(), ("" if val is None else str(val).strip())
+            if var and val:
+                found[var] = val
+    return found
+
+
+def event_time(event: Mapping[str, Any], clock: Callable[[], float] = time.time) -> float:
+    """The event's ``Timestamp`` (epoch seconds) when it has a usable one, else `clock()`."""
+    stamp = timestamp(event)
+    return clock() if stamp is None else stamp
+
+
+def timestamp(event: Mapping[str, Any]) -> float | None:
+    """The event's ``Timestamp`` header as epoch seconds, or None when absent or unusable."""
+    raw = header(event, "Timestamp")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+class BadEvent(ValueError):
+    """An event that cannot be applied (a required header missing or malformed)."""
+
+
+def _required(event: Mapping[str, Any], name: str) -> str:
+    value = header(event, name)
+    if not value:
+        raise BadEvent(f"{name} missing")
+    return value
+
+
+def _int(event: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
+    raw = header(event, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise BadEvent(f"{name} is not a number") from None
+
+
+def _flag(event: Mapping[str, Any], name: str) -> bool | None:
+    raw = header(event, name)
+    if raw is None or raw == "":
+        return None
+    return raw.lower() in ("1", "yes", "true", "on")
+
+
+# --- the model ------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Caller:
+    uniqueid: str
+    queue: str
+    since: float
+    updated_at: float
+    linkedid: str | None = None
+    channel: str | None = None
+    call_id: str | None = None
+    segment: str | None = None
+    number: str = "unknown"  # masked
+    priority: int | None = None
+    original_position: int | None = None
+    since_exact: bool = True  # False when estimated from a QueueEntry's whole-second Wait
+
+
+@dataclass(slots=True)
+class _Member:
+    interface: str
+    updated_at: float
+    name: str | None = None
+    state_interface: str | None = None
+    membership: str | None = None
+    penalty: int | None = None
+    calls_taken: int | None = None
+    last_call: int | None = None
+    last_pause: int | None = None
+    login_time: int | None = None
+    in_call: bool = False
+    status: int | None = None
+    paused: bool = False
+    paused_reason: str = ""
+    paused_since: float | None = None
+    ringinuse: bool | None = None
+    wrapuptime: int | None = None
+    ringing: dict[str, float] = field(default_factory=dict)  # caller uniqueid -> since
+    ring_no_answer: int = 0
+    last_ring_no_answer: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    """A caller connected to a member."""
+
+    uniqueid: str
+    queue: str
+    interface: str
+    since: float
+    member_name: str | None = None
+    linkedid: str | None = None
+    call_id: str | None = None
+    segment: str | None = None
+    member_channel: str | None = None
+    member_uniqueid: str | None = None
+    hold_time: int | None = None
+    number: str = "unknown"
+
+
+@dataclass(slots=True)
+class _Queue:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # waiting callers' uniqueids, position 1 first
+    callers: dict[str, _Caller] = field(default_factory=dict)
+    members: dict[str, _Member] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Model:
+    queues: dict[str, _Queue] = field(default_factory=dict)
+    calls: dict[str, _Call] = field(default_factory=dict)  # caller uniqueid -> call
+    # when a caller left a queue / a call ended / a member was removed
+    left: dict[tuple[str, str], float] = field(default_factory=dict)
+    left_by: dict[tuple[str, str], str] = field(default_factory=dict)  # the event that said so
+    ended: dict[str, float] = field(default_factory=dict)
+    removed: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def queue(self, name: str) -> _Queue:
+        found = self.queues.get(name)
+        if found is None:
+            found = self.queues[name] = _Queue(name)
+        return found
+
+
+# --- the state ------------------------------------------------------------------
+
+class QueueState:
+    """Live state of every queue, its waiting callers and its members.
+
+    `segment_of(call_id)` (optional) returns the customer segment of a call
+    ("A".."D") or None; it is called once per caller when the call id is
+    first seen (and again for a snapshot while it still answered None), so
+    it must be cheap and must not block (a dict or cache lookup).  Its
+    errors are swallowed.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        segment_of: Callable[[str], str | None] | None = None,
+    ):
+        self._clock = clock
+        self._segment_of = segment_of
+        self._model = _Model()
+        self._staging: _Model | None = None
+        self._resync_scope: set[str] | None = None
+        self._resync_action: str | None = None
+        self._latest = 0.0  # newest event time seen
+        self.counters: dict[str, int] = {
+            "events": 0,       # everything given to apply()
+            "applied": 0,      # changed (or confirmed) the state
+            "ignored": 0,      # not a queue event
+            "stale": 0,        # older than what is known (out of order, replayed)
+            "duplicates": 0,   # said again what was already known
+            "unmatched": 0,    # about a caller or call the state does not know
+            "bad": 0,          # malformed: missing or unparsable headers, not a mapping
+            "errors": 0,       # an unexpected exception while applying (a bug)
+            "resyncs": 0,
+        }
+
+    # -- input ---------------------------------------------------------------
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        """Apply one AMI event; True when it was a queue event that was used.
+
+        Never raises: malformed events are counted in ``counters["bad"]``.
+        """
+        self.counters["events"] += 1
+        try:
+            if not isinstance(event, Mapping):
+                raise BadEvent("not a mapping")
+            name = header(event, "Event")
+            handler = self._HANDLERS.get(name or "")
+            if handler is None:
+                self.counters["ignored"] += 1
+                return False
+            when = self._when(event, name in self._STATUS_EVENTS)
+            if name in self._STATUS_EVENTS:
+                mine = self._staging is not None and (
+                    self._resync_action is None or header(event, "ActionID") == self._resync_action)
+                outcome = handler(self, self._staging if mine else self._model, event, when, True)
+                if name == "QueueStatusComplete" and mine:
+                    self.end_resync()
+            else:
+                outcome = handler(self, self._model, event, when, False)
+                if self._staging is not None:
+                    handler(self, self._staging, event, when, False)
+            self.counters[outcome] += 1
+            if self.counters["events"] % _PRUNE_EVERY == 0:
+                self._prune()
+            return outcome == "applied"
+        except BadEvent as exc:
+            self.counters["bad"] += 1
+            log.debug("queue state: bad %s event: %s", _event_name(event), exc)
+        except Exception:  # noqa: BLE001 - one odd event must not stop the listener
+            self.counters["errors"] += 1
+            log.exception("queue state: could not apply a %s event", _event_name(event))
+        return False
+
+    def _when(self, event: Mapping[str, Any], is_status_answer: bool) -> float:
+        """The time of an event: its Timestamp, else the clock.
+
+        A QueueStatus answer never has a Timestamp; in a stream that has them
+        it is dated by the newest Timestamp seen, so that comparing it with
+        the live events that follow does not depend on the two machines'
+        clocks agreeing.
+        """
+        stamp = timestamp(event)
+        if stamp is not None:
+            self._latest = max(self._latest, stamp)
+            return stamp
+        if is_status_answer and self._latest:
+            return self._latest
+        return self._clock()
+
+    def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
+        for event in events:
+            self.apply(event)
+
+    # -- resync --------------------------------------------------------------
+    def begin_resync(self, queue: str | None = None, action_id: str | None = None) -> None:
+        """Start building a fresh state from a QueueStatus answer.
+
+        With `queue`, only that queue is replaced at the end (the answer to
+        ``QueueStatus Queue: <name>``); the others stay as they are.  With
+        `action_id`, only the answer events carrying that ActionID build it
+        (the answers to other QueueStatus actions update the live state).
+        Calling it again while a resync runs starts over.
+        """
+        self._staging = _Model()
+        self._resync_scope = {queue} if queue else None
+        self._resync_action = action_id
+
+    @property
+    def resyncing(self) -> bool:
+        return self._staging is not None
+
+    def abort_resync(self) -> None:
+        """Drop a resync that will not complete (the connection was lost)."""
+        self._staging = None
+        self._resync_scope = None
+        self._resync_action = None
+
+    def end_resync(self) -> None:
+        """Replace the state by the one built since `begin_resync()` (no-op if none)."""
+        staged, scope, old = self._staging, self._resync_scope, self._model
+        if staged is None:
+            return
+        self._staging = None
+        self._resync_scope = None
+        self._resync_action = None
+        new = _Model(
+            queues=dict(staged.queues),
+            left={**old.left, **staged.left},
+            left_by={**old.left_by, **staged.left_by},
+            ended={**old.ended, **staged.ended},
+            removed={**old.removed, **staged.removed},
+        )
+        if scope is not None:
+            for name, queue in old.queues.items():
+                if name not in scope:
+                    new.queues[name] = queue
+        for queue in new.queues.values():
+            previous = old.queues.get(queue.name)
+            if previous is None or (scope is not None and queue.name not in scope):
+                continue
+            for uid, caller in queue.callers.items():
+                known = previous.callers.get(uid)
+                if known is not None:
+                    _carry_caller(known, caller)
+            for interface, member in queue.members.items():
+                known_member = previous.members.get(interface)
+                if known_member is None:
+                    continue
+                for uid, since in known_member.ringing.items():
+                    if uid in queue.callers:
+                        member.ringing.setdefault(uid, since)
+                member.ring_no_answer = known_member.ring_no_answer
+                member.last_ring_no_answer = known_member.last_ring_no_answer
+                if member.paused and known_member.paused and known_member.paused_since is not None:
+                    member.paused_since = known_member.paused_since
+        # Calls: those seen during the resync, plus the old ones the answer confirms.
+        new.calls = dict(staged.calls)
+        for uid, call in old.calls.items():
+            if uid in new.calls:
+                continue
+            queue = new.queues.get(call.queue)
+            member = queue.members.get(call.interface) if queue else None
+            in_scope = scope is None or call.queue in scope
+            if not in_scope or (member is not None and (member.in_call or member.status in _OCCUPIED)):
+                new.calls[uid] = call
+        for queue in new.queues.values():
+            for uid in list(queue.callers):
+                if uid in new.calls and new.calls[uid].queue == queue.name:
+                    _remove_caller(queue, uid)
+        self._model = new
+        self.counters["resyncs"] += 1
+
+    # -- event handlers ------------------------------------------------------
+    # Each returns the name of the counter to bump.
+
+    def _on_join(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        position = _int(event, "Position")
+        if model.left.get((name, uid), -math.inf) >= when or model.ended.get(uid, -math.inf) >= when:
+            return "stale"
+        call = model.calls.get(uid)
+        if call is not None and call.queue == name and call.since >= when:
+            return "stale"
+        queue = model.queue(name)
+        caller = queue.callers.get(uid)
+        outcome = "applied"
+        if caller is None:
+            caller = _Caller(uniqueid=uid, queue=name, since=when, updated_at=when)
+            queue.callers[uid] = caller
+            index = len(queue.order) if position is None else min(max(position - 1, 0), len(queue.order))
+            queue.order.insert(index, uid)
+            caller.original_position = position
+        else:
+            outcome = "duplicates"
+            caller.since = min(caller.since, when)
+        self._fill_caller(caller, event)
+        return outcome
+
+    def _on_leave(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        queue = model.queues.get(name)
+        known = model.left.get((name, uid))
+        model.left[(name, uid)] = max(known or when, when)
+        kind = header(event, "Event") or ""
+        if queue is None or uid not in queue.callers:
+            if known is None:
+                return "unmatched"
+            # QueueCallerAbandon is followed by QueueCallerLeave: that one is expected.
+            repeated = model.left_by.get((name, uid)) == kind
+            model.left_by[(name, uid)] = kind
+            return "duplicates" if repeated else "applied"
+        model.left_by[(name, uid)] = kind
+        if queue.callers[uid].since > when:
+            return "stale"  # a leave older than the join we know
+        _remove_caller(queue, uid)
+        _stop_ringing(queue, uid)
+        return "applied"
+
+    def _on_agent_called(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        interface = _required(event, "Interface")
+        if model.left.get((name, uid), -math.inf) >= when or model.ended.get(uid, -math.inf) >= when:
+            return "stale"
+        queue = model.queue(name)
+        member = self._member_for(model, queue, interface, event, when)
+        if member is None:
+            return "stale"
+        if uid in member.ringing:
+            return "duplicates"
+        member.ringing[uid] = when
+        caller = queue.callers.get(uid)
+        if caller is not None:
+            self._fill_caller(caller, event)
+        return "applied"
+
+    def _on_ring_no_answer(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        interface = _required(event, "Interface")
+        ring_ms = _int(event, "RingTime")
+        queue = model.queues.get(name)
+        member = queue.members.get(interface) if queue else None
+        if member is None:
+            return "unmatched"
+        if member.ringing.pop(uid, None) is None and (member.last_ring_no_answer or {}).get("uniqueid") == uid:
+            return "duplicates"
+        member.ring_no_answer += 1
+        member.last_ring_no_answer = {
+            "at": when, "uniqueid": uid,
+            "ring_time": None if ring_ms is None else ring_ms / 1000.0,
+        }
+        return "applied"
+
+    def _on_connect(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        interface = _required(event, "Interface")
+        if model.ended.get(uid, -math.inf) >= when:
+            return "stale"
+        existing = model.calls.get(uid)
+        if existing is not None and existing.interface == interface and existing.queue == name:
+            return "duplicates"
+        queue = model.queue(name)
+        caller = queue.callers.get(uid)
+        call = _Call(uniqueid=uid, queue=name, interface=interface, since=when)
+        if caller is not None:
+            call.linkedid, call.call_id, call.segment, call.number = (
+                caller.linkedid, caller.call_id, caller.segment, caller.number)
+            _remove_caller(queue, uid)
+        model.left[(name, uid)] = max(model.left.get((name, uid), when), when)
+        model.left_by.setdefault((name, uid), "AgentConnect")
+        _stop_ringing(queue, uid)
+        call.member_name = header(event, "MemberName") or None
+        call.member_channel = header(event, "DestChannel") or None
+        call.member_uniqueid = header(event, "DestUniqueid") or None
+        call.hold_time = _int(event, "HoldTime")
+        call.linkedid = header(event, "Linkedid") or call.linkedid
+        number = header(event, "CallerIDNum")
+        if number and call.number == "unknown":
+            call.number = masked_number(number)
+        variables = chan_variables(event)
+        call.call_id = variables.get(CALL_ID_VARIABLE) or call.call_id
+        call.segment = variables.get(SEGMENT_VARIABLE) or call.segment or self._lookup_segment(call.call_id)
+        model.calls[uid] = call
+        self._member_for(model, queue, interface, event, when)
+        return "applied"
+
+    def _on_complete(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        known = model.ended.get(uid)
+        model.ended[uid] = max(known or when, when)
+        call = model.calls.get(uid)
+        if call is None or call.queue != name:
+            return "duplicates" if known is not None else "unmatched"
+        if call.since > when:
+            return "stale"
+        del model.calls[uid]
+        return "applied"
+
+    def _on_dump(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        interface = header(event, "Interface")
+        queue = model.queues.get(name)
+        changed = False
+        if queue is not None:
+            for member in queue.members.values():
+                if (interface is None or member.interface == interface) and member.ringing.pop(uid, None) is not None:
+                    changed = True
+        call = model.calls.get(uid)
+        if call is not None and call.queue == name and (interface is None or call.interface == interface):
+            del model.calls[uid]
+            model.ended[uid] = when
+            changed = True
+        return "applied" if changed else "unmatched"
+
+    def _on_hangup(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        uid = header(event, "Uniqueid")
+        if not uid:
+            return "ignored"
+        changed = False
+        for queue in model.queues.values():
+            if uid in queue.callers:
+                _remove_caller(queue, uid)
+                _stop_ringing(queue, uid)
+                model.left[(queue.name, uid)] = when
+                model.left_by[(queue.name, uid)] = "Hangup"
+                changed = True
+        call = model.calls.pop(uid, None)
+        if call is not None:
+            model.ended[uid] = when
+            changed = True
+        else:
+            for caller_uid, call in list(model.calls.items()):
+                if call.member_uniqueid == uid:
+                    del model.calls[caller_uid]
+                    model.ended[caller_uid] = when
+                    changed = True
+        return "applied" if changed else "ignored"
+
+    def _on_member(self, model: _Model, event: Mapping[str, Any], when: float, status: bool) -> str:
+        name = _required(event, "Queue")
+        interface = header(event, "Interface") or header(event, "Location")
+        if not interface:
+            raise BadEvent("Interface missing")
+        queue = model.queue(name)
+        member = queue.members.get(interface)
+        if member is not None and when < member.updated_at:
+            return "stale"
+        if member is None:
+            if not status and model.removed.get((name, interface), -math.inf) >= when:
+                return "stale"
+            member = queue.members[interface] = _Member(interface=interface, updated_at=when)
+            model.removed.pop((name, interface), None)
+        _update_member(member, event, when)
+        return "applied"
+
+    def _on_member_removed(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name = _required(event, "Queue")
+        interface = _required(event, "Interface")
+        queue = model.queues.get(name)
+        known = model.removed.get((name, interface))
+        model.removed[(name, interface)] = max(known or when, when)
+        member = queue.members.get(interface) if queue else None
+        if member is None:
+            return "duplicates" if known is not None else "unmatched"
+        if when < member.updated_at:
+            return "stale"
+        del queue.members[interface]
+        return "applied"
+
+    def _on_params(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        queue = model.queue(_required(event, "Queue"))
+        params: dict[str, Any] = {"updated_at": when}
+        for key in ("Strategy",):
+            value = header(event, key)
+            if value is not None:
+                params[key.lower()] = value
+        for key, out in (("Max", "max"), ("Calls", "calls"), ("Holdtime", "holdtime"),
+                         ("TalkTime", "talktime"), ("Completed", "completed"), ("Abandoned", "abandoned"),
+                         ("ServiceLevel", "service_level"), ("Weight", "weight")):
+            value = _int(event, key)
+            if value is not None:
+                params[out] = value
+        for key, out in (("ServicelevelPerf", "service_level_perf"), ("ServicelevelPerf2", "service_level_perf2")):
+            raw = header(event, key)
+            if raw:
+                try:
+                    params[out] = float(raw)
+                except ValueError:
+                    raise BadEvent(f"{key} is not a number") from None
+        queue.params = params
+        return "applied"
+
+    def _on_entry(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+        position = _int(event, "Position")
+        wait = _int(event, "Wait", 0) or 0
+        queue = model.queue(name)
+        caller = queue.callers.get(uid)
+        if caller is None and (name, uid) in model.left:
+            return "stale"  # it left while the answer was on its way
+        if caller is None:
+            since = self._clock() - wait
+            caller = _Caller(uniqueid=uid, queue=name, since=since, updated_at=when, since_exact=False)
+            queue.callers[uid] = caller
+        elif uid in queue.order:
+            queue.order.remove(uid)
+        index = len(queue.order) if position is None else min(max(position - 1, 0), len(queue.order))
+        queue.order.insert(index, uid)
+        caller.priority = _int(event, "Priority", caller.priority)
+        self._fill_caller(caller, event)
+        return "applied"
+
+    def _on_status_complete(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+        return "applied"
+
+    _HANDLERS: dict[str, Callable[..., str]] = {
+        "QueueCallerJoin": _on_join,
+        "QueueCallerLeave": _on_leave,
+        "QueueCallerAbandon": _on_leave,
+        "AgentCalled": _on_agent_called,
+        "AgentRingNoAnswer": _on_ring_no_answer,
+        "AgentConnect": _on_connect,
+        "AgentComplete": _on_complete,
+        "AgentDump": _on_dump,
+        "Hangup": _on_hangup,
+        "QueueMemberAdded": _on_member,
+        "QueueMemberStatus": _on_member,
+        "QueueMemberPause": _on_member,
+        "QueueMemberPaused": _on_member,  # the name before Asterisk 12
+        "QueueMemberPenalty": _on_member,
+        "QueueMemberRinginuse": _on_member,
+        "QueueMemberRemoved": _on_member_removed,
+        "QueueParams": _on_params,
+        "QueueMember": _on_member,
+        "QueueEntry": _on_entry,
+        "QueueStatusComplete": _on_status_complete,
+    }
+    _STATUS_EVENTS = frozenset({"QueueParams", "QueueMember", "QueueEntry", "QueueStatusComplete"})
+    EVENTS = frozenset(_HANDLERS)  # the events `apply` uses; everything else is ignored
+
+    # -- helpers -------------------------------------------------------------
+    def _member_for(self, model: _Model, queue: _Queue, interface: str, event: Mapping[str, Any],
+                    when: float) -> _Member | None:
+        """The member an agent event names, created when unknown (None if it was removed since)."""
+        member = queue.members.get(interface)
+        if member is None:
+            if model.removed.get((queue.name, interface), -math.inf) >= when:
+                return None
+            member = queue.members[interface] = _Member(interface=interface, updated_at=-math.inf)
+        name = header(event, "MemberName")
+        if name and not member.name:
+            member.name = name
+        return member
+
+    def _fill_caller(self, caller: _Caller, event: Mapping[str, Any]) -> None:
+        caller.linkedid = header(event, "Linkedid") or caller.linkedid
+        caller.channel = header(event, "Channel") or caller.channel
+        number = header(event, "CallerIDNum")
+        if number:
+            caller.number = masked_number(number)
+        variables = chan_variables(event)
+        call_id = variables.get(CALL_ID_VARIABLE)
+        if call_id and call_id != caller.call_id:
+            caller.call_id = call_id
+            caller.segment = None
+        caller.segment = variables.get(SEGMENT_VARIABLE) or caller.segment or self._lookup_segment(caller.call_id)
+
+    def _lookup_segment(self, call_id: str | None) -> str | None:
+        if not call_id or self._segment_of is None:
+            return None
+        try:
+            segment = self._segment_of(call_id)
+        except Exception:  # noqa: BLE001 - the wallboard does without a segment
+            log.debug("queue state: segment lookup failed for call %s", call_id, exc_info=True)
+            return None
+        return str(segment) if segment else None
+
+    def _prune(self) -> None:
+        horizon = self._latest - TOMBSTONE_SECONDS
+        for model in (self._model, self._staging):
+            if model is None:
+                continue
+            for table in (model.left, model.ended, model.removed):
+                for key in [k for k, t in table.items() if t < horizon]:
+                    del table[key]
+            for key in [k for k in model.left_by if k not in model.left]:
+                del model.left_by[key]
+            ring_horizon = self._latest - RING_TIMEOUT_SECONDS
+            for queue in model.queues.values():
+                for member in queue.members.values():
+                    for uid in [u for u, t in member.ringing.items() if t < ring_horizon]:
+                        del member.ringing[uid]
+
+    # -- output --------------------------------------------------------------
+    def queue_names(self) -> list[str]:
+        return sorted(self._model.queues)
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Every queue, the connected calls and the counters, as JSON-able dicts."""
+        now = self._clock() if now is None else now
+        return {
+            "generated_at": now,
+            "queues": {name: self._queue_snapshot(self._model.queues[name], now)
+                       for name in sorted(self._model.queues)},
+            "calls": [self._call_dict(call, now) for call in
+                      sorted(self._model.calls.values(), key=lambda c: (c.since, c.uniqueid))],
+            "counters": dict(self.counters),
+            "resyncing": self.resyncing,
+        }
+
+    def queue_snapshot(self, name: str, now: float | None = None) -> dict[str, Any] | None:
+        """One queue as in `snapshot()`, or None when the queue is unknown."""
+        queue = self._model.queues.get(name)
+        if queue is None:
+            return None
+        return self._queue_snapshot(queue, self._clock() if now is None else now)
+
+    def _queue_snapshot(self, queue: _Queue, now: float) -> dict[str, Any]:
+        callers = []
+        for position, uid in enumerate(queue.order, start=1):
+            caller = queue.callers[uid]
+            if caller.segment is None and caller.call_id:
+                caller.segment = self._lookup_segment(caller.call_id)
+            callers.append({
+                "position": position,
+                "uniqueid": caller.uniqueid,
+                "linkedid": caller.linkedid,
+                "call_id": caller.call_id,
+                "segment": caller.segment,
+                "number": caller.number,
+                "priority": caller.priority,
+                "since": caller.since,
+                "wait": max(0.0, now - caller.since),
+            })
+        calls_of: dict[str, list[dict[str, Any]]] = {}
+        in_call_here = set()
+        for call in self._model.calls.values():
+            calls_of.setdefault(call.interface, []).append(self._call_dict(call, now))
+            if call.queue == queue.name:
+                in_call_here.add(call.interface)
+        members = []
+        counts = dict.fromkeys(("logged_in", "available", "ringing", "in_call", "busy", "paused", "unavailable"), 0)
+        for interface in sorted(queue.members, key=lambda i: ((queue.members[i].name or i).lower(), i)):
+            member = queue.members[interface]
+            state = _member_state(member, interface in in_call_here)
+            counts[state] += 1
+            if state != "unavailable":
+                counts["logged_in"] += 1
+                if member.paused and state != "paused":
+                    counts["paused"] += 1
+            members.append(self._member_dict(member, state, now, calls_of.get(interface, [])))
+        return {
+            "queue": queue.name,
+            "callers_waiting": len(callers),
+            "longest_wait": max((c["wait"] for c in callers), default=0.0),
+            "callers": callers,
+            "agents": counts,
+            "members": members,
+            "params": dict(queue.params),
+        }
+
+    @staticmethod
+    def _member_dict(member: _Member, state: str, now: float, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "interface": member.interface,
+            "name": member.name or member.interface,
+            "state": state,
+            "status": member.status,
+            "status_text": MEMBER_STATUS.get(member.status, "unknown") if member.status is not None else None,
+            "paused": member.paused,
+            "paused_reason": member.paused_reason or None,
+            "paused_since": member.paused_since if member.paused else None,
+            "paused_for": max(0.0, now - member.paused_since) if member.paused and member.paused_since else None,
+            "in_call": member.in_call or bool(calls),
+            "ringing_for": sorted(member.ringing),
+            "penalty": member.penalty,
+            "calls_taken": member.calls_taken,
+            "last_call": member.last_call or None,
+            "login_time": member.login_time or None,
+            "membership": member.membership,
+            "state_interface": member.state_interface,
+            "ringinuse": member.ringinuse,
+            "wrapuptime": member.wrapuptime,
+            "ring_no_answer": member.ring_no_answer,
+            "last_ring_no_answer": dict(member.last_ring_no_answer) if member.last_ring_no_answer else None,
+            "calls": calls,
+        }
+
+    @staticmethod
+    def _call_dict(call: _Call, now: float) -> dict[str, Any]:
+        return {
+            "queue": call.queue,
+            "interface": call.interface,
+            "member_name": call.member_name,
+            "uniqueid": call.uniqueid,
+            "linkedid": call.linkedid,
+            "call_id": call.call_id,
+            "segment": call.segment,
+            "number": call.number,
+            "member_channel": call.member_channel,
+            "member_uniqueid": call.member_uniqueid,
+            "since": call.since,
+            "talking_for": max(0.0, now - call.since),
+            "hold_time": call.hold_time,
+        }
+
+    # -- who is talking to whom ----------------------------------------------
+    def agent_for_call(
+        self, call_id: str | None = None, *, uniqueid: str | None = None, linkedid: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The connected call (with the member ``interface``) of a call id, channel or linked id."""
+        now = self._clock()
+        for call in self._model.calls.values():
+            if ((call_id and call.call_id == call_id) or (uniqueid and call.uniqueid == uniqueid)
+                    or (linkedid and call.linkedid == linkedid)):
+                return self._call_dict(call, now)
+        return None
+
+    def calls_of_agent(self, interface: str) -> list[dict[str, Any]]:
+        """The calls a member interface is connected to now (usually one)."""
+        now = self._clock()
+        return [self._call_dict(call, now) for call in self._model.calls.values() if call.interface == interface]
+
+    def ringing_agents(self, call_id: str | None = None, *, uniqueid: str | None = None) -> list[dict[str, str]]:
+        """The members being rung for a waiting caller: ``[{"queue", "interface", "name"}]``."""
+        uids = set()
+        if uniqueid:
+            uids.add(uniqueid)
+        if call_id:
+            uids.update(c.uniqueid for q in self._model.queues.values() for c in q.callers.values()
+                        if c.call_id == call_id)
+        found = []
+        for queue in self._model.queues.values():
+            for member in queue.members.values():
+                if uids.intersection(member.ringing):
+                    found.append({"queue": queue.name, "interface": member.interface,
+                                  "name": member.name or member.interface})
+        return found
+
+
+# --- small pure helpers -----------------------------------------------------------
+
+def _event_name(event: Any) -> str:
+    if isinstance(event, Mapping):
+        try:
+            return header(event, "Event") or "unnamed"
+        except Exception:  # noqa: BLE001
+            return "unreadable"
+    return type(event).__name__
+
+
+def masked_number(number: str) -> str:
+    """A caller number fit for the wallboard and logs (``<unknown>`` gives ``unknown``)."""
+    if number.startswith("<") and number.endswith(">"):  # <unknown>
+        return "unknown"
+    return mask(number)
+
+
+def _remove_caller(queue: _Queue, uid: str) -> None:
+    if queue.callers.pop(uid, None) is not None:
+        try:
+            queue.order.remove(uid)
+        except ValueError:
+            pass
+
+
+def _stop_ringing(queue: _Queue, uid: str) -> None:
+    for member in queue.members.values():
+        member.ringing.pop(uid, None)
+
+
+def _carry_caller(known: _Caller, fresh: _Caller) -> None:
+    """Keep what the live state knew and QueueEntry does not tell."""
+    fresh.linkedid = fresh.linkedid or known.linkedid
+    fresh.call_id = fresh.call_id or known.call_id
+    fresh.segment = fresh.segment or known.segment
+    if fresh.number == "unknown":
+        fresh.number = known.number
+    fresh.original_position = known.original_position
+    if known.since_exact:
+        fresh.since, fresh.since_exact = known.since, True
+
+
+def _update_member(member: _Member, event: Mapping[str, Any], when: float) -> None:
+    member.updated_at = when
+    member.name = header(event, "MemberName") or header(event, "Name") or member.name
+    member.state_interface = header(event, "StateInterface") or member.state_interface
+    member.membership = header(event, "Membership") or member.membership
+    member.penalty = _int(event, "Penalty", member.penalty)
+    member.calls_taken = _int(event, "CallsTaken", member.calls_taken)
+    member.last_call = _int(event, "LastCall", member.last_call)
+    member.last_pause = _int(event, "LastPause", member.last_pause)
+    member.login_time = _int(event, "LoginTime", member.login_time)
+    member.wrapuptime = _int(event, "Wrapuptime", member.wrapuptime)
+    in_call = _flag(event, "InCall")
+    if in_call is not None:
+        member.in_call = in_call
+    member.status = _int(event, "Status", member.status)
+    ringinuse = _flag(event, "Ringinuse")
+    if ringinuse is not None:
+        member.ringinuse = ringinuse
+    paused = _flag(event, "Paused")
+    if paused is not None:
+        if paused and not member.paused:
+            fresh = member.paused_since is None and header(event, "Timestamp") is None
+            member.paused_since = float(member.last_pause) if fresh and member.last_pause else when
+        elif not paused:
+            member.paused_since = None
+        member.paused = paused
+    reason = header(event, "PausedReason")
+    if reason is None:
+        reason = header(event, "Reason")  # QueueMemberPaused before Asterisk 12
+    if not member.paused:
+        member.paused_reason = ""
+    elif reason is not None:
+        member.paused_reason = reason
+
+
+def _member_state(member: _Member, has_call_here: bool) -> str:
+    """One word for the wallboard, in this order of precedence:
+
+    unavailable (status 4/5: not logged in) > in_call (connected to a caller
+    of this queue, or Asterisk says InCall) > ringing > paused > busy (in use
+    for something else: another queue, a direct call) > available.
+    """
+    if member.status in _NOT_LOGGED_IN:
+        return "unavailable"
+    if has_call_here or member.in_call:
+        return "in_call"
+    if member.ringing or member.status in _RINGING:
+        return "ringing"
+    if member.paused:
+        return "paused"
+    if member.status in _OCCUPIED:
+        return "busy"
+    return "available"

@@ -1,0 +1,903 @@
+"""Service statistics per queue and per customer segment, over a sliding window.
+
+`QueueStatistics.apply(event)` takes the same AMI events as `QueueState`
+(plain dicts of header to value) and counts, per queue and per customer
+segment, the calls offered, answered and abandoned, their waits, talk and
+handle times, over the last `window` seconds (24 h by default, or 60 min,
+or anything else): figures slide continuously, there is no reset at
+midnight.  Counts live in one bucket per `bucket_seconds` (a minute) with
+running totals, so recording a call and reading the figures cost the same
+at ten calls an hour or ten thousand; the window's far edge moves a bucket
+at a time, so it spans between `window - bucket_seconds` and `window`.
+
+What counts, and when (event time: the ``Timestamp`` header, else `clock()`):
+
+- *answered*: AgentConnect, at its time; the wait is its ``HoldTime``
+  (whole seconds, as Asterisk measures it), else the time since the
+  caller's QueueCallerJoin.
+- *abandoned*: QueueCallerAbandon (``HoldTime``, ``Position``,
+  ``OriginalPosition``), and also a caller who leaves the queue without an
+  agent: QueueCallerLeave with no AgentConnect after it.  Asterisk sends the
+  Leave just *before* the Connect of an answered call, so a Leave waits
+  `leave_grace` seconds for its Connect; the caller's Hangup, a
+  ``QUEUESTATUS`` VarSet (``TIMEOUT``, ``LEAVEEMPTY``...; Queue() returned;
+  or `queue_result()` when the dialplan reports it) or a join to another
+  queue settles it at once.  ``reason`` says which:
+  ``abandon`` (the caller hung up), ``timeout``, ``leaveempty``,
+  ``leaveunavail``, ``withdraw``, or ``left`` (left without an agent, the
+  reason not seen).  Every reason but ``abandon`` also counts in
+  ``timeouts``.
+- *offered* = answered + abandoned: the calls whose wait in the queue ended
+  inside the window.  Callers still waiting are in `QueueState`, not here.
+- *completed*: AgentComplete, at its time, with ``TalkTime``.
+
+Figures (None when there is nothing to divide by; times in seconds)::
+
+    service_level  = answered_within_T / (answered + abandoned - abandoned_within_T)
+                     "within T" means wait <= T, T = the queue's service-level
+                     threshold (20 s unless configured); callers who abandon
+                     within T are left out of it, as Asterisk's own
+                     ServicelevelPerf2 does (ServicelevelPerf counts them
+                     against you).
+    abandon_rate   = abandoned / offered
+    average_wait   = (sum of waits of answered and abandoned) / offered
+    average_answer_wait (ASA)  = sum of waits of answered / answered
+    average_abandon_wait       = sum of waits of abandoned / abandoned
+    longest_wait   = the longest wait among the offered calls
+    average_talk   = sum of TalkTime / completed
+    average_handle = (sum of TalkTime + after-call work) / completed, where the
+                     after-call work of a call is its member's ``Wrapuptime``
+                     (from QueueMember* events) when set, else the queue's
+                     `wrapup_seconds` (0 unless configured)
+
+A call counts once per queue: duplicates, a Leave after its Abandon, a
+Connect replayed after a reconnection, are recognised by (queue, Uniqueid).
+Each call is classified against the threshold in force when it is
+recorded; `rebuild` reclassifies everything with the current thresholds.
+
+The segment of a call is its ``IVR_SEGMENT`` channel variable if Asterisk
+sends one, else `segment_of(call_id)` with the ``IVR_CALL_ID`` channel
+variable; calls without one count under ``"unknown"``.
+
+`rebuild(db, since)` recomputes the figures from the ``call_records`` table
+after a restart.  `segment_report(db, since, until)` is the per-segment
+report for "learn and measure": containment, prediction accuracy, rating.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Integer, case, func, select
+from sqlalchemy.sql import and_
+
+from caller_id.models import CallRecord
+from queues.state import CALL_ID_VARIABLE, SEGMENT_VARIABLE, chan_variables, header, masked_number, timestamp
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UNKNOWN_SEGMENT", "QueueStatistics", "segment_report"]
+
+UNKNOWN_SEGMENT = "unknown"
+DEFAULT_SERVICE_LEVEL = 20.0
+# How long a finished call is remembered to recognise its duplicates, and how
+# long a join or an answered call may wait for its outcome or its end.
+DEDUPE_SECONDS = 3600.0
+OPEN_CALL_SECONDS = 86400.0
+# QUEUESTATUS values that mean the caller left the queue without an agent.
+_LEFT_STATUSES = {"TIMEOUT", "LEAVEEMPTY", "LEAVEUNAVAIL", "WITHDRAW"}
+_PRUNE_EVERY = 1000
+# In `rebuild`, how long before `since` a call may have started and still end inside the window.
+REBUILD_LOOKBACK = dt.timedelta(hours=12)
+
+_ALL = None  # the "every queue" / "every segment" key
+
+
+@dataclass(slots=True)
+class _Counts:
+    answered: int = 0
+    answered_in_sl: int = 0
+    abandoned: int = 0
+    abandoned_in_sl: int = 0
+    timeouts: int = 0
+    wait_answered_ms: int = 0
+    wait_abandoned_ms: int = 0
+    completed: int = 0
+    talk_ms: int = 0
+    handle_ms: int = 0
+    longest_wait_ms: int = 0  # within one bucket; not summed
+
+    def add(self, other: _Counts, sign: int = 1) -> None:
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + sign * getattr(other, name))
+
+
+_SUMMED = tuple(f.name for f in fields(_Counts) if f.name != "longest_wait_ms")
+
+
+@dataclass(slots=True)
+class _Joined:
+    at: float
+    call_id: str | None
+    segment: str
+    number: str
+    position: int | None
+
+
+@dataclass(slots=True)
+class _Answered:
+    at: float
+    segment: str
+    interface: str | None
+    hold_time: float | None
+
+
+class QueueStatistics:
+    """Sliding-window queue figures per queue and per segment (see the module doc).
+
+    window                 seconds (or a timedelta) the figures cover
+    service_level_seconds  the threshold T: one number for every queue, or a
+                           mapping queue -> seconds whose ``"*"`` entry (else 20)
+                           is the default
+    wrapup_seconds         after-call work added to the talk time for the
+                           handle time, likewise a number or a mapping
+    clock                  epoch seconds now (time.time); tests pass their own
+    bucket_seconds         resolution of the sliding window
+    segment_of             call id -> segment or None; cheap and non-blocking
+    leave_grace            seconds a QueueCallerLeave waits for its AgentConnect
+    max_abandoned_listed   how many abandoned calls the list keeps at most
+    """
+
+    def __init__(
+        self,
+        window: float | dt.timedelta = 86400.0,
+        service_level_seconds: float | Mapping[str, float] = DEFAULT_SERVICE_LEVEL,
+        *,
+        wrapup_seconds: float | Mapping[str, float] = 0.0,
+        clock: Callable[[], float] = time.time,
+        bucket_seconds: float = 60.0,
+        segment_of: Callable[[str], str | None] | None = None,
+        leave_grace: float = 5.0,
+        max_abandoned_listed: int = 10_000,
+    ):
+        seconds = window.total_seconds() if isinstance(window, dt.timedelta) else float(window)
+        if not seconds > 0 or not bucket_seconds > 0:
+            raise ValueError("window and bucket_seconds must be positive")
+        self.window = seconds
+        self.bucket_seconds = float(bucket_seconds)
+        self._span = max(1, math.ceil(seconds / self.bucket_seconds))  # buckets in the window
+        self._service_levels, self._default_service_level = _per_queue(service_level_seconds,
+                                                                       DEFAULT_SERVICE_LEVEL)
+        self._wrapups, self._default_wrapup = _per_queue(wrapup_seconds, 0.0)
+        self._clock = clock
+        self._segment_of = segment_of
+        self.leave_grace = leave_grace
+        self._max_listed = max_abandoned_listed
+        self.counters: dict[str, int] = {
+            "events": 0, "used": 0, "ignored": 0, "duplicates": 0, "late": 0, "bad": 0, "errors": 0,
+        }
+        self._latest = 0.0
+        self._member_wrapup: dict[tuple[str, str], float] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buckets: dict[int, dict[tuple[str, str], _Counts]] = {}
+        self._totals: dict[tuple[str | None, str | None], _Counts] = {}
+        self._longest: dict[tuple[str | None, str | None], int] = {}  # cache, filled on demand
+        self._expired_upto: int | None = None  # every bucket <= this one is gone
+        self._abandoned: deque[dict[str, Any]] = deque()
+        self._abandoned_by_uid: dict[str, tuple[dict[str, Any], int, tuple[str, str]]] = {}
+        self._joins: dict[tuple[str, str], _Joined] = {}
+        # Leave seen, Connect awaited: (leave time, position, our clock when the Leave arrived)
+        self._pending: dict[tuple[str, str], tuple[float, int | None, float]] = {}
+        self._answered: dict[tuple[str, str], _Answered] = {}
+        self._done: dict[tuple[str, str], float] = {}       # outcome counted
+        self._completed: dict[tuple[str, str], float] = {}  # talk counted
+
+    # -- configuration -------------------------------------------------------
+    def service_level_for(self, queue: str) -> float:
+        return self._service_levels.get(queue, self._default_service_level)
+
+    def set_service_level(self, queue: str, seconds: float) -> None:
+        """Change a queue's threshold T; calls recorded from now on use it."""
+        self._service_levels[queue] = float(seconds)
+
+    def _wrapup_for(self, queue: str, interface: str | None) -> float:
+        if interface is not None:
+            member = self._member_wrapup.get((queue, interface))
+            if member:
+                return member
+        return self._wrapups.get(queue, self._default_wrapup)
+
+    # -- recording -----------------------------------------------------------
+    def record_answered(self, queue: str, *, at: float, wait: float | None, segment: str | None = None) -> bool:
+        """Count one answered call; False when `at` is already outside the window."""
+        wait_ms = _ms(wait)
+        within = wait_ms <= self.service_level_for(queue) * 1000
+
+        def update(c: _Counts) -> None:
+            c.answered += 1
+            c.answered_in_sl += within
+            c.wait_answered_ms += wait_ms
+
+        return self._record(queue, segment, at, update, wait_ms) is not None
+
+    def record_abandoned(
+        self, queue: str, *, at: float, wait: float | None, segment: str | None = None,
+        position: int | None = None, original_position: int | None = None, number: str | None = None,
+        reason: str = "abandon", call_id: str | None = None, uniqueid: str | None = None,
+    ) -> bool:
+        """Count one abandoned call and list it; False when `at` is already outside the window.
+
+        `number` is masked before it is kept.
+        """
+        wait_ms = _ms(wait)
+        within = wait_ms <= self.service_level_for(queue) * 1000
+        timed_out = reason != "abandon"
+
+        def update(c: _Counts) -> None:
+            c.abandoned += 1
+            c.abandoned_in_sl += within
+            c.wait_abandoned_ms += wait_ms
+            c.timeouts += timed_out
+
+        index = self._record(queue, segment, at, update, wait_ms)
+        if index is None:
+            return False
+        entry = {
+            "at": at, "queue": queue, "segment": _segment_key(segment),
+            "position": position, "original_position": original_position,
+            "wait": wait_ms / 1000, "number": masked_number(number) if number else "unknown",
+            "reason": reason, "call_id": call_id,
+        }
+        self._abandoned.append(entry)
+        while len(self._abandoned) > self._max_listed:
+            self._abandoned.popleft()
+        if uniqueid:
+            self._abandoned_by_uid[uniqueid] = (entry, index, (queue, _segment_key(segment)))
+        return True
+
+    def record_completed(
+        self, queue: str, *, at: float, talk: float | None, segment: str | None = None,
+        wrapup: float | None = None, interface: str | None = None,
+    ) -> bool:
+        """Count one finished conversation (talk time, handle time)."""
+        talk_ms = _ms(talk)
+        handle_ms = talk_ms + _ms(self._wrapup_for(queue, interface) if wrapup is None else wrapup)
+
+        def update(c: _Counts) -> None:
+            c.completed += 1
+            c.talk_ms += talk_ms
+            c.handle_ms += handle_ms
+
+        return self._record(queue, segment, at, update, None) is not None
+
+    def _record(self, queue: str, segment: str | None, at: float, update: Callable[[_Counts], None],
+                wait_ms: int | None) -> int | None:
+        self._expire(self._clock())
+        index = math.floor(at / self.bucket_seconds)
+        if self._expired_upto is not None and index <= self._expired_upto:
+            self.counters["late"] += 1
+            return None
+        seg = _segment_key(segment)
+        bucket = self._buckets.setdefault(index, {})
+        counts = bucket.get((queue, seg))
+        if counts is None:
+            counts = bucket[(queue, seg)] = _Counts()
+        update(counts)
+        for key in ((queue, seg), (queue, _ALL), (_ALL, seg), (_ALL, _ALL)):
+            total = self._totals.get(key)
+            if total is None:
+                total = self._totals[key] = _Counts()
+            update(total)
+            if wait_ms is not None and self._longest:
+                self._longest[key] = max(self._longest.get(key, 0), wait_ms)
+        if wait_ms is not None:
+            counts.longest_wait_ms = max(counts.longest_wait_ms, wait_ms)
+        return index
+
+    def _expire(self, now: float) -> None:
+        """Drop the buckets that slid out of the window ending at `now`."""
+        cutoff = math.floor(now / self.bucket_seconds) - self._span
+        if self._expired_upto is not None and cutoff <= self._expired_upto:
+            return
+        start = self._expired_upto
+        self._expired_upto = cutoff
+        if start is None or cutoff - start > len(self._buckets):
+            gone = [index for index in self._buckets if index <= cutoff]
+        else:
+            gone = [index for index in range(start + 1, cutoff + 1) if index in self._buckets]
+        for index in gone:
+            for (queue, seg), counts in self._buckets.pop(index).items():
+                for key in ((queue, seg), (queue, _ALL), (_ALL, seg), (_ALL, _ALL)):
+                    self._totals[key].add(counts, -1)
+        if gone:
+            self._longest.clear()
+        horizon = (cutoff + 1) * self.bucket_seconds
+        while self._abandoned and self._abandoned[0]["at"] < horizon:
+            self._abandoned.popleft()
+
+    # -- AMI events ----------------------------------------------------------
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        """Count what one AMI event says; True when it was used.  Never raises."""
+        self.counters["events"] += 1
+        try:
+            if not isinstance(event, Mapping):
+                raise ValueError("not a mapping")
+            name = header(event, "Event") or ""
+            handler = self._HANDLERS.get(name)
+            if handler is None:
+                self.counters["ignored"] += 1
+                used = False
+            else:
+                stamp = timestamp(event)
+                when = self._clock() if stamp is None else stamp
+                self._latest = max(self._latest, when)
+                used = handler(self, event, when)
+                self.counters["used" if used else "duplicates" if used is False else "ignored"] += 1
+            self._settle_pending()
+            if self.counters["events"] % _PRUNE_EVERY == 0:
+                self._prune()
+            return bool(used)
+        except (ValueError, KeyError) as exc:
+            self.counters["bad"] += 1
+            log.debug("queue statistics: bad event: %s", exc)
+        except Exception:  # noqa: BLE001 - one odd event must not stop the listener
+            self.counters["errors"] += 1
+            log.exception("queue statistics: could not count an event")
+        return False
+
+    def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
+        for event in events:
+            self.apply(event)
+
+    # Handlers return True (used), False (a duplicate) or None (nothing to count).
+
+    def _on_join(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+        for key in [k for k in self._pending if k[1] == uid and k[0] != queue]:
+            self._settle(key, "left")  # moved on to another queue
+        key = (queue, uid)
+        done = self._done.get(key)
+        if done is not None:
+            if done >= when:
+                return False
+            del self._done[key]  # the same channel queues again: a new offer
+        if key in self._joins:
+            return False
+        call_id, segment = self._identify(event)
+        self._joins[key] = _Joined(
+            at=when, call_id=call_id, segment=segment,
+            number=header(event, "CallerIDNum") or "", position=_int(event, "Position"),
+        )
+        return True
+
+    def _on_abandon(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+        key = (queue, uid)
+        if key in self._done:
+            return False
+        hold = _int(event, "HoldTime")
+        self._finish_abandoned(key, when, hold, _int(event, "Position"), _int(event, "OriginalPosition"),
+                               "abandon", event)
+        return True
+
+    def _on_leave(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+        key = (queue, uid)
+        if key in self._done:
+            return None  # the Leave after an Abandon or a Connect: nothing new
+        if key in self._pending:
+            return False
+        self._pending[key] = (when, _int(event, "Position"), self._clock())
+        if key not in self._joins:
+            call_id, segment = self._identify(event)
+            self._joins[key] = _Joined(at=math.nan, call_id=call_id, segment=segment,
+                                       number=header(event, "CallerIDNum") or "", position=None)
+        return True
+
+    def _on_connect(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+        key = (queue, uid)
+        if key in self._done:
+            return False
+        self._pending.pop(key, None)
+        joined = self._joins.pop(key, None)
+        hold = _int(event, "HoldTime")
+        wait = float(hold) if hold is not None else (
+            when - joined.at if joined is not None and math.isfinite(joined.at) else None)
+        segment = joined.segment if joined is not None else self._identify(event)[1]
+        self._done[key] = when
+        self._answered[key] = _Answered(at=when, segment=segment, interface=header(event, "Interface"),
+                                        hold_time=wait)
+        self.record_answered(queue, at=when, wait=wait, segment=segment)
+        return True
+
+    def _on_complete(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+        key = (queue, uid)
+        if key in self._completed:
+            return False
+        answered = self._answered.pop(key, None)
+        talk_time = _int(event, "TalkTime")
+        talk = float(talk_time) if talk_time is not None else (when - answered.at if answered else None)
+        interface = header(event, "Interface") or (answered.interface if answered else None)
+        if answered is None:
+            segment = self._identify(event)[1]
+            if key not in self._done:  # its Connect was missed: count the answer now
+                self._pending.pop(key, None)
+                self._joins.pop(key, None)
+                self._done[key] = when
+                hold = _int(event, "HoldTime")
+                self.record_answered(queue, at=when - (talk or 0.0), wait=hold, segment=segment)
+        else:
+            segment = answered.segment
+        self._completed[key] = when
+        self.record_completed(queue, at=when, talk=talk, segment=segment, interface=interface)
+        return True
+
+    def _on_varset(self, event: Mapping[str, Any], when: float) -> bool | None:
+        if (header(event, "Variable") or "").upper() != "QUEUESTATUS":
+            return None
+        return True if self.queue_result(_need(event, "Uniqueid"), header(event, "Value") or "") else None
+
+    def queue_result(self, uniqueid: str, status: str) -> bool:
+        """What Queue() returned on channel `uniqueid` (its ``QUEUESTATUS``), when not seen as a VarSet.
+
+        ``TIMEOUT``, ``LEAVEEMPTY``, ``LEAVEUNAVAIL`` or ``WITHDRAW`` settle a
+        Leave still waiting for its Connect as an abandon with that reason,
+        or relabel the caller's QueueCallerAbandon.  True when it changed something.
+        """
+        status = status.strip().upper()
+        if status not in _LEFT_STATUSES:
+            return False
+        reason = status.lower()
+        settled = False
+        for key in [k for k in self._pending if k[1] == uniqueid]:
+            self._settle(key, reason)
+            settled = True
+        return self._relabel(uniqueid, reason) or settled
+
+    def _on_hangup(self, event: Mapping[str, Any], when: float) -> bool | None:
+        uid = header(event, "Uniqueid")
+        if not uid:
+            return None
+        keys = [k for k in self._pending if k[1] == uid]
+        for key in keys:
+            self._settle(key, None)
+        for key in [k for k in self._joins if k[1] == uid and k not in self._pending]:
+            del self._joins[key]  # a Join whose Leave never came
+        return True if keys else None
+
+    def _on_member(self, event: Mapping[str, Any], when: float) -> bool | None:
+        queue = header(event, "Queue")
+        interface = header(event, "Interface") or header(event, "Location")
+        wrapup = _int(event, "Wrapuptime")
+        if not queue or not interface or wrapup is None:
+            return None
+        self._member_wrapup[(queue, interface)] = float(wrapup)
+        return None
+
+    _HANDLERS: dict[str, Callable[..., bool | None]] = {
+        "QueueCallerJoin": _on_join,
+        "QueueCallerAbandon": _on_abandon,
+        "QueueCallerLeave": _on_leave,
+        "AgentConnect": _on_connect,
+        "AgentComplete": _on_complete,
+        "VarSet": _on_varset,
+        "Hangup": _on_hangup,
+        "QueueMemberAdded": _on_member,
+        "QueueMemberStatus": _on_member,
+        "QueueMemberPause": _on_member,
+        "QueueMemberPenalty": _on_member,
+        "QueueMemberRinginuse": _on_member,
+        "QueueMember": _on_member,
+    }
+
+    # -- settling ------------------------------------------------------------
+    def _identify(self, event: Mapping[str, Any]) -> tuple[str | None, str]:
+        variables = chan_variables(event)
+        call_id = variables.get(CALL_ID_VARIABLE)
+        segment = variables.get(SEGMENT_VARIABLE)
+        if not segment and call_id and self._segment_of is not None:
+            try:
+                segment = self._segment_of(call_id)
+            except Exception:  # noqa: BLE001 - counted as "unknown"
+                log.debug("queue statistics: segment lookup failed for call %s", call_id, exc_info=True)
+                segment = None
+        return call_id, _segment_key(segment)
+
+    def _finish_abandoned(self, key: tuple[str, str], when: float, hold: int | None, position: int | None,
+                          original_position: int | None, reason: str, event: Mapping[str, Any] | None) -> None:
+        queue, uid = key
+        joined = self._joins.pop(key, None)
+        self._pending.pop(key, None)
+        if joined is None and event is not None:
+            call_id, segment = self._identify(event)
+            joined = _Joined(at=math.nan, call_id=call_id, segment=segment,
+                             number=header(event, "CallerIDNum") or "", position=None)
+        wait: float | None = float(hold) if hold is not None else None
+        if wait is None and joined is not None and math.isfinite(joined.at):
+            wait = max(0.0, when - joined.at)
+        number = (header(event, "CallerIDNum") if event is not None else None) or (joined.number if joined else "")
+        self._done[key] = when
+        self.record_abandoned(
+            queue, at=when, wait=wait, segment=joined.segment if joined else None,
+            position=position, original_position=original_position or (joined.position if joined else None),
+            number=number or None, reason=reason, call_id=joined.call_id if joined else None, uniqueid=uid,
+        )
+
+    def _settle(self, key: tuple[str, str], reason: str | None) -> None:
+        """A Leave without a Connect: the caller left unanswered."""
+        left_at, position, _ = self._pending[key]
+        self._finish_abandoned(key, left_at, None, position, None, reason or "left", None)
+
+    def _settle_pending(self) -> None:
+        """Settle the Leaves whose Connect did not come within the grace.
+
+        The grace is over when a later event is dated `leave_grace` after the
+        Leave, or when our own clock says so counting from the Leave's
+        arrival: two clocks never compared, so a skew between Asterisk's and
+        ours cannot turn answered calls into abandons.
+        """
+        if not self._pending:
+            return
+        now, grace = self._clock(), self.leave_grace
+        for key in [k for k, (left_at, _, arrived) in self._pending.items()
+                    if left_at + grace <= self._latest or arrived + grace <= now]:
+            self._settle(key, None)
+
+    def _relabel(self, uid: str, reason: str) -> bool:
+        """A QueueCallerAbandon that Queue() then reports as a timeout: say so."""
+        found = self._abandoned_by_uid.get(uid)
+        if found is None or found[0]["reason"] != "abandon":
+            return False
+        entry, index, (queue, seg) = found
+        entry["reason"] = reason
+        bucket = self._buckets.get(index)
+        if bucket is not None and (queue, seg) in bucket:
+            bucket[(queue, seg)].timeouts += 1
+            for key in ((queue, seg), (queue, _ALL), (_ALL, seg), (_ALL, _ALL)):
+                self._totals[key].timeouts += 1
+        return True
+
+    def flush(self) -> None:
+        """Settle the Leaves that waited for their Connect longer than the grace."""
+        self._settle_pending()
+
+    def _prune(self) -> None:
+        now = max(self._latest, self._clock())
+        for table, age in ((self._done, DEDUPE_SECONDS), (self._completed, DEDUPE_SECONDS)):
+            for key in [k for k, t in table.items() if t < now - age]:
+                del table[key]
+        for key in [k for k, j in self._joins.items()
+                    if math.isfinite(j.at) and j.at < now - OPEN_CALL_SECONDS and k not in self._pending]:
+            del self._joins[key]
+        for key in [k for k, a in self._answered.items() if a.at < now - OPEN_CALL_SECONDS]:
+            del self._answered[key]
+        for uid in [u for u, (entry, _, _) in self._abandoned_by_uid.items() if entry["at"] < now - DEDUPE_SECONDS]:
+            del self._abandoned_by_uid[uid]
+
+    # -- figures -------------------------------------------------------------
+    def figures(self, queue: str | None = None, segment: str | None = None) -> dict[str, Any]:
+        """The figures of one queue (None: all) and one segment (None: all), as a dict."""
+        self._expire(self._clock())
+        self.flush()
+        key = (queue, _segment_key(segment) if segment is not None else _ALL)
+        counts = self._totals.get(key) or _Counts()
+        threshold = self.service_level_for(queue) if queue is not None else None
+        return _figures(counts, self._longest_wait(key), threshold)
+
+    def _longest_wait(self, key: tuple[str | None, str | None]) -> int:
+        if not self._longest:
+            # Filled in one pass over the window after buckets expired; kept up to date by _record.
+            longest: dict[tuple[str | None, str | None], int] = {}
+            for bucket in self._buckets.values():
+                for (queue, seg), counts in bucket.items():
+                    wait = counts.longest_wait_ms
+                    for k in ((queue, seg), (queue, _ALL), (_ALL, seg), (_ALL, _ALL)):
+                        if wait > longest.get(k, -1):
+                            longest[k] = wait
+            longest.setdefault((_ALL, _ALL), 0)
+            self._longest = longest
+        return self._longest.get(key, 0)
+
+    def queues(self) -> list[str]:
+        return sorted({q for q, _ in self._totals if q is not None})
+
+    def segments(self, queue: str | None = None) -> list[str]:
+        return sorted({s for q, s in self._totals if s is not None and q == queue})
+
+    def abandoned_calls(
+        self, queue: str | None = None, segment: str | None = None, limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The abandoned calls in the window, newest first (numbers masked)."""
+        self._expire(self._clock())
+        self.flush()
+        found = []
+        for entry in reversed(self._abandoned):
+            if (queue is None or entry["queue"] == queue) and (segment is None or entry["segment"] == segment):
+                found.append(dict(entry))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    def snapshot(self, abandoned_limit: int = 50) -> dict[str, Any]:
+        """Everything for the wallboard as JSON-able dicts."""
+        now = self._clock()
+        self._expire(now)
+        self.flush()
+        window_start = ((self._expired_upto or 0) + 1) * self.bucket_seconds
+        return {
+            "generated_at": now,
+            "window_seconds": self.window,
+            "bucket_seconds": self.bucket_seconds,
+            "window_start": window_start,
+            "total": self.figures(),
+            "queues": {
+                queue: {**self.figures(queue),
+                        "segments": {seg: self.figures(queue, seg) for seg in self.segments(queue)}}
+                for queue in self.queues()
+            },
+            "segments": {seg: self.figures(None, seg) for seg in self.segments(None)},
+            "abandoned_calls": self.abandoned_calls(limit=abandoned_limit),
+            "counters": dict(self.counters),
+        }
+
+    # -- after a restart -----------------------------------------------------
+    async def rebuild(self, db: Any, since: float | dt.datetime | None = None) -> int:
+        """Recompute the figures from ``call_records``; returns how many records counted.
+
+        `since` (epoch seconds or a datetime; default: the window's start)
+        limits what is read; nothing older than the window is kept anyway.
+        The figures collected so far are replaced.  Call it before feeding
+        live events: what arrives while the query runs is overwritten.
+
+        How a record counts (a record is one call through the IVR):
+
+        - answered  when ``answered_at`` is set: at ``answered_at``, its wait
+          ``wait_seconds`` (0 when missing);
+        - completed when ``talk_seconds`` is set too: at ``ended_at`` (else
+          ``answered_at + talk_seconds``);
+        - abandoned when it has a ``queue`` and a ``wait_seconds`` but no
+          ``answered_at`` and was not ``self_served``: at ``ended_at`` (else
+          ``started_at + wait_seconds``), with reason ``abandon`` and no position;
+        - otherwise (self-served, hung up in the IVR, no queue outcome
+          written yet) it is not a queue call and is skipped.
+        """
+        now = self._clock()
+        start = now - self.window
+        if since is not None:
+            start = max(start, _epoch(since))
+        since_dt = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        statement = (
+            select(
+                CallRecord.queue, CallRecord.segment, CallRecord.uniqueid, CallRecord.call_id,
+                CallRecord.number, CallRecord.self_served, CallRecord.started_at, CallRecord.answered_at,
+                CallRecord.ended_at, CallRecord.wait_seconds, CallRecord.talk_seconds,
+            )
+            .where(CallRecord.queue.is_not(None), CallRecord.started_at >= since_dt - REBUILD_LOOKBACK)
+            .order_by(CallRecord.started_at)
+        )
+        async with db.session() as session:
+            rows = (await session.execute(statement)).all()
+        # No await from here on: the swap is atomic for the event loop.
+        self._reset()
+        used = 0
+        for row in rows:
+            used += self._count_record(row, start)
+        return used
+
+    def _count_record(self, row: Any, start: float) -> int:
+        queue = row.queue
+        uid = row.uniqueid or f"record:{row.call_id}"
+        key = (queue, uid)
+        answered_at = _epoch(row.answered_at) if row.answered_at is not None else None
+        ended_at = _epoch(row.ended_at) if row.ended_at is not None else None
+        counted = 0
+        if answered_at is not None:
+            if answered_at >= start and self.record_answered(queue, at=answered_at, wait=row.wait_seconds,
+                                                             segment=row.segment):
+                counted = 1
+                self._done[key] = answered_at
+            if row.talk_seconds is not None:
+                done_at = ended_at if ended_at is not None else answered_at + row.talk_seconds
+                if done_at >= start and self.record_completed(queue, at=done_at, talk=row.talk_seconds,
+                                                              segment=row.segment):
+                    counted = 1
+                    self._completed[key] = done_at
+            elif ended_at is None:
+                # Still talking when the server stopped: its AgentComplete may come.
+                self._answered[key] = _Answered(at=answered_at, segment=_segment_key(row.segment),
+                                                interface=None, hold_time=row.wait_seconds)
+                self._done[key] = answered_at
+        elif row.wait_seconds is not None and not row.self_served:
+            started = _epoch(row.started_at)
+            at = ended_at if ended_at is not None else started + row.wait_seconds
+            if at >= start and self.record_abandoned(
+                queue, at=at, wait=row.wait_seconds, segment=row.segment, number=row.number,
+                reason="abandon", call_id=row.call_id,
+            ):
+                counted = 1
+                self._done[key] = at
+        return counted
+
+
+# --- the per-segment report ("learn and measure") --------------------------------
+
+async def segment_report(
+    db: Any, since: float | dt.datetime, until: float | dt.datetime | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per customer segment, over call records started in [since, until): one SQL query.
+
+    For each segment (``"unknown"`` when the caller was not identified) and
+    ``"*"`` for all: ``calls``; ``self_served`` and ``containment`` =
+    self_served / calls; ``predicted`` (calls with both a predicted and an
+    actual intent), ``predicted_right`` and ``prediction_accuracy`` =
+    predicted_right / predicted; ``rated`` and ``average_rating``;
+    ``answered``, ``abandoned`` (as `QueueStatistics.rebuild` counts them),
+    ``average_wait`` and ``average_talk`` in seconds.
+    """
+    since_dt = dt.datetime.fromtimestamp(_epoch(since), dt.timezone.utc)
+    conditions = [CallRecord.started_at >= since_dt]
+    if until is not None:
+        conditions.append(CallRecord.started_at < dt.datetime.fromtimestamp(_epoch(until), dt.timezone.utc))
+    predicted = and_(CallRecord.predicted_intent.is_not(None), CallRecord.actual_intent.is_not(None))
+    abandoned = and_(CallRecord.answered_at.is_(None), CallRecord.queue.is_not(None),
+                     CallRecord.wait_seconds.is_not(None), CallRecord.self_served.is_(False))
+
+    def count_if(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0)).cast(Integer)
+
+    statement = (
+        select(
+            CallRecord.segment,
+            func.count().label("calls"),
+            count_if(CallRecord.self_served.is_(True)).label("self_served"),
+            count_if(predicted).label("predicted"),
+            count_if(and_(predicted, CallRecord.predicted_intent == CallRecord.actual_intent)).label("right"),
+            func.count(CallRecord.rating).label("rated"),
+            func.avg(CallRecord.rating).label("rating"),
+            count_if(CallRecord.answered_at.is_not(None)).label("answered"),
+            count_if(abandoned).label("abandoned"),
+            func.count(CallRecord.wait_seconds).label("waits"),
+            func.sum(CallRecord.wait_seconds).label("wait"),
+            func.count(CallRecord.talk_seconds).label("talks"),
+            func.sum(CallRecord.talk_seconds).label("talk"),
+        )
+        .where(*conditions)
+        .group_by(CallRecord.segment)
+    )
+    async with db.session() as session:
+        rows = (await session.execute(statement)).all()
+    report: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        report[_segment_key(row.segment)] = _report_row(row)
+    if rows:
+        report["*"] = _report_total(rows)
+    return report
+
+
+def _report_row(row: Any) -> dict[str, Any]:
+    return {
+        "calls": row.calls,
+        "self_served": row.self_served or 0,
+        "containment": (row.self_served or 0) / row.calls if row.calls else None,
+        "predicted": row.predicted or 0,
+        "predicted_right": row.right or 0,
+        "prediction_accuracy": (row.right or 0) / row.predicted if row.predicted else None,
+        "rated": row.rated or 0,
+        "average_rating": float(row.rating) if row.rating is not None else None,
+        "answered": row.answered or 0,
+        "abandoned": row.abandoned or 0,
+        "average_wait": float(row.wait) / row.waits if row.waits else None,
+        "average_talk": float(row.talk) / row.talks if row.talks else None,
+    }
+
+
+def _report_total(rows: list[Any]) -> dict[str, Any]:
+    calls = sum(r.calls for r in rows)
+    self_served = sum(r.self_served or 0 for r in rows)
+    predicted = sum(r.predicted or 0 for r in rows)
+    right = sum(r.right or 0 for r in rows)
+    rated = sum(r.rated or 0 for r in rows)
+    rating_sum = sum(float(r.rating) * r.rated for r in rows if r.rating is not None)
+    return {
+        "calls": calls,
+        "self_served": self_served,
+        "containment": self_served / calls if calls else None,
+        "predicted": predicted,
+        "predicted_right": right,
+        "prediction_accuracy": right / predicted if predicted else None,
+        "rated": rated,
+        "average_rating": rating_sum / rated if rated else None,
+        "answered": sum(r.answered or 0 for r in rows),
+        "abandoned": sum(r.abandoned or 0 for r in rows),
+        "average_wait": _mean((r.wait for r in rows), (r.waits for r in rows)),
+        "average_talk": _mean((r.talk for r in rows), (r.talks for r in rows)),
+    }
+
+
+def _mean(sums: Iterable[Any], counts: Iterable[int]) -> float | None:
+    count = sum(counts)
+    return sum(float(s) for s in sums if s is not None) / count if count else None
+
+
+# --- small pure helpers -----------------------------------------------------------
+
+def _figures(c: _Counts, longest_ms: int, threshold: float | None) -> dict[str, Any]:
+    offered = c.answered + c.abandoned
+    sl_base = offered - c.abandoned_in_sl
+    return {
+        "offered": offered,
+        "answered": c.answered,
+        "abandoned": c.abandoned,
+        "timeouts": c.timeouts,
+        "answered_within_threshold": c.answered_in_sl,
+        "abandoned_within_threshold": c.abandoned_in_sl,
+        "service_level": c.answered_in_sl / sl_base if sl_base else None,
+        "service_level_seconds": threshold,
+        "abandon_rate": c.abandoned / offered if offered else None,
+        "average_wait": _seconds(c.wait_answered_ms + c.wait_abandoned_ms, offered),
+        "average_answer_wait": _seconds(c.wait_answered_ms, c.answered),
+        "average_abandon_wait": _seconds(c.wait_abandoned_ms, c.abandoned),
+        "longest_wait": longest_ms / 1000 if offered else None,
+        "completed": c.completed,
+        "average_talk": _seconds(c.talk_ms, c.completed),
+        "average_handle": _seconds(c.handle_ms, c.completed),
+    }
+
+
+def _seconds(total_ms: int, count: int) -> float | None:
+    return round(total_ms / count / 1000, 3) if count else None
+
+
+def _ms(seconds: float | None) -> int:
+    if seconds is None:
+        return 0
+    value = float(seconds)
+    return max(0, round(value * 1000)) if math.isfinite(value) else 0
+
+
+def _segment_key(segment: str | None) -> str:
+    return str(segment) if segment else UNKNOWN_SEGMENT
+
+
+def _per_queue(value: float | Mapping[str, float], default: float) -> tuple[dict[str, float], float]:
+    if isinstance(value, Mapping):
+        table = {str(k): float(v) for k, v in value.items()}
+        return table, table.pop("*", default)
+    return {}, float(value)
+
+
+def _need(event: Mapping[str, Any], name: str) -> str:
+    value = header(event, name)
+    if not value:
+        raise ValueError(f"{name} missing")
+    return value
+
+
+def _int(event: Mapping[str, Any], name: str) -> int | None:
+    raw = header(event, name)
+    if not raw:
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise ValueError(f"{name} is not a number") from None
+
+
+def _epoch(value: float | dt.datetime) -> float:
+    """Epoch seconds of a number or a datetime (a naive one is taken as UTC, as SQLite returns them)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    return float(value)
