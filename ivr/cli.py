@@ -130,8 +130,14 @@ def _db_seed(args: argparse.Namespace, config: Config) -> int:
         finally:
             await db.dispose()
 
+    from caller_id.seed import SeedError
+
     started = time.perf_counter()
-    summary = asyncio.run(go())
+    try:
+        summary = asyncio.run(go())
+    except SeedError as exc:
+        print(f"ivr db seed: {exc}", file=sys.stderr)
+        return 1
     print(f"seeded in {time.perf_counter() - started:.1f} s: {summary}")
     return 0
 
@@ -180,7 +186,7 @@ def _lookup(args: argparse.Namespace, config: Config) -> int:
                 decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
                                   now=services.now(), role=asked[args.role - 1])
             result = decision.to_dict()
-            result["question"] = [role["label"] for role in result["question"]] if asked else []
+            result["question"] = [role.label for role in asked]
             if asked:
                 language = decision.view.language or line.language
                 result["question_prompt"] = role_question_text(asked, language)

@@ -30,9 +30,9 @@ class LineDict(dict):
     """A dict that knows the line it starts on and the line of each key."""
 
     line: int = 0
-    key_lines: dict[str, int]
+    key_lines: dict[Any, int]
 
-    def line_of(self, key: str) -> int:
+    def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line)
 
 
@@ -42,20 +42,20 @@ class LineList(list):
 
 class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        seen: set[Any] = set()
+        key_lines: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if key is not None and key in seen:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in key_lines
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{key!r} is given twice in the same block", key_node.start_mark)
-            seen.add(key)
+            key_lines[key] = key_node.start_mark.line + 1
         mapping = LineDict(super().construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
-        mapping.key_lines = {
-            key_node.value: key_node.start_mark.line + 1
-            for key_node, _ in node.value
-            if isinstance(key_node, yaml.ScalarNode)
-        }
+        mapping.key_lines = key_lines
         return mapping
 
     def construct_sequence(self, node, deep=False):  # type: ignore[override]

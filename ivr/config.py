@@ -179,6 +179,8 @@ def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -
             kwargs[key] = _path(item, base, source, item_line, key)
         else:
             kwargs[key] = _typed(cls, key, item, source, item_line)
+        if key == "port" and not 0 <= kwargs[key] <= 65535:
+            raise ConfigError(source, item_line, f"port must be 0..65535, got {kwargs[key]}")
     return cls(**kwargs)
 
 
@@ -187,6 +189,7 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
         raise ConfigError(source, line, "lines must be a non-empty list")
     known = {f.name for f in fields(Line)}
     result = []
+    first_line: dict[str, int | None] = {}
     for item in value:
         item_line = line_of(item)
         if not isinstance(item, dict) or "name" not in item:
@@ -196,11 +199,12 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
         for role in kwargs.get("roles", ()):
             if role not in ("private", "employee", "director"):
                 raise ConfigError(source, line_of(item, "roles"), f"unknown role {role!r}")
+        name = kwargs["name"]
+        if name in first_line:
+            raise ConfigError(source, line_of(item, "name"),
+                              f"line {name!r} is defined twice (first at line {first_line[name]})")
+        first_line[name] = line_of(item, "name")
         result.append(Line(**kwargs))
-    names = [line.name for line in result]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ConfigError(source, line, f"duplicate line names: {', '.join(sorted(duplicates))}")
     return tuple(result)
 
 
@@ -266,7 +270,7 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
     if "IVR_AGI_HOST" in env:
         agi = replace(agi, host=env["IVR_AGI_HOST"])
     if "IVR_AGI_PORT" in env:
-        agi = replace(agi, port=_env_int(env, "IVR_AGI_PORT"))
+        agi = replace(agi, port=_env_port(env, "IVR_AGI_PORT"))
     if "IVR_AGI_ALLOWED_HOSTS" in env:
         agi = replace(agi, allowed_hosts=tuple(h.strip() for h in env["IVR_AGI_ALLOWED_HOSTS"].split(",") if h.strip()))
     if "IVR_AGI_WORKERS" in env:
@@ -274,7 +278,7 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
     if "IVR_AMI_HOST" in env:
         ami = replace(ami, host=env["IVR_AMI_HOST"] or None)
     if "IVR_AMI_PORT" in env:
-        ami = replace(ami, port=_env_int(env, "IVR_AMI_PORT"))
+        ami = replace(ami, port=_env_port(env, "IVR_AMI_PORT"))
     if "IVR_AMI_USERNAME" in env:
         ami = replace(ami, username=env["IVR_AMI_USERNAME"])
     if env.get("IVR_AMI_SECRET_FILE"):
@@ -283,6 +287,8 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
             ami = replace(ami, secret=secret_path.read_text(encoding="utf-8").strip())
         except OSError as exc:
             raise ConfigError(str(secret_path), None, f"cannot read the AMI secret: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(str(secret_path), None, "the AMI secret file is not UTF-8 text") from None
     elif "IVR_AMI_SECRET" in env:
         ami = replace(ami, secret=env["IVR_AMI_SECRET"])
     if env.get("IVR_PROMPTS_DIR"):
@@ -295,6 +301,13 @@ def _env_int(env: dict[str, str], name: str) -> int:
         return int(env[name])
     except ValueError:
         raise ConfigError("environment", None, f"{name} must be a whole number, got {env[name]!r}") from None
+
+
+def _env_port(env: dict[str, str], name: str) -> int:
+    port = _env_int(env, name)
+    if not 0 <= port <= 65535:
+        raise ConfigError("environment", None, f"{name} must be a TCP port (0..65535), got {port}")
+    return port
 
 
 def resolve_database_url(url: str, base: Path | None = None) -> str:

@@ -1,0 +1,555 @@
+"""The `ivr` command, run as an administrator runs it: a real process.
+
+Every command runs as a subprocess of the installed console script with
+IVR_CONFIG pointing at a copy of the shipped configuration in a temporary
+"site" directory (its own CRM, seeded by `ivr db seed`, its own prompts);
+nothing here reads or writes the repository's var/ directory.  Independent
+commands run a few at a time to keep the module quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from caller_id.seed import SHOWCASE
+from tests.servers import free_port
+
+PROJECT = Path(__file__).resolve().parents[2]
+SAMPLES = PROJECT / "tests" / "caller_id" / "data"
+_SCRIPT = Path(sys.executable).with_name("ivr")
+IVR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ivr.cli"]
+TIMEOUT = 60.0  # seconds; only so that a hanging command fails the test
+PARALLEL = 4
+SQLITE = "sqlite+aiosqlite:///"
+
+# The Asterisk queues the shipped routing.yaml sends calls to.
+SHIPPED_QUEUES = {"vip", "key_accounts", "b2b", "b2c", "support", "english", "after_hours"}
+
+# Only the dialled line decides here, so the test does not depend on the time of day
+# (the shipped rules send everyone to after_hours at night).
+LINE_RULES = """\
+rules:
+  - name: b2b-line
+    when:
+      line: b2b
+    queue: b2b
+    priority: 20
+  - name: everyone-else
+    queue: support
+    priority: 5
+"""
+
+MULTI_ROLE = "+79000000005"  # private client, director of one company, employee of another
+PRIVATE_C = "+79000000002"  # one role: private, segment C
+VIP = "+79000000001"
+NEVER_SEEDED = "+79300123456"  # valid, but the seed keeps +79300... free
+
+
+@dataclass(frozen=True)
+class Site:
+    """A deployment in a temporary directory: config/ (copied), var/ (the CRM)."""
+
+    root: Path
+    config: Path
+    crm: Path
+    cwd: Path
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+        env.update(IVR_CONFIG=str(self.config), IVR_PROMPTS_DIR=str(self.root / "var" / "prompts"),
+                   PYTHONUTF8="1")
+        env.update(overrides)
+        return env
+
+    def ivr(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_ivr(args, self.env(**env), self.cwd)
+
+    def ivr_together(self, commands: Sequence[tuple[Sequence[str], dict[str, str]]]) -> list[
+            subprocess.CompletedProcess[str]]:
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            return list(pool.map(lambda c: run_ivr(c[0], self.env(**c[1]), self.cwd), commands))
+
+
+def run_ivr(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IVR, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          encoding="utf-8", timeout=TIMEOUT, check=False)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"{SQLITE}{path}"
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def count(path: Path, table: str) -> int:
+    return query(path, f"SELECT count(*) FROM {table}")[0][0]
+
+
+def line_number(text: str, needle: str) -> int:
+    """The editor line (1-based) of the first line containing `needle`."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not found")
+
+
+@pytest.fixture(scope="module")
+def bare_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The site before its CRM exists (`site` is the same, seeded by `ivr db seed`)."""
+    root = tmp_path_factory.mktemp("site")
+    shutil.copytree(PROJECT / "config", root / "config")
+    (root / "var").mkdir()
+    crm = root / "var" / "crm.sqlite3"
+    config = root / "config" / "ivr.yaml"
+    # Relative, as shipped: resolved against config/, wherever the command runs.
+    text, replaced = re.subn(r"(?m)^database_url:.*$", "database_url: sqlite+aiosqlite:///../var/crm.sqlite3",
+                             config.read_text(encoding="utf-8"))
+    assert replaced == 1
+    # The shipped 0.15 s lookup budget fails open to "unknown caller" on a busy test machine;
+    # these tests are about what the command shows, not about that budget.
+    text, replaced = re.subn(r"(?m)^(lookup:\n  timeout:) [0-9.]+", r"\1 10.0", text)
+    assert replaced == 1
+    config.write_text(text, encoding="utf-8")
+    # The same site with rules that look only at the dialled line.
+    shutil.copytree(root / "config", root / "line-rules")
+    (root / "line-rules" / "routing.yaml").write_text(LINE_RULES, encoding="utf-8")
+    cwd = root / "somewhere" / "else"  # ../var from here is not the CRM
+    cwd.mkdir(parents=True)
+    return Site(root=root, config=config, crm=crm, cwd=cwd)
+
+
+def lookup_json(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)  # the whole output is one JSON object
+    assert isinstance(decision, dict)
+    return decision
+
+
+# -- help -----------------------------------------------------------------------
+
+
+def test_help_lists_the_commands(site: Site) -> None:
+    top, db = site.ivr_together([(["--help"], {}), (["db", "--help"], {})])
+    assert top.returncode == 0, top.stderr
+    for command in ("run", "db", "lookup", "rules", "simulate"):
+        assert re.search(rf"^\s+{command}\s", top.stdout, re.MULTILINE), f"{command} missing from --help"
+    assert db.returncode == 0, db.stderr
+    for action in ("init", "seed", "import"):
+        assert re.search(rf"^\s+{action}\s", db.stdout, re.MULTILINE), f"{action} missing from db --help"
+
+
+# -- ivr db init / seed -----------------------------------------------------------
+
+
+def test_db_init_creates_the_schema(site: Site, tmp_path: Path) -> None:
+    database = tmp_path / "new.sqlite3"
+    first = site.ivr("db", "init", IVR_DATABASE_URL=sqlite_url(database))
+    assert first.returncode == 0, first.stderr
+    assert "database ready" in first.stdout and str(database) in first.stdout
+    tables = {name for (name,) in query(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"customers", "phone_numbers", "number_roles", "organisations", "agents", "cases",
+            "alembic_version"} <= tables
+    assert len(query(database, "SELECT version_num FROM alembic_version")) == 1
+    assert count(database, "customers") == 0
+
+
+@dataclass(frozen=True)
+class Seeded:
+    first: Path  # --seed 5: the site's own CRM, found through the configuration
+    second: Path  # --seed 5 again, another file
+    other: Path  # --seed 6
+    outputs: list[subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def cli_seeded(bare_site: Site, tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """Three databases seeded by `ivr db seed --customers 300`, side by side."""
+    directory = tmp_path_factory.mktemp("seeded-by-cli")
+    second, other = directory / "second.sqlite3", directory / "other.sqlite3"
+    outputs = bare_site.ivr_together([
+        (["db", "seed", "--customers", "300", "--seed", "5"], {}),
+        (["db", "seed", "--customers", "300", "--seed", "5"], {"IVR_DATABASE_URL": sqlite_url(second)}),
+        (["db", "seed", "--customers", "300", "--seed", "6"], {"IVR_DATABASE_URL": sqlite_url(other)}),
+    ])
+    return Seeded(bare_site.crm, second, other, outputs=outputs)
+
+
+@pytest.fixture(scope="module")
+def site(bare_site: Site, cli_seeded: Seeded) -> Site:
+    """The site with its CRM seeded: 300 customers, the showcase callers first."""
+    assert all(result.returncode == 0 for result in cli_seeded.outputs), [r.stderr for r in cli_seeded.outputs]
+    return bare_site
+
+
+def _people(path: Path) -> dict[str, list[tuple]]:
+    return {
+        "customers": query(path, "SELECT id, name, segment, is_vip, language, manager_id FROM customers ORDER BY id"),
+        "numbers": query(path, "SELECT id, e164 FROM phone_numbers ORDER BY id"),
+        "roles": query(path, "SELECT number_id, customer_id, kind, organisation_id FROM number_roles ORDER BY id"),
+        "organisations": query(path, "SELECT id, name, inn, segment FROM organisations ORDER BY id"),
+        "cases": query(path, "SELECT id, customer_id, product, status, priority FROM cases ORDER BY id"),
+    }
+
+
+def test_db_seed_fills_the_database_and_says_what_it_wrote(cli_seeded: Seeded) -> None:
+    for result in cli_seeded.outputs:
+        assert result.returncode == 0, result.stderr
+        assert "seeded" in result.stdout and "customers=300" in result.stdout
+    assert count(cli_seeded.first, "customers") == 300
+    # The configured relative database_url was taken from config/, not from the working directory.
+    assert not (cli_seeded.first.parents[1] / "somewhere" / "var").exists()
+    showcase = {number for (number,) in query(cli_seeded.first, "SELECT e164 FROM phone_numbers")}
+    assert {entry["number"] for entry in SHOWCASE} <= showcase
+
+
+def test_db_seed_with_the_same_seed_gives_the_same_data(cli_seeded: Seeded) -> None:
+    first, second = _people(cli_seeded.first), _people(cli_seeded.second)
+    for table in first:
+        assert first[table] == second[table], table
+    # A few concrete values, as an administrator would compare them.
+    assert first["numbers"][-5:] == second["numbers"][-5:]
+    assert first["customers"][-5:] == second["customers"][-5:]
+
+
+def test_db_seed_with_another_seed_gives_other_generated_people(cli_seeded: Seeded) -> None:
+    first, other = _people(cli_seeded.first), _people(cli_seeded.other)
+    showcase = len(SHOWCASE)
+    assert first["customers"][:3] == other["customers"][:3]  # the hand-picked showcase is fixed
+    assert first["numbers"][showcase + 10:] != other["numbers"][showcase + 10:]
+    assert first["customers"][50:] != other["customers"][50:]
+
+
+def test_second_seed_into_the_same_database_is_refused_clearly(cli_seeded: Seeded, site: Site,
+                                                               tmp_path: Path) -> None:
+    database = tmp_path / "seeded.sqlite3"
+    shutil.copy(cli_seeded.first, database)
+    before = _people(database)
+    result = site.ivr("db", "seed", "--customers", "300", "--seed", "5", IVR_DATABASE_URL=sqlite_url(database))
+    assert result.returncode != 0
+    assert "already holds CRM data" in result.stderr
+    assert _people(database) == before  # nothing added
+    # A refusal for the administrator, not a Python crash.
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+# -- ivr lookup -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def showcase_lookups(site: Site) -> dict[str, subprocess.CompletedProcess[str]]:
+    numbers = [entry["number"] for entry in SHOWCASE]
+    results = site.ivr_together([(["lookup", number, "--json"], {}) for number in numbers])
+    return dict(zip(numbers, results))
+
+
+@pytest.mark.parametrize("number", [entry["number"] for entry in SHOWCASE])
+def test_lookup_json_of_a_showcase_caller(showcase_lookups: dict, number: str) -> None:
+    decision = lookup_json(showcase_lookups[number])
+    assert {"number", "customer", "roles", "intents", "route"} <= decision.keys()
+    assert decision["number"] == number
+    assert decision["lookup"]["source"] == "crm", decision["lookup"]
+    assert decision["customer"] is not None
+    assert decision["customer"]["name"]
+    assert decision["roles"]
+    assert decision["intents"]
+    for intent in decision["intents"]:
+        assert {"intent", "score", "reasons"} <= intent.keys()
+        assert isinstance(intent["intent"], str) and intent["intent"]
+        assert isinstance(intent["score"], (int, float))
+        assert isinstance(intent["reasons"], list)
+        assert all(isinstance(reason, str) and reason for reason in intent["reasons"])
+    scores = [intent["score"] for intent in decision["intents"]]
+    assert scores == sorted(scores, reverse=True)  # best first
+    route = decision["route"]
+    assert isinstance(route["queue"], str) and route["queue"] in SHIPPED_QUEUES
+    assert isinstance(route["priority"], int)
+
+
+def test_lookup_asks_a_caller_with_several_roles_on_the_general_line(showcase_lookups: dict) -> None:
+    decision = lookup_json(showcase_lookups[MULTI_ROLE])
+    assert decision["line"] == "general"
+    labels = [role["label"] for role in decision["roles"]]
+    assert len(labels) == 3
+    assert decision["question"] == labels
+    assert decision["question_prompt"]
+    assert decision["role"] is not None  # the call is still decided for the likeliest role
+
+
+@pytest.fixture(scope="module")
+def role_lookups(site: Site) -> list[subprocess.CompletedProcess[str]]:
+    return site.ivr_together([
+        (["lookup", MULTI_ROLE, "--json", "--role", "1"], {}),
+        (["lookup", MULTI_ROLE, "--json", "--role", "2"], {}),
+        (["lookup", MULTI_ROLE, "--json", "--role", "4"], {}),
+    ])
+
+
+def test_lookup_role_option_answers_the_question(showcase_lookups: dict, role_lookups: list) -> None:
+    asked = lookup_json(showcase_lookups[MULTI_ROLE])["question"]
+    first, second, wrong = role_lookups
+    as_first, as_second = lookup_json(first), lookup_json(second)
+    assert as_first["role"]["label"] == asked[0]
+    assert as_second["role"]["label"] == asked[1]
+    assert as_first["role"] != as_second["role"]
+    assert wrong.returncode != 0
+    assert "--role must be 1..3" in wrong.stderr
+
+
+def test_lookup_with_a_role_still_reports_the_question_it_answers(showcase_lookups: dict,
+                                                                 role_lookups: list) -> None:
+    asked = lookup_json(showcase_lookups[MULTI_ROLE])["question"]
+    answered = lookup_json(role_lookups[1])
+    assert answered["question_prompt"]  # the prompt is there ...
+    assert answered["question"] == asked  # ... and so must be the roles it offered
+
+
+def test_lookup_asks_only_about_the_roles_the_line_is_for(site: Site) -> None:
+    b2b, b2c = site.ivr_together([
+        (["lookup", MULTI_ROLE, "--json", "--line", "b2b"], {}),
+        (["lookup", MULTI_ROLE, "--json", "--line", "b2c"], {}),
+    ])
+    on_b2b, on_b2c = lookup_json(b2b), lookup_json(b2c)
+    assert on_b2b["line"] == "b2b"
+    assert sorted(role["kind"] for role in on_b2b["roles"] if role["label"] in on_b2b["question"]) == [
+        "director", "employee"]
+    assert on_b2c["line"] == "b2c"
+    assert on_b2c["question"] == []
+    assert on_b2c["role"]["kind"] == "private"
+
+
+def test_lookup_line_option_changes_the_route(site: Site) -> None:
+    config = str(site.root / "line-rules" / "ivr.yaml")
+    general, by_name, by_number = site.ivr_together([
+        (["lookup", PRIVATE_C, "--json"], {"IVR_CONFIG": config}),
+        (["lookup", PRIVATE_C, "--json", "--line", "b2b"], {"IVR_CONFIG": config}),
+        (["lookup", PRIVATE_C, "--json", "--line", "+74955550200"], {"IVR_CONFIG": config}),
+    ])
+    assert lookup_json(general)["route"]["queue"] == "support"
+    for result in (by_name, by_number):
+        decision = lookup_json(result)
+        assert decision["line"] == "b2b"
+        assert decision["route"]["queue"] == "b2b"
+        assert decision["route"]["rule"] == "b2b-line"
+        assert decision["customer"]["name"] == lookup_json(general)["customer"]["name"]
+
+
+GARBAGE = {
+    "unknown": "unknown",
+    "anonymous": "anonymous",
+    "empty": "",
+    "sql-injection": "'; DROP TABLE customers;--",
+    "forty-digits": "1" * 40,
+    "cyrillic-text": "Иван Петрович",
+    "valid-but-not-in-crm": NEVER_SEEDED,
+}
+
+
+@pytest.fixture(scope="module")
+def garbage_lookups(site: Site) -> dict[str, subprocess.CompletedProcess[str]]:
+    assert not query(site.crm, f"SELECT 1 FROM phone_numbers WHERE e164 = '{NEVER_SEEDED}'")
+    results = site.ivr_together([(["lookup", number, "--json"], {}) for number in GARBAGE.values()])
+    return dict(zip(GARBAGE, results))
+
+
+@pytest.mark.parametrize("name", GARBAGE)
+def test_lookup_of_an_unknown_or_garbage_number_still_routes(garbage_lookups: dict, name: str) -> None:
+    decision = lookup_json(garbage_lookups[name])
+    assert decision["customer"] is None
+    assert decision["roles"] == []
+    assert isinstance(decision["route"]["queue"], str) and decision["route"]["queue"] in SHIPPED_QUEUES
+    assert isinstance(decision["route"]["priority"], int)
+
+
+def test_garbage_lookups_leave_the_crm_intact(garbage_lookups: dict, site: Site) -> None:
+    assert all(result.returncode == 0 for result in garbage_lookups.values())
+    assert count(site.crm, "customers") > len(SHOWCASE)
+
+
+def test_lookup_human_output_shows_queue_and_reasons(site: Site, showcase_lookups: dict) -> None:
+    decision = lookup_json(showcase_lookups[VIP])
+    result = site.ivr("lookup", VIP)
+    assert result.returncode == 0, result.stderr
+    assert decision["customer"]["name"] in result.stdout
+    route = decision["route"]
+    assert f"queue {route['queue']}, priority {route['priority']}" in result.stdout
+    for intent in decision["intents"]:
+        assert intent["intent"] in result.stdout
+        for reason in intent["reasons"]:
+            assert reason in result.stdout
+
+
+# -- ivr db import ----------------------------------------------------------------
+
+
+def test_db_import_of_the_sample_files(site: Site, tmp_path: Path) -> None:
+    from_csv, from_jsonl = tmp_path / "csv.sqlite3", tmp_path / "jsonl.sqlite3"
+    csv_result, jsonl_result = site.ivr_together([
+        (["db", "import", str(SAMPLES / "crm_sample.csv")], {"IVR_DATABASE_URL": sqlite_url(from_csv)}),
+        (["db", "import", str(SAMPLES / "crm_sample.jsonl")], {"IVR_DATABASE_URL": sqlite_url(from_jsonl)}),
+    ])
+    for result, sample in ((csv_result, "crm_sample.csv"), (jsonl_result, "crm_sample.jsonl")):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"imported {SAMPLES / sample}: ")
+        for part in ("2 agent rows (2 new", "2 organisation rows (2 new", "3 customer rows (3 new",
+                     "5 number rows (5 new", "3 case rows (3 new"):
+            assert part in result.stdout
+    for database in (from_csv, from_jsonl):
+        assert {number for (number,) in query(database, "SELECT e164 FROM phone_numbers")} == {
+            "+79161234567", "+442079460958", "+74951234567"}
+        assert count(database, "cases") == 3
+    # The imported caller is found by the number as a person would type it.
+    found = lookup_json(site.ivr("lookup", "8 (916) 123-45-67", "--json", IVR_DATABASE_URL=sqlite_url(from_csv)))
+    assert found["number"] == "+79161234567"
+    assert found["customer"]["name"] == "Петров Иван Сергеевич"
+    assert "employee of ООО «Ромашка»" in [role["label"] for role in found["roles"]]
+
+
+def _broken_csv(tmp_path: Path) -> tuple[Path, dict[int, str]]:
+    lines = (SAMPLES / "crm_sample.csv").read_text(encoding="utf-8").split("\n")
+    bad_number = line_number("\n".join(lines), "+44 20 7946 0958")
+    lines[bad_number - 1] = lines[bad_number - 1].replace("+44 20 7946 0958", "+44 20 79")
+    # The last case comes after a quoted note over two lines: counted as an editor counts.
+    bad_priority = line_number("\n".join(lines), "case,,,,,,,,,,T-3,")
+    assert bad_priority == 17
+    lines[bad_priority - 1] = lines[bad_priority - 1].replace(",in_progress,3,", ",in_progress,9,")
+    path = tmp_path / "broken.csv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path, {bad_number: "not a valid phone number", bad_priority: "priority"}
+
+
+def test_db_import_with_bad_rows_names_them_and_imports_nothing(site: Site, tmp_path: Path) -> None:
+    path, errors = _broken_csv(tmp_path)
+    database = tmp_path / "crm.sqlite3"
+    result = site.ivr("db", "import", str(path), IVR_DATABASE_URL=sqlite_url(database))
+    assert result.returncode != 0
+    assert "nothing imported" in result.stderr
+    for line, reason in errors.items():
+        assert re.search(rf"line {line}: .*{re.escape(reason)}", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    for table in ("agents", "organisations", "customers", "phone_numbers", "number_roles", "cases"):
+        assert count(database, table) == 0, table
+
+
+# -- ivr rules ------------------------------------------------------------------
+
+
+def test_rules_checks_the_shipped_file(site: Site) -> None:
+    result = site.ivr("rules")
+    assert result.returncode == 0, result.stderr
+    rules_file = site.config.parent / "routing.yaml"
+    match = re.match(rf"{re.escape(str(rules_file))}: (\d+) rules, queues: (.+)$", result.stdout.strip())
+    assert match, result.stdout
+    assert int(match.group(1)) > 0
+    assert set(match.group(2).split(", ")) == SHIPPED_QUEUES
+
+
+def test_rules_on_a_broken_file_names_the_file_and_line(site: Site, tmp_path: Path) -> None:
+    shipped = (site.config.parent / "routing.yaml").read_text(encoding="utf-8")
+    typo_line = line_number(shipped, "segment: [A, B]")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(shipped.replace("segment: [A, B]", "segmnt: [A, B]", 1), encoding="utf-8")
+    date_line = line_number(shipped, "2026-12-31")
+    bad_date = tmp_path / "date.yaml"
+    bad_date.write_text(shipped.replace("2026-12-31", "2026-02-30", 1), encoding="utf-8")
+
+    typo_result, date_result = site.ivr_together([(["rules", str(typo)], {}), (["rules", str(bad_date)], {})])
+    assert typo_result.returncode == 2
+    assert f"{typo}, line {typo_line}:" in typo_result.stderr
+    assert "segmnt" in typo_result.stderr
+    assert date_result.returncode == 2
+    assert f"{bad_date}, line {date_line}:" in date_result.stderr
+    assert typo_result.stdout == date_result.stdout == ""
+
+
+# -- a broken configuration stops every command -----------------------------------
+
+
+def test_broken_config_stops_every_command_with_file_and_line(site: Site, tmp_path: Path) -> None:
+    text = site.config.read_text(encoding="utf-8")
+    line = line_number(text, "  port: 4573")
+    broken = tmp_path / "ivr.yaml"
+    broken.write_text(text.replace("  port: 4573", "  prot: 4573", 1), encoding="utf-8")
+    commands = [["lookup", VIP], ["db", "seed", "--customers", "30"], ["run"]]
+    runs = [(command, {"IVR_CONFIG": str(broken)}) for command in commands]
+    runs.append((["--config", str(broken), "simulate", "--calls", "1"], {}))  # --config wins over IVR_CONFIG
+    before = _people(site.crm)
+    for (command, _), result in zip(runs, site.ivr_together(runs)):
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{broken}, line {line}:" in result.stderr, (command, result.stderr)
+        assert "'prot'" in result.stderr and "did you mean 'port'" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert _people(site.crm) == before
+
+
+# -- ivr run + ivr simulate --------------------------------------------------------
+
+
+def _wait_for_port(port: int, server: subprocess.Popen, log: Path, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"ivr run exited with {server.returncode}:\n{log.read_text(encoding='utf-8')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"ivr run did not listen on {port} within {limit} s")
+
+
+def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
+    crm = tmp_path / "crm.sqlite3"  # the server records calls: a copy of the site's CRM
+    shutil.copy(site.crm, crm)
+    port = free_port()
+    env = site.env(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=sqlite_url(crm),
+                   IVR_PROMPTS_DIR=str(tmp_path / "prompts"))
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    with out.open("w", encoding="utf-8") as stdout, err.open("w", encoding="utf-8") as stderr:
+        server = subprocess.Popen([*IVR, "run"], env=env, cwd=site.cwd, stdout=stdout, stderr=stderr)
+    try:
+        _wait_for_port(port, server, err)
+        result = run_ivr(["simulate", "--calls", "30", "--concurrency", "5", "--json"], env, site.cwd)
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+            pytest.fail("ivr run did not stop on SIGINT")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["calls"] == 30
+    assert summary["errors"] == 0
+    assert summary["routed"] == 30
+    assert summary["queues"] and sum(summary["queues"].values()) == 30
+    # A call whose decision ran out of time fails open to the dialplan's default.
+    assert set(summary["queues"]) <= SHIPPED_QUEUES | {"(dialplan default)"}
+    assert set(summary["queues"]) & SHIPPED_QUEUES
+
+    assert server.returncode == 0, err.read_text(encoding="utf-8")
+    started = out.read_text(encoding="utf-8")
+    assert "FastAGI" in started and f":{port}/inbound" in started
+    assert "database" in started and str(crm) in started
+    assert "AMI" in started
+    assert "shutting down" in started
