@@ -248,6 +248,17 @@ def parse_allowed(hosts: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddres
     return [ipaddress.ip_network(h, strict=False) for h in hosts]
 
 
+def host_is_allowed(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Is the peer address `host` in one of `networks` (IPv4-mapped IPv6 counts as IPv4)?"""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 class FastAgiServer:
     def __init__(
         self,
@@ -275,13 +286,7 @@ class FastAgiServer:
         self._server: asyncio.base_events.Server | None = None
 
     def is_allowed(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed)
+        return host_is_allowed(host, self.allowed)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
