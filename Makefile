@@ -37,10 +37,11 @@ system-deps:
 		|| missing="$$missing espeak-ng"; \
 	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt PACKAGES="$$missing"; fi
 
-# ... and what the tests start for real: redis-server and PostgreSQL.
+# ... and what the tests start for real: redis-server, PostgreSQL, Chromium.
 system-deps-test: system-deps
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \

@@ -56,6 +56,8 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         f"Run with `make bench` (customers {args.customers}, {args.calls} calls per closed-loop run, "
         f"open loop at {args.rate:.0f} calls/s for 10 s, {args.workers} server worker processes). "
         "The simulated Asterisk runs on the same machine and competes for the same cores.",
+        f"Load average before the run: {report.get('load_before', '?')}, after: {report.get('load_after', '?')} "
+        "(the machine is shared: compare ratios within one run, not absolute figures across runs).",
         "",
         "## FastAGI call path: AGI connect to routing variables set",
         "",
@@ -98,6 +100,10 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         lk = store["lookup"]
         out.append(f"| {store['store']} | {lk['lookups']} | {lk['cold_ms']['p50']} | {lk['cold_ms']['p99']} | "
                    f"{lk['warm_ms']['p50']} | {lk['warm_ms']['p99']} |")
+    out += ["", "How to read the call-path figures: each call is 3 AGI round trips (IVR_CALL_ID, then one "
+            "`EXEC MSet` with the routing variables; a caller with several roles adds the GET DATA question), "
+            "the floor is 1. The open-loop p99 is the figure most sensitive to other work on the machine: "
+            "a pause of the simulator or the server shows up there first."]
     out += ["", "Cold: first lookup of a number with an empty cache (SQL). Warm: the same numbers again "
             "(in-process cache for SQLite, Redis for PostgreSQL).", ""]
     return "\n".join(out)
@@ -112,7 +118,10 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = main_call_path(args)
+    report["load_before"] = load_before
+    report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     (BENCH_DIR / "last-report.json").write_text(json.dumps(report, indent=2))
     args.output.write_text(render(report, args), encoding="utf-8")
