@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.call_path import BENCH_DIR, main_call_path
+from benchmarks.speech import main_speech
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +107,33 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
             "a pause of the simulator or the server shows up there first."]
     out += ["", "Cold: first lookup of a number with an empty cache (SQL). Warm: the same numbers again "
             "(in-process cache for SQLite, Redis for PostgreSQL).", ""]
+    speech = report.get("speech")
+    if speech:
+        out += ["", "## Speech: AudioSocket + Vosk grammar recognition + cached prompts", "",
+                "Each dialog: a cached prompt, then the caller (eSpeak NG Korean, real time, 20 ms frames) "
+                "says a word of a three-word grammar; the server answers a recognised word with a second "
+                "cached prompt. Latency: end of the caller's speech to the first frame of the answer "
+                "(endpointing silence 250 ms included).", "",
+                "| concurrent dialogs | turns | recognised | p50 ms | p95 ms | server cores busy | dialogs per core | server RSS MiB |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for level in speech["levels"]:
+            per_core = round(level["dialogs"] / level["server_cores_busy"], 1) if level["server_cores_busy"] else ""
+            out.append(f"| {level['dialogs']} | {level['turns']} | {level['answered']} | {level['p50_ms']} | "
+                       f"{level['p95_ms']} | {level['server_cores_busy']} | {per_core} | {level['rss_mib']} |")
+        top = speech["levels"][-1]
+        per_dialog_kib = (top["rss_mib"] - speech["idle_rss_mib"]) * 1024 / top["dialogs"]
+        prompt = speech["prompt_ms"]
+        per_core = top["dialogs"] / top["server_cores_busy"] if top["server_cores_busy"] else 0
+        out += ["", "| target | measured | verdict |", "| --- | --- | --- |",
+                f"| end of utterance to result p95 <= 300 ms | {top['p95_ms']} ms at {top['dialogs']} dialogs | "
+                f"{verdict(top['p95_ms'], 300)} |",
+                f"| cached prompt to first frame <= 20 ms | p95 {prompt['cached']['p95']} ms | "
+                f"{verdict(prompt['cached']['p95'], 20)} |",
+                f"| >= 20 concurrent dialogs per core (grammar mode) | {per_core:.0f} per busy core "
+                f"({top['dialogs']} dialogs on {top['server_cores_busy']} cores) | {verdict(per_core, 20, True)} |",
+                "", f"Cold prompt (synthesis + cache write) to first frame: p50 {prompt['cold']['p50']} ms, "
+                f"p95 {prompt['cold']['p95']} ms. Server memory: {speech['idle_rss_mib']} MiB idle "
+                f"(the Korean model is most of it), about {per_dialog_kib:.0f} KiB more per concurrent dialog."]
     return "\n".join(out)
 
 
@@ -116,10 +144,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="open-loop offered calls/s")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-speech", action="store_true")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = main_call_path(args)
+    if not args.skip_speech:
+        report["speech"] = main_speech()
     report["load_before"] = load_before
     report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
