@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ivr.fastagi import host_is_allowed, parse_allowed
+from ivr.fastagi import TcpListener, parse_allowed
 from speech.audio import FRAME_BYTES, FRAME_MS, SAMPLE_WIDTH, TELEPHONE_RATE, Audio
 
 log = logging.getLogger(__name__)
@@ -922,7 +922,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class AudioSocketServer:
+class AudioSocketServer(TcpListener):
     """Accept AudioSocket connections from the allowed Asterisk hosts.
 
     Each connection must send its UUID frame within `uuid_timeout`; it then
@@ -936,11 +936,6 @@ class AudioSocketServer:
     faster than real time.  `send_buffer_bytes` sets SO_SNDBUF on accepted
     sockets (less audio queued in the kernel when Asterisk is slow).
     """
-
-    # The same address rule as the FastAGI listener (addresses or networks,
-    # IPv4-mapped IPv6 peers checked as IPv4); it reads only `self.allowed`.
-    def is_allowed(self, host: str) -> bool:
-        return host_is_allowed(host, self.allowed)
 
     def __init__(
         self,
@@ -988,18 +983,8 @@ class AudioSocketServer:
         }
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self.port,
-            reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024,
-        )
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    def protocol(self) -> asyncio.Protocol:
+        return _Connection(self)
 
     async def __aenter__(self) -> AudioSocketServer:
         await self.start()

@@ -259,7 +259,37 @@ def host_is_allowed(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddr
     return any(address in network for network in networks)
 
 
-class FastAgiServer:
+class TcpListener:
+    """What the FastAGI and AudioSocket listeners share: an address, the
+    allowed Asterisk hosts, and starting an asyncio server with a protocol."""
+
+    host: str
+    port: int
+    allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    reuse_port: bool
+    _server: asyncio.base_events.Server | None
+
+    def protocol(self) -> asyncio.Protocol:
+        raise NotImplementedError
+
+    def is_allowed(self, host: str) -> bool:
+        return host_is_allowed(host, self.allowed)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.protocol, self.host, self.port,
+            reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024,
+        )
+        if self.port == 0:
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class FastAgiServer(TcpListener):
     def __init__(
         self,
         scripts: dict[str, Script],
@@ -285,21 +315,8 @@ class FastAgiServer:
         }
         self._server: asyncio.base_events.Server | None = None
 
-    def is_allowed(self, host: str) -> bool:
-        return host_is_allowed(host, self.allowed)
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _AgiProtocol(self), self.host, self.port,
-            reuse_address=True, reuse_port=self.reuse_port or None, backlog=1024,
-        )
-        if self.port == 0:
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    def protocol(self) -> asyncio.Protocol:
+        return _AgiProtocol(self)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let running scripts finish for `grace` seconds, then cancel."""
