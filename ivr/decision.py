@@ -63,6 +63,11 @@ class Decision:
                  "customer_owes_next_step": k.customer_owes_next_step}
                 for k in view.cases if k.is_open
             ],
+            "recent_calls": [
+                {"started_at": c.started_at.isoformat(), "line": c.line, "intent": c.intent,
+                 "queue": c.queue, "self_served": c.self_served}
+                for c in view.recent_calls
+            ],
             "intents": [i.to_dict() for i in self.intents],
             "route": self.route.to_dict(),
         }
