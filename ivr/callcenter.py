@@ -579,3 +579,50 @@ class CallCenter:
                 self.stats["errors"] += 1
                 log.exception("wallboard: snapshot failed")
                 await asyncio.sleep(self.wallboard_interval)
+
+
+class AgentSide:
+    """Everything that serves agents and supervisors, built from the configuration.
+
+    The hub (Redis pub/sub when Redis is configured, this process otherwise),
+    the live queue state and statistics, the screen-pop, and, when an AMI host
+    is configured, the AMI client and the `CallCenter` feeding them.
+    """
+
+    def __init__(self, config: Any, services: Any):
+        from ivr.ami import AmiClient
+        from ivr.hub import InProcessHub, RedisHub
+        from ivr.screenpop import AgentDirectory, ScreenPop
+
+        self.hub: Hub = RedisHub(services.redis) if services.redis is not None else InProcessHub()
+        self.agents = AgentDirectory(services.db)
+        self.screenpop = ScreenPop(services.contexts, self.hub, self.agents)
+        self.queue_state = QueueState(segment_of=self.screenpop.segment_of)
+        self.queue_stats = QueueStatistics()
+        self.ami: AmiClient | None = None
+        self.center: CallCenter | None = None
+        ami = config.ami
+        if ami.host:
+            self.ami = AmiClient(ami.host, ami.port, ami.username, ami.secret or "")
+            self.center = CallCenter(
+                self.ami, services.db, services.contexts, self.hub,
+                queue_state=self.queue_state, queue_stats=self.queue_stats,
+                screenpop=self.screenpop, agents=self.agents,
+            )
+
+    def describe(self) -> str:
+        if self.ami is None:
+            return "not configured (set ami.host or IVR_AMI_HOST to connect to Asterisk's manager)"
+        return self.ami.state.describe()
+
+    async def start(self) -> None:
+        if self.center is not None:
+            await self.center.start()
+
+    async def stop(self) -> None:
+        if self.center is not None:
+            await self.center.stop()
+        await self.screenpop.close()
+        if self.ami is not None:
+            await self.ami.close()
+        await self.hub.close()

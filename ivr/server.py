@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from caller_id.normalise import MaskingFilter
+from ivr.callcenter import AgentSide
 from ivr.config import Config
 from ivr.fastagi import FastAgiServer
 from ivr.inbound import InboundScript
@@ -54,6 +55,7 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
     loud = worker in (None, 0)
     services = await build_services(config)
     agi = None
+    agent_side = AgentSide(config, services)
     try:
         if demo_data and loud:
             added = await seed_demo_if_empty(services)
@@ -65,6 +67,12 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
             command_timeout=config.agi.command_timeout, reuse_port=reuse_port,
         )
         await agi.start()
+        await agent_side.start()
+        if agent_side.ami is not None:
+            try:  # give the start-up line a chance to say "connected"
+                await asyncio.wait_for(agent_side.ami.wait_connected(), 3.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - it keeps trying in the background
+                pass
         await services.rules.start()
         loop = asyncio.get_running_loop()
         services.rules.install_sighup(loop)
@@ -72,7 +80,7 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if loud:
-            _print_startup(config, services, agi)
+            _print_startup(config, services, agi, agent_side)
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -81,10 +89,11 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
     finally:
         if agi is not None:
             await agi.close()
+        await agent_side.stop()
         await services.close()
 
 
-def _print_startup(config: Config, services: Services, agi: FastAgiServer) -> None:
+def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent_side: AgentSide) -> None:
     from caller_id.store import display_url
 
     workers = config.agi.workers
@@ -95,17 +104,11 @@ def _print_startup(config: Config, services: Services, agi: FastAgiServer) -> No
         f"  database  : {display_url(config.database_url)}",
         f"  rules     : {config.rules_file} ({len(services.rules.current.rules)} rules)",
         f"  intents   : {config.intents_file}",
-        f"  AMI       : {_ami_status(config)}",
+        f"  AMI       : {agent_side.describe()}",
     ]
     lines += [f"  {note}" for note in services.notes]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
-
-
-def _ami_status(config: Config) -> str:
-    if not config.ami.host:
-        return "not configured (set ami.host or IVR_AMI_HOST to connect to Asterisk's manager)"
-    return f"configured for {config.ami.host}:{config.ami.port} as {config.ami.username} (not connected yet)"
 
 
 def _worker_main(config: Config, worker: int, ready: Any) -> None:
