@@ -153,6 +153,8 @@ class InboundScript:
         values: dict[str, str | int] = {}
         if view.customer is not None:
             values["IVR_CUSTOMER_ID"] = view.customer.id
+        if view.segment:
+            values["IVR_SEGMENT"] = view.segment  # queue events carry it (manager.conf channelvars)
         if decision.top_intent is not None:
             values["IVR_INTENT"] = decision.top_intent.intent
         if route.announcement:

@@ -1091,7 +1091,7 @@ def test_queue_members_are_named_agent_phones_defined_in_pjsip(queues, pjsip):
 def test_manager_sends_the_call_and_customer_ids_with_timestamped_events(manager):
     general = manager.section("general")
     channelvars = [v.strip() for v in general.get("channelvars", "").split(",")]
-    assert "IVR_CALL_ID" in channelvars and "IVR_CUSTOMER_ID" in channelvars
+    assert {"IVR_CALL_ID", "IVR_CUSTOMER_ID", "IVR_SEGMENT"} <= set(channelvars)
     assert general.get("timestampevents") == "yes"
 
 

@@ -49,6 +49,7 @@ async def test_known_caller_leaves_with_the_queue_priority_and_context_of_the_de
         assert v["IVR_QUEUE"] == decision.route.queue
         assert int(v["QUEUE_PRIO"]) == decision.route.priority
         assert v["IVR_CUSTOMER_ID"] == str(decision.view.customer.id)
+        assert v["IVR_SEGMENT"] == decision.view.segment
         assert v["IVR_INTENT"] == decision.intents[0].intent
         if decision.route.manager_interface:
             assert v["IVR_MANAGER"] == decision.route.manager_interface
