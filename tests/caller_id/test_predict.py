@@ -566,3 +566,17 @@ async def test_shipped_catalogue_fits_the_seeded_crm(catalogue, sqlite_db):
     unreached = with_cases - first.keys()
     assert unreached <= NOT_FROM_SEEDED_CASES, (
         f"seeded cases never lead to {sorted(unreached - NOT_FROM_SEEDED_CASES)} (got {dict(first)})")
+
+
+@pytest.mark.parametrize("rate, russian, english", [
+    (18.0, "18 процентов", "18 percent"),   # a whole number stored as a float, as the seed writes it
+    (21, "21 процент", "21 percent"),
+    (8.5, "8,5 процента", "8.5 percent"),
+])
+def test_deposit_answer_says_the_rate_with_the_right_word_form(catalogue, rate, russian, english):
+    deposit = case(1, "deposit", "in_progress", facts={"maturity_date": "2027-03-01", "interest_rate": rate})
+    view = caller(deposit)
+    best = by_name(predict(view, catalogue, line=None, now=NOW), "deposit_question")
+
+    assert russian in self_service_answer(best, view, catalogue, now=NOW)
+    assert english in self_service_answer(best, view, catalogue, now=NOW, language="en")
