@@ -226,7 +226,7 @@ def _path(value: Any, base: Path, source: str, line: int | None, key: str) -> Pa
     if not isinstance(value, str) or not value:
         raise ConfigError(source, line, f"{key} must be a path")
     path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 _NULLABLE = {"redis_url", "host", "secret", "asterisk_directory"}
@@ -314,6 +314,6 @@ def resolve_database_url(url: str, base: Path | None = None) -> str:
     """Make a relative SQLite path absolute against `base` (default: cwd)."""
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        path = (base or Path.cwd()) / url[len(prefix):]
+        path = ((base or Path.cwd()) / url[len(prefix):]).resolve()
         return prefix + str(path)
     return url
