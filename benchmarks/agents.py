@@ -1,0 +1,174 @@
+"""Benchmark of the manager side: AMI events to screen-pop cards.
+
+The simulated Asterisk manager (`ivr.ami_simulator`) and the real AMI client,
+call-center wiring, screen-pop and in-process hub run in this process; 500
+subscriptions stand for 500 open agent pages (10 per agent).  Measured:
+
+* AgentConnect written by Asterisk to the "answered" card delivered to the
+  agent's subscriptions, p50/p99, while calls produce about 200 AMI events/s;
+* how many AMI events per second the server ingests in a burst.
+
+The web pages and their WebSockets are not part of the server yet, so the
+card is timed to the hub subscription that a page's WebSocket reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+AGENTS = 50
+PAGES_PER_AGENT = 10
+
+
+async def _rig(db_path: Path) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from caller_id.models import Agent
+    from caller_id.store import Database
+    from ivr.ami import AmiClient
+    from ivr.ami_simulator import AmiSimulator
+    from ivr.callcenter import CallCenter
+    from ivr.contexts import InProcessContexts
+    from ivr.hub import InProcessHub
+    from ivr.screenpop import AgentDirectory, ScreenPop
+    from queues.state import QueueState
+    from queues.stats import QueueStatistics
+
+    db = Database(f"sqlite+aiosqlite:///{db_path}")
+    await db.migrate()
+    interfaces = [f"PJSIP/{2000 + n}" for n in range(AGENTS)]
+    async with db.session() as session:
+        await session.execute(insert(Agent), [
+            {"id": n + 1, "name": f"Агент {n + 1}", "interface": iface} for n, iface in enumerate(interfaces)])
+        await session.commit()
+    sim = AmiSimulator(host="127.0.0.1", port=0)
+    sim.add_queue("support")
+    for n, iface in enumerate(interfaces):
+        sim.add_member("support", iface, f"Агент {n + 1}", static=True)
+    await sim.start()
+    hub = InProcessHub()
+    contexts = InProcessContexts(ttl=3600)
+    agents = AgentDirectory(db)
+    screenpop = ScreenPop(contexts, hub, agents)
+    ami = AmiClient("127.0.0.1", sim.port, sim.username, sim.secret)
+    center = CallCenter(ami, db, contexts, hub, queue_state=QueueState(segment_of=screenpop.segment_of),
+                        queue_stats=QueueStatistics(), screenpop=screenpop)
+    await center.start()
+    await ami.wait_connected(10)
+    return {"db": db, "sim": sim, "hub": hub, "contexts": contexts, "screenpop": screenpop, "ami": ami,
+            "center": center, "interfaces": interfaces}
+
+
+async def _close(rig: dict[str, Any]) -> None:
+    await rig["center"].stop()
+    await rig["screenpop"].close()
+    await rig["ami"].close()
+    await rig["sim"].close()
+    await rig["hub"].close()
+    await rig["db"].dispose()
+
+
+async def _context(call_id: str, n: int) -> dict[str, Any]:
+    return {"call_id": call_id, "uniqueid": f"bench.{n}", "line": "general", "outcome": "routed",
+            "degraded": [], "dtmf": [], "decision": {
+                "number": f"+7916{n:07d}", "customer": {"id": n, "name": f"Клиент {n}", "segment": "C",
+                                                       "is_vip": False, "language": "ru", "manager": None},
+                "roles": [], "role": None, "segment": "C", "is_vip": False, "manager": None,
+                "open_cases": [], "recent_calls": [],
+                "intents": [{"intent": "general_question", "score": 0.1, "reasons": ["звонок"], "case_id": None}],
+                "route": {"queue": "support", "priority": 10, "rule": "bench"}}}
+
+
+async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_calls: int = 400) -> dict[str, Any]:
+    from ivr.hub import agent_topic
+    from ivr.simulate import percentile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = await _rig(Path(tmp) / "crm.sqlite3")
+        loop = asyncio.get_running_loop()
+        answered_at: dict[str, float] = {}
+        latencies: list[float] = []
+        subs = [rig["hub"].subscribe(agent_topic(agent)) for agent in range(1, AGENTS + 1)
+                for _ in range(PAGES_PER_AGENT)]
+
+        async def page(sub: Any) -> None:
+            async for message in sub:
+                if message.get("state") == "answered" and message.get("call_id") in answered_at:
+                    latencies.append((loop.time() - answered_at[message["call_id"]]) * 1000)
+
+        readers = [asyncio.create_task(page(sub)) for sub in subs]
+        sim, interfaces = rig["sim"], rig["interfaces"]
+        events_before = rig["ami"].stats.get("events", 0) if hasattr(rig["ami"], "stats") else 0
+
+        async def one_call(n: int) -> None:
+            call_id = f"bench-call-{n}"
+            await rig["contexts"].put(call_id, await _context(call_id, n), aliases=(f"bench.{n}",))
+            uniqueid = f"bench.{n}"
+            sim.place_caller("support", uniqueid, callerid=f'"Клиент {n}" <7916{n:07d}>',
+                             variables={"IVR_CALL_ID": call_id})
+            iface = interfaces[n % len(interfaces)]
+            await asyncio.sleep(0.2)
+            sim.ring_agent(uniqueid, iface)
+            await asyncio.sleep(0.3)
+            answered_at[call_id] = loop.time()
+            sim.agent_answers(uniqueid, iface)
+            await asyncio.sleep(1.0)
+            sim.complete_call(uniqueid)
+
+        started = time.perf_counter()
+        tasks = []
+        total = int(calls_per_second * seconds)
+        for n in range(total):
+            tasks.append(asyncio.create_task(one_call(n)))
+            await asyncio.sleep(1 / calls_per_second)
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(1.0)
+        steady_wall = time.perf_counter() - started
+        steady_events = rig["center"].stats.get("events", 0)
+
+        # Burst: as many calls at once as the simulator can write; time until the last card.
+        burst_ids = []
+        burst_start = time.perf_counter()
+        before_burst = rig["center"].stats.get("events", 0)
+        for n in range(total, total + burst_calls):
+            call_id = f"bench-call-{n}"
+            await rig["contexts"].put(call_id, await _context(call_id, n), aliases=(f"bench.{n}",))
+            uniqueid = f"bench.{n}"
+            sim.place_caller("support", uniqueid, callerid=f"7916{n:07d}", variables={"IVR_CALL_ID": call_id})
+            iface = interfaces[n % len(interfaces)]
+            sim.ring_agent(uniqueid, iface)
+            answered_at[call_id] = loop.time()
+            sim.agent_answers(uniqueid, iface)
+            sim.complete_call(uniqueid)
+            burst_ids.append(call_id)
+        deadline = time.perf_counter() + 30
+        while rig["center"].stats.get("events", 0) - before_burst < burst_calls * 4 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        burst_wall = time.perf_counter() - burst_start
+        burst_events = rig["center"].stats.get("events", 0) - before_burst
+
+        for sub in subs:
+            sub.close()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await _close(rig)
+    steady_connects = [x for x in latencies[: total * PAGES_PER_AGENT]]
+    return {
+        "pages": len(subs),
+        "steady": {
+            "calls": total,
+            "events_per_second": round((steady_events - events_before) / steady_wall, 1),
+            "cards": len(steady_connects),
+            "p50_ms": round(percentile(steady_connects, 50), 2) if steady_connects else None,
+            "p99_ms": round(percentile(steady_connects, 99), 2) if steady_connects else None,
+        },
+        "burst": {"calls": burst_calls, "events": burst_events,
+                  "events_per_second": round(burst_events / burst_wall, 1) if burst_wall else None},
+    }
+
+
+def main_agents() -> dict[str, Any]:
+    return asyncio.run(measure())
