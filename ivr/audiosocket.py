@@ -995,14 +995,7 @@ class AudioSocketServer(TcpListener):
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, give handlers `grace` seconds, cancel the rest, close every call."""
-        if self._server is not None:
-            self._server.close()
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await self._stop_accepting(self.tasks, grace)
         for connection in list(self.connections):
             if connection.call is not None:
                 connection.call.close()

@@ -288,6 +288,17 @@ class TcpListener:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    async def _stop_accepting(self, tasks: set[asyncio.Task[Any]], grace: float) -> None:
+        """Stop accepting, let `tasks` finish for `grace` seconds, then cancel the rest."""
+        if self._server is not None:
+            self._server.close()
+        if tasks:
+            _, pending = await asyncio.wait(set(tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
 
 class FastAgiServer(TcpListener):
     def __init__(
@@ -320,14 +331,7 @@ class FastAgiServer(TcpListener):
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let running scripts finish for `grace` seconds, then cancel."""
-        if self._server is not None:
-            self._server.close()
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await self._stop_accepting(self.tasks, grace)
         for connection in list(self.connections):
             connection.close()
         if self._server is not None:
