@@ -9,6 +9,7 @@ closed with a log line.  None of it can stall another connection.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import ipaddress
 import logging
@@ -259,7 +260,7 @@ def host_is_allowed(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddr
     return any(address in network for network in networks)
 
 
-class TcpListener:
+class TcpListener(abc.ABC):
     """What the FastAGI and AudioSocket listeners share: an address, the
     allowed Asterisk hosts, and starting an asyncio server with a protocol."""
 
@@ -269,8 +270,9 @@ class TcpListener:
     reuse_port: bool
     _server: asyncio.base_events.Server | None
 
+    @abc.abstractmethod
     def protocol(self) -> asyncio.Protocol:
-        raise NotImplementedError
+        """A new protocol object for one accepted connection."""
 
     def is_allowed(self, host: str) -> bool:
         return host_is_allowed(host, self.allowed)

@@ -60,6 +60,24 @@ def base_config(crm_url: str, tmp_path: Path) -> Config:
     )
 
 
+@pytest.fixture
+async def listeners() -> AsyncIterator[Callable[..., Any]]:
+    """`await listeners(FastAgiServer | AudioSocketServer, handler, **options)` on a free loopback
+    port; every listener started is closed at the end."""
+    started: list[Any] = []
+
+    async def start(cls: type, handler: Any, **options: Any) -> Any:
+        options.setdefault("host", "127.0.0.1")
+        server = cls(handler, port=0, **options)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close(grace=1.0)
+
+
 class RunningServer:
     def __init__(self, services: Services, agi: FastAgiServer):
         self.services = services

@@ -48,6 +48,7 @@ from ivr.ami import (
 )
 from ivr.ami_simulator import MALFORMED, AmiSimulator
 from tests.ivr import traces
+from tests.waiting import eventually
 
 LIMIT = 5.0  # seconds; only so that a broken test fails instead of hanging
 TRACES = traces.trace_dir()
@@ -460,12 +461,6 @@ class Events:
             while not predicate(self.items):
                 self._changed.clear()
                 await self._changed.wait()
-
-
-async def eventually(condition: Callable[[], bool], limit: float = LIMIT) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

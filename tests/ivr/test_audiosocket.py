@@ -11,6 +11,7 @@ latencies; the tests that do not need real time use the peer's fast mode.
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import json
 import random
@@ -49,22 +50,9 @@ from ivr.audiosocket import (
 from ivr.audiosocket_peer import AsteriskAudioSocket, asterisk_frame, dtmf_frame, uuid_frame
 from speech.audio import FRAME_BYTES, Audio, rms, split_frames
 from tests.ivr import traces
+from tests.waiting import LOOPBACK, LIMIT, within, eventually as wait_until
 
-LOOPBACK = "127.0.0.1"
-LIMIT = 10.0  # seconds; only so that a broken test fails instead of hanging
 AUDIOSOCKET_TRACES = ("audiosocket-caller-speech", "audiosocket-dtmf", "audiosocket-caller-hangup")
-
-
-async def within(awaitable, limit: float = LIMIT):
-    return await asyncio.wait_for(awaitable, limit)
-
-
-async def wait_until(condition, limit: float = LIMIT) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-
-    await within(poll(), limit)
 
 
 def tone(seconds: float, level: int = 8000, hz: float = 440.0) -> bytes:
@@ -345,19 +333,8 @@ def test_asterisk_side_parser_refuses_what_res_audiosocket_refuses(bad):
 
 
 @pytest.fixture
-async def audiosocket_server():
-    started: list[AudioSocketServer] = []
-
-    async def start(handler, **options) -> AudioSocketServer:
-        options.setdefault("host", LOOPBACK)
-        server = AudioSocketServer(handler, port=0, **options)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.close(grace=1.0)
+def audiosocket_server(listeners):
+    return functools.partial(listeners, AudioSocketServer)
 
 
 @pytest.fixture

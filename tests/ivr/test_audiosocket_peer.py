@@ -28,21 +28,8 @@ from ivr.audiosocket import (
 )
 from ivr.audiosocket_peer import AsteriskAudioSocket, asterisk_frame, is_silent, main
 from speech.audio import FRAME_BYTES
+from tests.waiting import LOOPBACK, LIMIT, within, eventually as wait_until
 
-LOOPBACK = "127.0.0.1"
-LIMIT = 10.0
-
-
-async def within(awaitable, limit: float = LIMIT):
-    return await asyncio.wait_for(awaitable, limit)
-
-
-async def wait_until(condition, limit: float = LIMIT) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-
-    await within(poll(), limit)
 
 
 def constant(seconds: float, value: int) -> bytes:

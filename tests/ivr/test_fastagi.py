@@ -9,6 +9,7 @@ hanging; nothing asserts how fast anything is.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 
 import pytest
@@ -17,15 +18,10 @@ from ivr.agi import MAX_LINE, Command, encode_environment
 from ivr.fastagi import AgiCall, AgiError, ChannelGone, FastAgiServer
 from ivr.simulate import CallScript, place_call
 from tests.ivr import traces
+from tests.waiting import LOOPBACK, LIMIT, within, eventually as wait_until
 
-LOOPBACK = "127.0.0.1"
-LIMIT = 10.0  # seconds; generous, only so that a broken test fails instead of hanging
 SOUND = "/var/lib/asterisk/sounds/custom/utterance-en"
 DEAD = b"511 Command Not Permitted on a dead channel or intercept routine\n"
-
-
-async def within(awaitable, limit: float = LIMIT):
-    return await asyncio.wait_for(awaitable, limit)
 
 
 def environment(script: str = "ivr", **values: str) -> bytes:
@@ -92,27 +88,8 @@ class FakeAsterisk:
 
 
 @pytest.fixture
-async def agi_server():
-    started: list[FastAgiServer] = []
-
-    async def start(scripts, **options) -> FastAgiServer:
-        options.setdefault("host", LOOPBACK)
-        server = FastAgiServer(scripts, port=0, **options)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        await server.close(grace=1.0)
-
-
-async def wait_until(condition, limit: float = LIMIT) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    await within(poll(), limit)
+def agi_server(listeners):
+    return functools.partial(listeners, FastAgiServer)
 
 
 def routing_script(call_log: list | None = None):

@@ -22,12 +22,7 @@ from ivr.hub import (
     agent_topic,
     encode_command,
 )
-
-
-async def eventually(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+from tests.waiting import eventually
 
 
 def fast_hub(url_or_client, **kwargs) -> RedisHub:

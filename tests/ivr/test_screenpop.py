@@ -32,6 +32,7 @@ from ivr.screenpop import AgentDirectory, ScreenPop, build_card
 from queues.rules import RouteDecision
 from queues.state import QueueState
 from queues.stats import QueueStatistics
+from tests.waiting import eventually
 
 ANNA, BORIS, VERA = "PJSIP/1001", "PJSIP/1002", "PJSIP/1003"
 AGENTS = {ANNA: (1, "Анна Смирнова"), BORIS: (2, "Борис Петров"), VERA: (3, "Вера Соколова")}
@@ -51,12 +52,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-async def eventually(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def next_pop(sub: Subscription, timeout: float = 5.0) -> dict[str, Any]:

@@ -30,14 +30,9 @@ from ivr.simulate import (
     summarize,
 )
 from tests.ivr import traces
+from tests.waiting import LOOPBACK, LIMIT, within
 
-LOOPBACK = "127.0.0.1"
-LIMIT = 10.0  # seconds; only so that a broken test fails instead of hanging
 SOUND = "/var/lib/asterisk/sounds/custom/utterance-en"
-
-
-async def within(awaitable, limit: float = LIMIT):
-    return await asyncio.wait_for(awaitable, limit)
 
 
 def _events(chunks: list[bytes]) -> list:

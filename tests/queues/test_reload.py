@@ -13,6 +13,7 @@ import pytest
 
 from ivr.conffile import ConfigError
 from queues.reload import LiveRules
+from tests.waiting import eventually
 
 GOOD = """
 rules:
@@ -48,13 +49,6 @@ def replace_file(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".swp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait for the watcher to act; the bound only stops a hung test."""
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 @pytest.fixture

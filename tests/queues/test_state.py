@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from queues.state import QueueState, chan_variables, header
+from tests.ivr import traces
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
+TRACES = traces.TRACES
 
 CALLER = "Local/200@from-test-queue-0000000b;2"
 AGENT = "Local/100@agents"
@@ -53,9 +53,7 @@ def parse_ami(raw: bytes) -> list[dict[str, Any]]:
 
 def read_trace(name: str) -> list[dict[str, Any]]:
     """The events (not the responses) of ``<name>.ami.raw``."""
-    path = TRACES / f"{name}.ami.raw"
-    if not path.exists():
-        pytest.skip(f"trace {path} is not available")
+    path = traces.trace_dir() / f"{name}.ami.raw"
     return [m for m in parse_ami(path.read_bytes()) if "Event" in m]
 
 

