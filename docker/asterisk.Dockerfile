@@ -48,7 +48,6 @@ RUN sed -i 's/^bindaddr=127\.0\.0\.1$/bindaddr=0.0.0.0/' /usr/share/ivr-asterisk
 # 4. hand over to the base image's entrypoint (uid/gid mapping) and Asterisk.
 # Environment:
 #   IVR_SERVER           host:port of the FastAGI server
-#   IVR_AUDIOSOCKET      host:port of the server's AudioSocket listener
 #   IVR_AMI_PERMIT       addresses (or address/mask) allowed to log in to AMI
 #   IVR_AMI_SECRET_FILE  default /run/secrets/ami_secret
 #   IVR_ALLOW_PLACEHOLDER_PASSWORDS=yes   run with the sample passwords
@@ -100,7 +99,6 @@ fi
 
 {
     if [ -n "${IVR_SERVER:-}" ]; then printf 'IVR_SERVER=%s\n' "$IVR_SERVER"; fi
-    if [ -n "${IVR_AUDIOSOCKET:-}" ]; then printf 'IVR_AUDIOSOCKET=%s\n' "$IVR_AUDIOSOCKET"; fi
 } > "$conf/extensions_ivr_globals.conf"
 
 chown -R asterisk:asterisk "$conf"

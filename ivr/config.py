@@ -37,6 +37,9 @@ class Line:
     # Roles this line is for; a caller with several roles is asked only
     # when more than one of their roles fits the line.
     roles: tuple[str, ...] = ("private", "employee", "director")
+    # The self-service dialog before routing: "speech" (Vosk over
+    # AudioSocket; DTMF when no model is usable), "dtmf" (keys only) or "off".
+    self_service: str = "speech"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,33 @@ class PromptSettings:
 
 
 @dataclass(frozen=True)
+class SpeechSettings:
+    """Recognition and the AudioSocket server of the self-service dialog."""
+
+    # Vosk model directory per language; a dialog in a language without a
+    # usable model runs in DTMF mode.
+    models: dict[str, str] = field(default_factory=dict)
+    dialog_file: Path = PROJECT_DIR / "config" / "dialog.yaml"
+    audiosocket_host: str = "127.0.0.1"  # where the AudioSocket server listens
+    audiosocket_port: int = 9092
+    # host:port Asterisk connects to (EXEC AudioSocket); default: the listening address
+    audiosocket_address: str | None = None
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    recognition_threads: int = 0  # 0: one per core
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The agents' and supervisors' web application."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_ttl: float = 12 * 3600.0  # seconds a login lasts without activity
+    secure_cookies: bool = False  # set behind HTTPS: cookies only over TLS
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     region: str = "RU"
@@ -94,6 +124,8 @@ class Config:
     ami: AmiSettings = AmiSettings()
     lookup: LookupSettings = LookupSettings()
     prompts: PromptSettings = PromptSettings()
+    speech: SpeechSettings = SpeechSettings()
+    web: WebSettings = WebSettings()
     lines: tuple[Line, ...] = (Line(name="general"),)
     default_line: str = "general"
     call_context_ttl: float = 4 * 3600.0
@@ -114,7 +146,12 @@ class Config:
         return self.lines[0]
 
 
-_SECTIONS = {"agi": AgiSettings, "ami": AmiSettings, "lookup": LookupSettings, "prompts": PromptSettings}
+_SECTIONS = {
+    "agi": AgiSettings, "ami": AmiSettings, "lookup": LookupSettings, "prompts": PromptSettings,
+    "speech": SpeechSettings, "web": WebSettings,
+}
+_PATHS = {"directory", "asterisk_directory", "dialog_file"}
+SELF_SERVICE_MODES = ("speech", "dtmf", "off")
 _TOP_LEVEL = {
     "region", "database_url", "redis_url", "rules_file", "intents_file", "timezone",
     "lines", "default_line", "call_context_ttl", "announcements", *_SECTIONS,
@@ -175,11 +212,14 @@ def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -
     kwargs = {}
     for key, item in value.items():
         item_line = line_of(value, key)
-        if key in ("directory", "asterisk_directory") and item is not None:
+        if key in _PATHS and item is not None:
             kwargs[key] = _path(item, base, source, item_line, key)
+        elif key == "models":
+            kwargs[key] = {language: str(_path(path, base, source, line_of(item, language), f"models.{language}"))
+                           for language, path in _typed(cls, key, item, source, item_line).items()}
         else:
             kwargs[key] = _typed(cls, key, item, source, item_line)
-        if key == "port" and not 0 <= kwargs[key] <= 65535:
+        if key.endswith("port") and not 0 <= kwargs[key] <= 65535:
             raise ConfigError(source, item_line, f"port must be 0..65535, got {kwargs[key]}")
     return cls(**kwargs)
 
@@ -196,6 +236,10 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
             raise ConfigError(source, item_line or line, "each line needs at least a name")
         _reject_unknown(item, known, source, "line setting")
         kwargs = {k: _typed(Line, k, v, source, line_of(item, k)) for k, v in item.items()}
+        if kwargs.get("self_service", "speech") not in SELF_SERVICE_MODES:
+            raise ConfigError(source, line_of(item, "self_service"),
+                              f"self_service must be one of {', '.join(SELF_SERVICE_MODES)}, "
+                              f"got {kwargs['self_service']!r}")
         for role in kwargs.get("roles", ()):
             if role not in ("private", "employee", "director"):
                 raise ConfigError(source, line_of(item, "roles"), f"unknown role {role!r}")
@@ -229,7 +273,7 @@ def _path(value: Any, base: Path, source: str, line: int | None, key: str) -> Pa
     return path if path.is_absolute() else (base / path).resolve()
 
 
-_NULLABLE = {"redis_url", "host", "secret", "asterisk_directory"}
+_NULLABLE = {"redis_url", "host", "secret", "asterisk_directory", "audiosocket_address"}
 
 
 def _typed(cls: type, key: str, value: Any, source: str, line: int | None) -> Any:
@@ -272,7 +316,7 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
     if "IVR_AGI_PORT" in env:
         agi = replace(agi, port=_env_port(env, "IVR_AGI_PORT"))
     if "IVR_AGI_ALLOWED_HOSTS" in env:
-        agi = replace(agi, allowed_hosts=tuple(h.strip() for h in env["IVR_AGI_ALLOWED_HOSTS"].split(",") if h.strip()))
+        agi = replace(agi, allowed_hosts=_env_hosts(env["IVR_AGI_ALLOWED_HOSTS"]))
     if "IVR_AGI_WORKERS" in env:
         agi = replace(agi, workers=_env_int(env, "IVR_AGI_WORKERS"))
     if "IVR_AMI_HOST" in env:
@@ -291,9 +335,41 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
             raise ConfigError(str(secret_path), None, "the AMI secret file is not UTF-8 text") from None
     elif "IVR_AMI_SECRET" in env:
         ami = replace(ami, secret=env["IVR_AMI_SECRET"])
+    speech, web = config.speech, config.web
+    if "IVR_SPEECH_MODELS" in env:
+        speech = replace(speech, models=_env_models(env["IVR_SPEECH_MODELS"]))
+    if "IVR_AUDIOSOCKET_HOST" in env:
+        speech = replace(speech, audiosocket_host=env["IVR_AUDIOSOCKET_HOST"])
+    if "IVR_AUDIOSOCKET_PORT" in env:
+        speech = replace(speech, audiosocket_port=_env_port(env, "IVR_AUDIOSOCKET_PORT"))
+    if "IVR_AUDIOSOCKET_ADDRESS" in env:
+        speech = replace(speech, audiosocket_address=env["IVR_AUDIOSOCKET_ADDRESS"] or None)
+    if "IVR_AUDIOSOCKET_ALLOWED_HOSTS" in env:
+        speech = replace(speech, allowed_hosts=_env_hosts(env["IVR_AUDIOSOCKET_ALLOWED_HOSTS"]))
+    if "IVR_WEB_HOST" in env:
+        web = replace(web, host=env["IVR_WEB_HOST"])
+    if "IVR_WEB_PORT" in env:
+        web = replace(web, port=_env_port(env, "IVR_WEB_PORT"))
+    config = replace(config, speech=speech, web=web)
     if env.get("IVR_PROMPTS_DIR"):
         config = replace(config, prompts=replace(config.prompts, directory=Path(env["IVR_PROMPTS_DIR"])))
     return replace(config, agi=agi, ami=ami)
+
+
+def _env_hosts(value: str) -> tuple[str, ...]:
+    return tuple(host.strip() for host in value.split(",") if host.strip())
+
+
+def _env_models(value: str) -> dict[str, str]:
+    """``ru=/opt/vosk-ru,en=/opt/vosk-en`` -> {language: path}; empty: none."""
+    models = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        language, sep, path = item.partition("=")
+        if not sep or not language.strip() or not path.strip():
+            raise ConfigError("environment", None,
+                              f"IVR_SPEECH_MODELS: expected language=path[,language=path], got {item!r}")
+        models[language.strip()] = path.strip()
+    return models
 
 
 def _env_int(env: dict[str, str], name: str) -> int:

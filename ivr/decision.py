@@ -7,7 +7,7 @@ exactly what a call from a number to a line would get.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from caller_id.directory import LookupResult
@@ -28,6 +28,15 @@ class Decision:
     route: RouteDecision
     # Roles that fit the line when there is more than one: the caller is asked.
     question: tuple[Role, ...] = ()
+    # The reason the caller confirmed or named in the self-service dialog.
+    confirmed_intent: str | None = None
+
+    @property
+    def intent(self) -> str | None:
+        """The reason routing uses: the confirmed one, else the best guess."""
+        if self.confirmed_intent:
+            return self.confirmed_intent
+        return self.top_intent.intent if self.top_intent else None
 
     @property
     def top_intent(self) -> Intent | None:
@@ -69,6 +78,7 @@ class Decision:
                 for c in view.recent_calls
             ],
             "intents": [i.to_dict() for i in self.intents],
+            "confirmed_intent": self.confirmed_intent,
             "route": self.route.to_dict(),
         }
 
@@ -127,3 +137,9 @@ def decide(
     top = intents[0].intent if intents else None
     route = rules.decide(RoutingFacts(view=view, line=line.name, intent=top, now=now))
     return Decision(lookup=lookup, line=line, view=view, intents=intents, route=route, question=question)
+
+
+def with_intent(decision: Decision, intent: str, *, rules: Any, now: dt.datetime) -> Decision:
+    """The decision routed again for the reason the caller gave."""
+    route = rules.decide(RoutingFacts(view=decision.view, line=decision.line.name, intent=intent, now=now))
+    return replace(decision, route=route, confirmed_intent=intent)

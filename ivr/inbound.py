@@ -22,7 +22,7 @@ from typing import Any
 from caller_id.normalise import mask
 from caller_id.profile import Role
 from ivr import metrics
-from ivr.decision import Decision, decide
+from ivr.decision import Decision, decide, with_intent
 from ivr.fastagi import AgiCall, AgiError, ChannelGone
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class InboundScript:
                 self._fail_open(state, f"lookup_{decision.lookup.source}", call_id, decision.lookup.degraded)
             if decision is not None and decision.question:
                 decision = await self._ask_role(call, decision, state, call_id)
+            if decision is not None and s.selfservice is not None:
+                decision = await self._self_service(call, decision, state, call_id)
             if decision is not None:
                 await self._set_route(call, decision, state, call_id)
         except ChannelGone as exc:
@@ -139,6 +141,31 @@ class InboundScript:
             return decision  # the default role, already decided
         return self._decide_for(decision.lookup, decision.line, chosen)
 
+    async def _self_service(self, call: AgiCall, decision: Decision, state: dict[str, Any],
+                            call_id: str) -> Decision:
+        """The self-service dialog; the decision routed again for the reason the caller gave."""
+        s = self.services
+        try:
+            dialog = await s.selfservice.converse(call, decision, call_id, s.now())
+        except ChannelGone as exc:
+            state["dialog"] = getattr(exc, "dialog", None)
+            raise
+        except (AgiError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the caller still reaches a person
+            log.exception("call %s: self-service dialog failed", call_id)
+            self._fail_open(state, "dialog_error", call_id, exc)
+            return decision
+        if dialog is None:
+            return decision
+        state["dialog"] = dialog
+        outcome = dialog.outcome
+        if outcome.contained:
+            state["outcome"] = "self_served"
+        if outcome.intent and outcome.intent != decision.intent:
+            decision = with_intent(decision, outcome.intent, rules=s.rules.current, now=s.now())
+        return decision
+
     async def _prompt(self, text: str, language: str) -> str:
         """A synthesised prompt as the name Asterisk's STREAM FILE / GET DATA take."""
         s = self.services
@@ -155,8 +182,11 @@ class InboundScript:
             values["IVR_CUSTOMER_ID"] = view.customer.id
         if view.segment:
             values["IVR_SEGMENT"] = view.segment  # queue events carry it (manager.conf channelvars)
-        if decision.top_intent is not None:
-            values["IVR_INTENT"] = decision.top_intent.intent
+        if decision.intent is not None:
+            values["IVR_INTENT"] = decision.intent
+        dialog = state.get("dialog")
+        if dialog is not None and dialog.outcome.contained:
+            values["IVR_CONTAINED"] = 1  # the dialplan says goodbye instead of queueing
         if route.announcement:
             announcement = await self._announcement(route.announcement, view.language or decision.line.language,
                                                     state, call_id)
@@ -170,7 +200,7 @@ class InboundScript:
         await call.set_variables(values)
         log.info("call %s: %s -> queue %s prio %d (rule %s, intent %s, lookup %s)",
                  call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
-                 decision.top_intent.intent if decision.top_intent else "-", decision.lookup.source)
+                 decision.intent or "-", decision.lookup.source)
 
     async def _announcement(self, name: str, language: str, state: dict[str, Any], call_id: str) -> str:
         """The sound Asterisk plays: a configured text or free text synthesised, else the name itself."""
@@ -211,11 +241,17 @@ class InboundScript:
                 "role_question": state.get("role_question"),
                 "decision_ms": round(elapsed * 1000, 2),
             }
+            dialog = state.get("dialog")
+            if dialog is not None:
+                context["transcript"] = dialog.transcript
+                context["self_service"] = dialog.outcome.to_dict()
             record: dict[str, Any] = {
                 "call_id": call_id, "uniqueid": uniqueid, "line": line,
                 "started_at": dt.datetime.now(dt.timezone.utc),
                 "degraded": ",".join(state["degraded"]) or None,
             }
+            if dialog is not None:
+                record.update(self_served=dialog.outcome.contained, rating=dialog.outcome.rating)
             if decision is not None:
                 view = decision.view
                 context["decision"] = decision.to_dict()
@@ -228,11 +264,12 @@ class InboundScript:
                     segment=view.segment,
                     predicted_intent=top.intent if top else None,
                     predicted_score=top.score if top else None,
-                    queue=decision.route.queue if state["outcome"] != "hangup" else None,
+                    queue=decision.route.queue if state["outcome"] not in ("hangup", "self_served") else None,
                     priority=decision.route.priority,
                     rule=decision.route.rule,
                 )
-            record["context"] = {k: context[k] for k in ("dtmf", "role_question", "outcome")}
+            record["context"] = {k: context[k] for k in ("dtmf", "role_question", "outcome", "transcript",
+                                                         "self_service") if k in context}
             await s.contexts.put(call_id, context, aliases=(uniqueid,) if uniqueid else ())
             s.recorder.add(record)
         except Exception:  # noqa: BLE001

@@ -42,6 +42,7 @@ class Services:
     synthesizer: Any = None
     redis: Any = None
     crm: Any = None
+    selfservice: Any = None  # ivr.selfservice.SelfService when prompts are on
     notes: list[str] = field(default_factory=list)  # start-up facts worth printing
 
     def now(self) -> dt.datetime:
@@ -54,6 +55,8 @@ class Services:
         if self.crm is not None:
             self.crm.close()
         await self.contexts.close()
+        if self.selfservice is not None:
+            await self.selfservice.close()
         if self.synthesizer is not None:
             await asyncio.to_thread(self.synthesizer.close)
         if self.redis is not None:
@@ -61,8 +64,13 @@ class Services:
         await self.db.dispose()
 
 
-async def build_services(config: Config, *, migrate: bool = True, speech: bool | None = None) -> Services:
-    """Open the database (migrating it), caches, rules, catalogue and prompts."""
+async def build_services(config: Config, *, migrate: bool = True, speech: bool | None = None,
+                         worker: int = 0) -> Services:
+    """Open the database (migrating it), caches, rules, catalogue, prompts and the self-service dialog.
+
+    `worker` numbers the processes sharing the FastAGI port: each listens
+    for AudioSocket on the configured port plus its number.
+    """
     db = Database(config.database_url)
     if migrate:
         await db.migrate()
@@ -96,13 +104,13 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
         contexts=contexts, recorder=recorder, redis=redis_client, notes=notes, crm=crm,
     )
     if speech if speech is not None else config.prompts.enabled:
-        await _start_prompts(services)
+        await _start_prompts(services, worker)
     else:
         notes.append("prompts: disabled")
     return services
 
 
-async def _start_prompts(services: Services) -> None:
+async def _start_prompts(services: Services, worker: int = 0) -> None:
     from speech.prompts import PromptCache
     from speech.tts import Synthesizer
 
@@ -118,3 +126,9 @@ async def _start_prompts(services: Services) -> None:
     services.prompts = PromptCache(settings.directory, synthesizer,
                                    asterisk_directory=settings.asterisk_directory)
     services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory}")
+    from ivr.selfservice import start_self_service
+
+    services.selfservice = await start_self_service(services.config, services.prompts, services.catalogue,
+                                                    port_offset=worker)
+    services.notes.extend(services.selfservice.notes)
+    services.notes.append(f"self-service: {services.selfservice.describe()}")

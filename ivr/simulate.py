@@ -8,6 +8,13 @@ bare ``HANGUP`` line written on its own after the hangup and again when the
 server closes the session.  `place_call` drives one call over real TCP;
 `run_closed_loop` / `run_open_loop` drive many and time them from the TCP
 connect to the moment IVR_QUEUE is set (the last routing variable).
+
+``EXEC AudioSocket <uuid>,<host:port>`` is run the way app_audiosocket does:
+the channel connects to that address with `AsteriskAudioSocket`, streams the
+caller (the script's `voice` turns: speech or keys after each prompt, or in
+the middle of one), and the command returns ``200 result=0`` once the server
+closes the socket, ``200 result=-1`` when the connection fails or the caller
+hangs up.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import math
 import random
 import statistics
 import time
+import uuid as uuid_module
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.agi import encode_environment, split_command
+from ivr.audiosocket_peer import AsteriskAudioSocket
 
 DEAD_CHANNEL = b"511 Command Not Permitted on a dead channel or intercept routine\n"
 UNKNOWN = b"510 Invalid or unknown command\n"
@@ -50,6 +59,21 @@ _COMMANDS = sorted(_ARGC, key=lambda c: -len(c.split()))
 
 
 @dataclass
+class Turn:
+    """One answer of the caller on the AudioSocket: speech and/or keys.
+
+    It comes when the server's prompt has ended (`barge_in` None) or
+    `barge_in` seconds after the prompt started; `hang_up` ends the call instead.
+    """
+
+    say: bytes | None = None  # 8 kHz signed 16-bit mono PCM
+    press: str = ""
+    barge_in: float | None = None
+    hang_up: bool = False
+    raw: bytes = b""  # bytes written as they are (malformed frames)
+
+
+@dataclass
 class CallScript:
     """What the simulated caller does."""
 
@@ -61,6 +85,8 @@ class CallScript:
     dtmf: list[str] = field(default_factory=list)  # answers to GET DATA / WAIT FOR DIGIT, in order
     hangup_at: int | None = None  # hang up during the Nth command (0-based)
     close_before_env: bool = False  # connect, send half the environment, close
+    voice: list[Turn] = field(default_factory=list)  # answers on the AudioSocket, in order
+    audiosocket_timeout: float = 120.0  # seconds an AudioSocket() session may last
 
 
 @dataclass
@@ -74,6 +100,7 @@ class CallResult:
     duration: float = 0.0
     hung_up: bool = False
     error: str | None = None
+    audiosocket: AsteriskAudioSocket | None = None  # the last AudioSocket() session, to inspect
 
     @property
     def queue(self) -> str | None:
@@ -194,6 +221,81 @@ class AsteriskChannel:
         return b"200 result=0\n"  # ANSWER, EXEC, NOOP
 
 
+def _audiosocket_target(line: str) -> tuple[str, str, int] | None:
+    """(uuid, host, port) of an ``EXEC AudioSocket uuid,host:port`` line, else None."""
+    words = split_command(line)
+    if len(words) < 3 or [w.upper() for w in words[:2]] != ["EXEC", "AUDIOSOCKET"]:
+        return None
+    call_uuid, _, address = words[2].partition(",")
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return None
+    return call_uuid, host.strip("[]"), int(port)
+
+
+async def _run_audiosocket(
+    call_uuid: str, host: str, port: int, script: CallScript
+) -> tuple[bytes, AsteriskAudioSocket | None]:
+    """app_audiosocket's part: connect, stream the caller, return when the server closes."""
+    try:
+        peer = await AsteriskAudioSocket.connect(host, port, call_uuid=uuid_module.UUID(call_uuid), timeout=2.0)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return b"200 result=-1\n", None  # AudioSocket() could not connect
+    caller = asyncio.ensure_future(_speak(peer, script.voice))
+    try:
+        outcome = await peer.wait_closed(script.audiosocket_timeout)
+    except asyncio.TimeoutError:
+        outcome = "failed"
+        await peer.hang_up()
+    finally:
+        caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+    return (b"200 result=0\n" if outcome == "returned" else b"200 result=-1\n"), peer
+
+
+async def _speak(peer: AsteriskAudioSocket, turns: list[Turn]) -> None:
+    since = -1.0
+    for turn in turns:
+        if turn.barge_in is None:
+            since = await prompt_ended(peer, since)
+        else:
+            started = await prompt_started(peer, since)
+            await asyncio.sleep(turn.barge_in)
+            since = started
+        if turn.hang_up:
+            await peer.hang_up()
+            return
+        if turn.say:
+            await peer.say(turn.say)
+        if turn.press:
+            peer.press(turn.press)
+        if turn.raw:
+            peer.send_raw(turn.raw)
+        since = asyncio.get_running_loop().time() + 0.1  # the prompt's last frames in flight
+
+
+async def prompt_started(peer: AsteriskAudioSocket, since: float, poll: float = 0.02) -> float:
+    """When the server's next prompt (sound after `since`, loop time) started."""
+    while not peer.is_closed:
+        voiced = peer.voiced(since)
+        if voiced:
+            return voiced[0].t
+        await asyncio.sleep(poll)
+    raise ConnectionError("the AudioSocket session ended")
+
+
+async def prompt_ended(peer: AsteriskAudioSocket, since: float, quiet: float = 0.4, poll: float = 0.02) -> float:
+    """When the server's next prompt after `since` ended (followed by `quiet` seconds of silence)."""
+    await prompt_started(peer, since)
+    loop = asyncio.get_running_loop()
+    while not peer.is_closed:
+        last = peer.voiced(since)[-1].t
+        if loop.time() - last >= quiet:
+            return last
+        await asyncio.sleep(poll)
+    raise ConnectionError("the AudioSocket session ended")
+
+
 def _match(words: list[str]) -> str | None:
     upper = [w.upper() for w in words]
     for command in _COMMANDS:
@@ -230,7 +332,17 @@ async def place_call(host: str, port: int, script: CallScript, *, timeout: float
                     pass
                 break
             line = raw.decode("utf-8", errors="replace")
-            chunks = channel.handle(line)
+            audiosocket = _audiosocket_target(line)
+            if audiosocket is not None and not channel.hung_up:
+                channel.commands.append(line.rstrip("\n"))
+                reply, result.audiosocket = await _run_audiosocket(*audiosocket, script)
+                if result.audiosocket is not None and result.audiosocket.outcome == "caller-hangup":
+                    channel.hung_up = True
+                    chunks = [reply, b"HANGUP\n"]
+                else:
+                    chunks = [reply]
+            else:
+                chunks = channel.handle(line)
             for chunk in chunks:
                 writer.write(chunk)
             if "IVR_QUEUE" in channel.variables and result.routed_after is None:

@@ -49,7 +49,11 @@ def crm_url(seeded_sqlite_file: Path, tmp_path: Path) -> str:
 
 @pytest.fixture
 def base_config(crm_url: str, tmp_path: Path) -> Config:
-    """The shipped configuration on the test's CRM copy, prompts in tmp_path."""
+    """The shipped configuration on the test's CRM copy, prompts in tmp_path, listeners on free ports.
+
+    The self-service dialog is off on every line: the call-path tests see the
+    routing alone; tests/ivr/test_selfservice.py turns it on.
+    """
     config = load_config(None, environ={})
     return replace(
         config,
@@ -57,6 +61,8 @@ def base_config(crm_url: str, tmp_path: Path) -> Config:
         redis_url=None,
         prompts=replace(PromptSettings(), directory=tmp_path / "prompts"),
         agi=replace(config.agi, port=0),
+        speech=replace(config.speech, audiosocket_port=0),
+        lines=tuple(replace(line, self_service="off") for line in config.lines),
     )
 
 

@@ -1,0 +1,259 @@
+"""The self-service dialog's script: prompts, the words of each step, the key menu.
+
+Loaded from ``config/dialog.yaml`` (see the comments there).  Every mistake
+- an unknown key, a missing language, an empty phrase list, a menu intent
+the catalogue does not have - is a `ConfigError` naming the file and line.
+`DialogScript.grammars(language)` gives the recognition grammar of each
+step; `speech.asr.check_grammar` proves them against a model when the model
+loads, so a word the model does not know is reported before any call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ivr.conffile import ConfigError, line_of, load_yaml, reject_unknown_keys
+
+YES, NO, OPERATOR = "yes", "no", "operator"
+PROMPTS = (
+    "greeting", "greeting_unknown", "offer", "offer_keys", "helped", "helped_keys",
+    "open_question", "open_question_keys", "menu_item", "not_understood", "transfer",
+    "rating", "rating_keys", "goodbye",
+)
+RATINGS = (1, 2, 3, 4, 5)
+# Steps and what their grammar holds besides the operator phrases.
+STEPS = {"confirm": (YES, NO), "open_question": ("intents",), "rating": ("rating",)}
+
+
+@dataclass(frozen=True)
+class DialogSettings:
+    retries: int = 1
+    no_input_timeout: float = 5.0
+    max_seconds: float = 240.0
+    offer_min_score: float = 0.35
+    rating: bool = True
+    examples: int = 3
+
+
+@dataclass(frozen=True)
+class DialogScript:
+    source: str
+    languages: tuple[str, ...]
+    settings: DialogSettings
+    menu: tuple[str, ...]
+    prompts: Mapping[str, Mapping[str, str]]  # prompt -> language -> text
+    words: Mapping[str, Mapping[str, tuple[str, ...]]]  # yes/no/operator -> language -> phrases
+    rating_words: Mapping[str, Mapping[int, tuple[str, ...]]]  # language -> rating -> phrases
+    intent_phrases: Mapping[str, Mapping[str, tuple[str, ...]]]  # intent -> language -> phrases
+    _grammars: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def language_for(self, *preferences: str | None) -> str:
+        for language in preferences:
+            if language in self.languages:
+                return language
+        return self.languages[0]
+
+    def text(self, prompt: str, language: str, **values: Any) -> str:
+        return self.prompts[prompt][language].format(**values)
+
+    def meanings(self, step: str, language: str) -> dict[str, str]:
+        """Phrase -> what it means at `step` ("yes", "no", "operator", an intent, "1".."5")."""
+        found: dict[str, str] = {}
+        for part in STEPS[step]:
+            if part == "intents":
+                for intent, phrases in self.intent_phrases.items():
+                    found.update((p, intent) for p in phrases.get(language, ()))
+            elif part == "rating":
+                for value, phrases in self.rating_words[language].items():
+                    found.update((p, str(value)) for p in phrases)
+            else:
+                found.update((p, part) for p in self.words[part][language])
+        found.update((p, OPERATOR) for p in self.words[OPERATOR][language])  # operator wins a clash
+        return found
+
+    def grammars(self, language: str) -> dict[str, Any]:
+        """Step -> `speech.asr.Grammar` for `language` (made once)."""
+        from speech.asr import Grammar
+
+        made = self._grammars.get(language)
+        if made is None:
+            made = {step: Grammar(self.meanings(step, language), name=f"{step}/{language}") for step in STEPS}
+            self._grammars[language] = made
+        return made
+
+
+def load_dialog_script(path: str | Path, *, intents: tuple[str, ...] | None = None) -> DialogScript:
+    """Read the dialog file; `intents` (the catalogue's names) are checked when given."""
+    data = load_yaml(path)
+    return _Reader(str(path), intents).script(data)
+
+
+class _Reader:
+    def __init__(self, source: str, intents: tuple[str, ...] | None):
+        self.source = source
+        self.intents = intents
+        self.languages: tuple[str, ...] = ()
+
+    def fail(self, line: int | None, message: str) -> ConfigError:
+        return ConfigError(self.source, line, message)
+
+    def mapping(self, node: Any, line: int | None, what: str) -> dict:
+        if not isinstance(node, dict) or not node:
+            raise self.fail(line_of(node) or line, f"{what} must be a non-empty mapping")
+        return node
+
+    def script(self, data: Any) -> DialogScript:
+        top = self.mapping(data, None, "the dialog file")
+        known = ("languages", "settings", "menu", "prompts", "words", "intents")
+        reject_unknown_keys(top, known, self.source, "section")
+        for key in ("languages", "prompts", "words"):
+            if key not in top:
+                raise self.fail(None, f"the dialog file needs a {key!r} section")
+        self.languages = self.phrases(top["languages"], line_of(top, "languages"), "languages")
+        settings = self.settings(top.get("settings"), line_of(top, "settings"))
+        return DialogScript(
+            source=self.source,
+            languages=self.languages,
+            settings=settings,
+            menu=self.menu(top.get("menu", ()), line_of(top, "menu")),
+            prompts=self.prompts(top["prompts"], line_of(top, "prompts")),
+            words=self.words(top["words"], line_of(top, "words")),
+            rating_words=self.rating_words(top["words"]),
+            intent_phrases=self.intent_phrases(top.get("intents") or {}, line_of(top, "intents")),
+        )
+
+    def settings(self, node: Any, line: int | None) -> DialogSettings:
+        if node is None:
+            return DialogSettings()
+        node = self.mapping(node, line, "settings")
+        defaults = DialogSettings()
+        reject_unknown_keys(node, tuple(vars(defaults)), self.source, "setting")
+        values = {}
+        for key, value in node.items():
+            sample = getattr(defaults, key)
+            at = line_of(node, key)
+            if isinstance(sample, bool):
+                if not isinstance(value, bool):
+                    raise self.fail(at, f"{key} must be true or false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise self.fail(at, f"{key} must be a number of at least 0, got {value!r}")
+            elif isinstance(sample, int) and not isinstance(value, int):
+                raise self.fail(at, f"{key} must be a whole number, got {value!r}")
+            values[key] = type(sample)(value)
+        settings = DialogSettings(**values)
+        if settings.no_input_timeout <= 0 or settings.max_seconds <= 0:
+            raise self.fail(line, "no_input_timeout and max_seconds must be positive")
+        if settings.offer_min_score > 1:
+            raise self.fail(line_of(node, "offer_min_score"), "offer_min_score is a score from 0 to 1")
+        return settings
+
+    def phrases(self, node: Any, line: int | None, what: str) -> tuple[str, ...]:
+        if isinstance(node, str):
+            node = [node]
+        if not isinstance(node, list) or not node:
+            raise self.fail(line_of(node) or line, f"{what} must be a non-empty list")
+        result = []
+        for item in node:
+            if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
+                raise self.fail(line_of(node) or line, f"{what}: {item!r} is not a word or phrase"
+                                + (" (quote yes/no: YAML reads them as true/false)" if isinstance(item, bool) else ""))
+            result.append(" ".join(str(item).split()))
+        return tuple(result)
+
+    def per_language(self, node: Any, line: int | None, what: str) -> dict:
+        node = self.mapping(node, line, what)
+        missing = [language for language in self.languages if language not in node]
+        if missing:
+            raise self.fail(line_of(node) or line, f"{what}: no text for {', '.join(missing)}")
+        return node
+
+    def menu(self, node: Any, line: int | None) -> tuple[str, ...]:
+        if not node:
+            return ()
+        menu = self.phrases(node, line, "menu")
+        if len(menu) > 9:
+            raise self.fail(line, f"the menu has {len(menu)} intents; keys 1-9 hold at most 9")
+        self.check_intents(menu, line)
+        return menu
+
+    def check_intents(self, names: tuple[str, ...] | list[str], line: int | None) -> None:
+        if self.intents is None:
+            return
+        for name in names:
+            if name not in self.intents:
+                from ivr.conffile import did_you_mean
+
+                raise self.fail(line, f"unknown intent {name!r}{did_you_mean(name, self.intents)}")
+
+    def prompts(self, node: Any, line: int | None) -> dict[str, dict[str, str]]:
+        node = self.mapping(node, line, "prompts")
+        reject_unknown_keys(node, PROMPTS, self.source, "prompt")
+        missing = [name for name in PROMPTS if name not in node]
+        if missing:
+            raise self.fail(line, f"prompts: missing {', '.join(missing)}")
+        result = {}
+        for name, texts in node.items():
+            texts = self.per_language(texts, line_of(node, name), f"prompt {name}")
+            for language, text in texts.items():
+                if not isinstance(text, str) or not text.strip():
+                    raise self.fail(line_of(texts, language), f"prompt {name} ({language}) must be text")
+                try:
+                    text.format_map(_AnyValue())
+                except (ValueError, IndexError) as exc:
+                    raise self.fail(line_of(texts, language), f"prompt {name} ({language}): {exc}") from None
+            result[name] = {language: str(texts[language]) for language in self.languages}
+        return result
+
+    def words(self, node: Any, line: int | None) -> dict[str, dict[str, tuple[str, ...]]]:
+        node = self.mapping(node, line, "words")
+        reject_unknown_keys(node, (YES, NO, OPERATOR, "rating"), self.source, "word list",
+                            hints={"True": "- quote \"yes\": YAML reads it as true",
+                                   "False": "- quote \"no\": YAML reads it as false"})
+        result = {}
+        for meaning in (YES, NO, OPERATOR, "rating"):
+            if meaning not in node:
+                raise self.fail(line, f"words: missing {meaning!r}")
+            texts = self.per_language(node[meaning], line_of(node, meaning), f"words {meaning}")
+            if meaning != "rating":
+                result[meaning] = {language: self.phrases(texts[language], line_of(texts, language),
+                                                          f"words {meaning} ({language})")
+                                   for language in self.languages}
+        return result
+
+    def rating_words(self, node: dict) -> dict[str, dict[int, tuple[str, ...]]]:
+        texts = node["rating"]
+        result = {}
+        for language in self.languages:
+            values = self.mapping(texts[language], line_of(texts, language), f"words rating ({language})")
+            if sorted(values) != list(RATINGS):
+                raise self.fail(line_of(texts, language), f"words rating ({language}) needs the keys 1 to 5")
+            result[language] = {value: self.phrases(values[value], line_of(values, value),
+                                                    f"words rating {value} ({language})")
+                                for value in RATINGS}
+        return result
+
+    def intent_phrases(self, node: Any, line: int | None) -> dict[str, dict[str, tuple[str, ...]]]:
+        if not node:
+            return {}
+        node = self.mapping(node, line, "intents")
+        self.check_intents(list(node), line)
+        result = {}
+        for intent, texts in node.items():
+            texts = self.mapping(texts, line_of(node, intent), f"intent {intent}")
+            unknown = [language for language in texts if language not in self.languages]
+            if unknown:
+                raise self.fail(line_of(texts, unknown[0]), f"intent {intent}: language {unknown[0]!r} "
+                                f"is not one of the dialog's languages ({', '.join(self.languages)})")
+            result[str(intent)] = {language: self.phrases(phrases, line_of(texts, language),
+                                                          f"intent {intent} ({language})")
+                                   for language, phrases in texts.items()}
+        return result
+
+
+class _AnyValue(dict):
+    """format_map() values for checking a template's syntax."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
