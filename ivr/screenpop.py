@@ -141,6 +141,7 @@ def build_card(
             "dtmf": list(ctx.get("dtmf") or ()),
             "role_question": ctx.get("role_question"),
             "transcript": transcript if transcript else None,
+            "self_service": ctx.get("self_service"),
             "outcome": ctx.get("outcome"),
             "degraded": list(ctx.get("degraded") or ()),
         },
