@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.call_path import BENCH_DIR, main_call_path
 from benchmarks.agents import main_agents
+from benchmarks.idle import main_idle
 from benchmarks.speech import main_speech
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,16 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
                 "", f"Cold prompt (synthesis + cache write) to first frame: p50 {prompt['cold']['p50']} ms, "
                 f"p95 {prompt['cold']['p95']} ms. Server memory: {speech['idle_rss_mib']} MiB idle "
                 f"(the Korean model is most of it), about {per_dialog_kib:.0f} KiB more per concurrent dialog."]
+    idle = report.get("idle")
+    if idle:
+        out += ["", "## Idle calls held", "",
+                "Calls that reached the self-service dialog (DTMF mode) and wait in its first GET DATA, "
+                "as callers listening to a prompt do; the server's resident memory before and with them.", "",
+                "| target | measured | verdict |", "| --- | --- | --- |",
+                f"| >= 2,000 idle concurrent calls held | {idle['parked']} of {idle['calls']} held | "
+                f"{verdict(idle['parked'], 2000, True)} |",
+                f"| memory per held call <= 100 KB | {idle['kib_per_call']} KiB "
+                f"({idle['rss_before_mib']} -> {idle['rss_held_mib']} MiB) | {verdict(idle['kib_per_call'], 100)} |"]
     agents = report.get("agents")
     if agents:
         steady, burst = agents["steady"], agents["burst"]
@@ -165,6 +176,7 @@ def main() -> None:
     report = main_call_path(args)
     if not args.skip_speech:
         report["speech"] = main_speech()
+    report["idle"] = main_idle()
     report["agents"] = main_agents()
     report["load_before"] = load_before
     report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
