@@ -166,13 +166,13 @@ class SelfService:
         self._waiting[key] = waiting
         command = agi.exec_app("AudioSocket", f"{key},{self.audiosocket_address}")
         exec_task = asyncio.ensure_future(call.send(command, timeout=self.script.settings.max_seconds + 30))
+        connected = asyncio.ensure_future(waiting.connected.wait())
         try:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiting.connected.wait()), self.connect_timeout)
-            except TimeoutError:
-                if not exec_task.done():
-                    log.warning("call %s: Asterisk did not connect to AudioSocket %s in %.0f s; DTMF mode",
-                                call_id, self.audiosocket_address, self.connect_timeout)
+            await asyncio.wait({exec_task, connected}, timeout=self.connect_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not exec_task.done() and not connected.done():
+                log.warning("call %s: Asterisk has not connected to AudioSocket %s after %.0f s",
+                            call_id, self.audiosocket_address, self.connect_timeout)
             reply = await exec_task
             if waiting.connected.is_set():
                 self.stats["speech"] += 1
@@ -183,14 +183,11 @@ class SelfService:
             raise CallerGone("the channel is gone") from None
         except AgiError as exc:
             raise ChannelFailed(f"EXEC AudioSocket: {exc}") from exc
-        except (CallerGone, ChannelFailed):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the speech dialog's own trouble: carry on by keys
-            log.warning("call %s: speech dialog failed (%s); DTMF mode", call_id, exc)
         finally:
             self._waiting.pop(key, None)
-            if not exec_task.done():
-                exec_task.cancel()
+            for task in (exec_task, connected):
+                if not task.done():
+                    task.cancel()
 
     async def _on_audiosocket(self, call: AudioSocketCall) -> None:
         waiting = self._waiting.pop(call.uuid, None)
