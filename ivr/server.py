@@ -53,8 +53,9 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
                 worker: int | None = None, ready: Any = None) -> None:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the routing rules."""
     loud = worker in (None, 0)
-    services = await build_services(config)
+    services = await build_services(config, worker=worker or 0)
     agi = None
+    web_runner = None
     agent_side = AgentSide(config, services)
     try:
         if demo_data and loud:
@@ -73,6 +74,10 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
                 await asyncio.wait_for(agent_side.ami.wait_connected(), 3.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - it keeps trying in the background
                 pass
+        if config.web.enabled and loud:
+            from ivr.web import start_web
+
+            web_runner = await start_web(services, agent_side)
         await services.rules.start()
         loop = asyncio.get_running_loop()
         services.rules.install_sighup(loop)
@@ -80,20 +85,23 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if loud:
-            _print_startup(config, services, agi, agent_side)
+            _print_startup(config, services, agi, agent_side, web_runner)
         if ready is not None:
             ready.set()
         await stop.wait()
         if loud:
             print("shutting down: finishing calls in progress ...", flush=True)
     finally:
+        if web_runner is not None:
+            await web_runner.cleanup()
         if agi is not None:
             await agi.close()
         await agent_side.stop()
         await services.close()
 
 
-def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent_side: AgentSide) -> None:
+def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent_side: AgentSide,
+                   web_runner: Any = None) -> None:
     from caller_id.store import display_url
 
     workers = config.agi.workers
@@ -106,6 +114,10 @@ def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent
         f"  intents   : {config.intents_file}",
         f"  AMI       : {agent_side.describe()}",
     ]
+    if web_runner is not None:
+        from ivr.web.app import address_of
+
+        lines.append(f"  web       : http://{address_of(web_runner)}/  (agents /agent, supervisors /wallboard)")
     lines += [f"  {note}" for note in services.notes]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)

@@ -1,0 +1,270 @@
+"""Who is logged in: password hashes, sessions in SQL, roles, CSRF, login throttling.
+
+* Passwords: scrypt (hashlib, salted per user); the parameters travel in
+  the stored string, ``scrypt$n$r$p$salt$hash``, so they can be raised later
+  without invalidating old hashes.
+* Sessions: the cookie carries a random token; the database keeps only its
+  SHA-256, the user, a CSRF token and a sliding expiry (`session_ttl` of
+  inactivity).  HttpOnly, SameSite=Lax, Secure behind HTTPS.
+* CSRF: every request that changes something (not GET/HEAD/OPTIONS) must
+  carry the session's token in ``X-CSRF-Token`` or the form field
+  ``csrf_token``; WebSocket handshakes must come from this site's origin.
+* Roles: agent < supervisor < admin; `require(role)` guards a handler.
+* Log-in attempts: at most `MAX_FAILURES` failures per user name and per
+  address in `FAILURE_WINDOW` seconds, then a 429 until the window passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy import delete, select, update
+
+from caller_id.models import Agent, User, WebSession
+from ivr.web.keys import SESSIONS, USER
+
+ROLES = ("agent", "supervisor", "admin")
+RANK = {role: n for n, role in enumerate(ROLES)}
+COOKIE = "ivr_session"
+MIN_PASSWORD = 8
+MAX_FAILURES = 5
+FAILURE_WINDOW = 300.0
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.urlsafe_b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.urlsafe_b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.urlsafe_b64decode(salt), n=int(n), r=int(r),
+                                p=int(p), dklen=len(expected), maxmem=2**26)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+async def add_user(db: Any, username: str, password: str, role: str, agent_id: int | None = None) -> int:
+    """Create a user; ValueError with a clear message for anything wrong."""
+    username = (username or "").strip()
+    if not username or len(username) > 80 or any(c.isspace() for c in username):
+        raise ValueError("the user name must be 1-80 characters without spaces")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    if len(password or "") < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    if role == "agent" and agent_id is None:
+        raise ValueError("an agent user needs the agent it logs in as (--agent-id or --agent-interface)")
+    hashed = hash_password(password)
+    async with db.session() as session:
+        if agent_id is not None and await session.get(Agent, agent_id) is None:
+            raise ValueError(f"no agent with id {agent_id}")
+        if await session.scalar(select(User.id).where(User.username == username)) is not None:
+            raise ValueError(f"the user {username!r} exists already")
+        user = User(username=username, password_hash=hashed, role=role, agent_id=agent_id, active=True)
+        session.add(user)
+        await session.commit()
+        return user.id
+
+
+async def agent_id_for_interface(db: Any, interface: str) -> int:
+    async with db.session() as session:
+        found = await session.scalar(select(Agent.id).where(Agent.interface == interface))
+    if found is None:
+        raise ValueError(f"no agent with interface {interface!r}")
+    return found
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    username: str
+    role: str
+    agent_id: int | None
+    csrf_token: str
+    session_id: int
+
+    def has(self, role: str) -> bool:
+        return RANK[self.role] >= RANK[role]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "role": self.role, "agent_id": self.agent_id}
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Sessions:
+    def __init__(self, db: Any, ttl: float, *, secure: bool = False):
+        self.db = db
+        self.ttl = dt.timedelta(seconds=ttl)
+        self.secure = secure
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    async def log_in(self, username: str, password: str, address: str) -> tuple[str, CurrentUser] | None:
+        """A new session token for good credentials; None otherwise (a failure is counted)."""
+        async with self.db.session() as session:
+            user = await session.scalar(select(User).where(User.username == username.strip()))
+            ok = user is not None and user.active and verify_password(password, user.password_hash)
+            if not ok:
+                if user is None:
+                    verify_password(password, _DUMMY_HASH)  # the same time for unknown names
+                self._failed(username, address)
+                return None
+            token = secrets.token_urlsafe(32)
+            now = _utcnow()
+            row = WebSession(token_hash=_token_hash(token), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
+                             created_at=now, last_seen=now, expires_at=now + self.ttl)
+            session.add(row)
+            await session.execute(delete(WebSession).where(WebSession.expires_at < now))
+            await session.commit()
+            return token, CurrentUser(user.id, user.username, user.role, user.agent_id, row.csrf_token, row.id)
+
+    async def user_for(self, token: str | None) -> CurrentUser | None:
+        """The logged-in user of a session token, sliding its expiry; None when absent or expired."""
+        if not token:
+            return None
+        now = _utcnow()
+        async with self.db.session() as session:
+            found = (await session.execute(
+                select(WebSession, User).join(User, User.id == WebSession.user_id)
+                .where(WebSession.token_hash == _token_hash(token)))).first()
+            if found is None:
+                return None
+            row, user = found
+            if _aware(row.expires_at) < now or not user.active:
+                await session.execute(delete(WebSession).where(WebSession.id == row.id))
+                await session.commit()
+                return None
+            if now - _aware(row.last_seen) > dt.timedelta(seconds=30):  # not a write per request
+                await session.execute(update(WebSession).where(WebSession.id == row.id)
+                                      .values(last_seen=now, expires_at=now + self.ttl))
+                await session.commit()
+            return CurrentUser(user.id, user.username, user.role, user.agent_id, row.csrf_token, row.id)
+
+    async def log_out(self, token: str | None) -> None:
+        if token:
+            async with self.db.session() as session:
+                await session.execute(delete(WebSession).where(WebSession.token_hash == _token_hash(token)))
+                await session.commit()
+
+    def throttled(self, username: str, address: str) -> bool:
+        now = time.monotonic()
+        for key in (f"user:{username.strip().lower()}", f"addr:{address}"):
+            attempts = self._failures[key]
+            while attempts and now - attempts[0] > FAILURE_WINDOW:
+                attempts.popleft()
+            if len(attempts) >= MAX_FAILURES:
+                return True
+        return False
+
+    def _failed(self, username: str, address: str) -> None:
+        now = time.monotonic()
+        for key in (f"user:{username.strip().lower()}", f"addr:{address}"):
+            self._failures[key].append(now)
+
+    def set_cookie(self, response: web.StreamResponse, token: str) -> None:
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=self.secure, path="/",
+                            max_age=int(self.ttl.total_seconds()))
+
+    def clear_cookie(self, response: web.StreamResponse) -> None:
+        response.del_cookie(COOKIE, path="/")
+
+
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+# --- the middleware and guards ---------------------------------------------------------------
+
+
+def origin_ok(request: web.Request) -> bool:
+    """The request comes from a page of this site (or says nothing about its origin)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin.split("://", 1)[-1].rstrip("/") == request.host
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                             ) -> web.StreamResponse:
+    sessions: Sessions = request.app[SESSIONS]
+    user = await sessions.user_for(request.cookies.get(COOKIE))
+    request[USER] = user
+    if request.method not in _SAFE_METHODS and user is not None and not request.path.startswith("/login"):
+        sent = request.headers.get("X-CSRF-Token")
+        if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            sent = (await request.post()).get("csrf_token")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf_token) or not origin_ok(request):
+            raise _error(request, 403, "missing or wrong CSRF token")
+    return await handler(request)
+
+
+def _error(request: web.Request, status: int, message: str) -> web.HTTPException:
+    kinds = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
+    if request.path.startswith("/api/"):
+        return kinds[status](text=_json_error(message), content_type="application/json")
+    return kinds[status](text=message)
+
+
+def _json_error(message: str) -> str:
+    import json
+
+    return json.dumps({"error": message}, ensure_ascii=False)
+
+
+def require(role: str) -> Callable:
+    """Handler decorator: a logged-in user with at least `role` (pages redirect to the log-in)."""
+
+    def wrap(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            user: CurrentUser | None = request.get(USER)
+            if user is None:
+                if request.path.startswith("/api/") or request.path == "/ws":
+                    raise _error(request, 401, "log in first")
+                raise web.HTTPFound(f"/login?next={request.path}")
+            if not user.has(role):
+                raise _error(request, 403, f"this needs the {role} role")
+            return await handler(request)
+
+        return guarded
+
+    return wrap

@@ -1,0 +1,106 @@
+"""The HTML pages: log-in, the agent's screen, the supervisors' wallboard.
+
+Pages are small shells (``templates/*.html``) filled with the user's name,
+role and CSRF token; the live content is drawn by ``static/*.js`` from the
+WebSocket and the REST API.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ivr.web.auth import COOKIE, require
+from ivr.web.keys import SESSIONS, USER
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+routes = web.RouteTableDef()
+_cache: dict[str, Template] = {}
+
+
+def render(name: str, **values: Any) -> web.Response:
+    template = _cache.get(name)
+    if template is None:
+        template = _cache[name] = Template((TEMPLATES / name).read_text(encoding="utf-8"))
+    text = template.substitute({key: html.escape(str(value)) for key, value in values.items()})
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+
+def _page(request: web.Request, name: str, title: str) -> web.Response:
+    user = request[USER]
+    return render(name, title=title, username=user.username, role=user.role, csrf=user.csrf_token,
+                  agent_id=user.agent_id if user.agent_id is not None else "")
+
+
+def home_of(user: Any) -> str:
+    return "/wallboard" if user.has("supervisor") else "/agent"
+
+
+def _safe_next(target: str | None) -> str | None:
+    """A local path to go back to after logging in (never another site)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    return render("login.html", error="", next=_safe_next(request.query.get("next")) or "")
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    target = _safe_next(str(form.get("next", "")))
+    sessions = request.app[SESSIONS]
+    address = request.remote or "?"
+    if sessions.throttled(username, address):
+        response = render("login.html", error="Too many failed attempts; try again in a few minutes.",
+                          next=target or "")
+        response.set_status(429)
+        return response
+    found = await sessions.log_in(username, password, address)
+    if found is None:
+        response = render("login.html", error="Wrong user name or password.", next=target or "")
+        response.set_status(401)
+        return response
+    token, user = found
+    response = web.HTTPFound(target or home_of(user))
+    sessions.set_cookie(response, token)
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    sessions = request.app[SESSIONS]
+    await sessions.log_out(request.cookies.get(COOKIE))
+    response = web.HTTPFound("/login")
+    sessions.clear_cookie(response)
+    raise response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    user = request[USER]
+    raise web.HTTPFound("/login" if user is None else home_of(user))
+
+
+@routes.get("/agent")
+@require("agent")
+async def agent_page(request: web.Request) -> web.Response:
+    return _page(request, "agent.html", "Agent")
+
+
+@routes.get("/wallboard")
+@require("supervisor")
+async def wallboard_page(request: web.Request) -> web.Response:
+    return _page(request, "wallboard.html", "Wallboard")
