@@ -71,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("file", nargs="?", type=Path, help="default: the configured rules file")
     rules.set_defaults(handler=_rules_check)
 
+    user = sub.add_parser("user", help="manage the logins of the web pages")
+    user_sub = user.add_subparsers(title="user commands", metavar="ACTION")
+    add = user_sub.add_parser("add", help="create a login (the password is asked twice, or read from a file)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=("agent", "supervisor", "admin"))
+    who = add.add_mutually_exclusive_group()
+    who.add_argument("--agent-id", type=int, help="the agent (agents table id) an agent login acts as")
+    who.add_argument("--agent-interface", help="the same, by Asterisk interface, e.g. PJSIP/1001")
+    add.add_argument("--password-file", type=Path, help="read the password from this file's first line")
+    add.set_defaults(handler=_user_add)
+
+    demo = sub.add_parser("demo", help="the whole server with a simulated Asterisk placing calls")
+    demo.add_argument("--calls-per-minute", type=float, default=12.0)
+    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the callers")
+    demo.set_defaults(handler=_demo)
+
     sim = sub.add_parser("simulate", help="place simulated Asterisk calls against a FastAGI server")
     sim.add_argument("--calls", type=int, default=100)
     sim.add_argument("--concurrency", type=int, default=10, help="callers at once (closed loop)")
@@ -101,6 +118,68 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if args.workers:
         config = replace(config, agi=replace(config.agi, workers=args.workers))
     return run(config, demo_data=args.demo_data)
+
+
+def _user_add(args: argparse.Namespace, config: Config) -> int:
+    from ivr.web.auth import add_user, agent_id_for_interface
+
+    try:
+        password = _read_password(args.password_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    async def go() -> int:
+        from caller_id.store import Database
+
+        db = Database(config.database_url)
+        try:
+            await db.migrate()
+            agent_id = args.agent_id
+            if args.agent_interface:
+                agent_id = await agent_id_for_interface(db, args.agent_interface)
+            return await add_user(db, args.username, password, args.role, agent_id)
+        finally:
+            await db.dispose()
+
+    try:
+        user_id = asyncio.run(go())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username!r} ({args.role}) created with id {user_id}")
+    return 0
+
+
+def _read_password(path: Path | None) -> str:
+    """From the file, from a terminal (asked twice) or from standard input."""
+    import getpass
+
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        return lines[0] if lines else ""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _demo(args: argparse.Namespace, config: Config) -> int:
+    from ivr.demo import run_demo
+
+    try:
+        stats = asyncio.run(run_demo(config, calls_per_minute=args.calls_per_minute, duration=args.duration,
+                                     seed=args.seed))
+    except KeyboardInterrupt:
+        return 0
+    print(f"demo: {stats.calls} calls, {stats.self_served} answered by self-service, {stats.answered} by agents, "
+          f"{stats.abandoned} abandoned")
+    return 0
 
 
 def _db_init(args: argparse.Namespace, config: Config) -> int:
