@@ -553,3 +553,33 @@ def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
     assert "database" in started and str(crm) in started
     assert "AMI" in started
     assert "shutting down" in started
+
+
+# -- ivr user add -----------------------------------------------------------------
+
+
+def test_user_add_creates_logins_and_refuses_mistakes(site: Site, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("a long enough password\n", encoding="utf-8")
+    agent = site.ivr("user", "add", "anna", "--role", "agent", "--agent-interface", "PJSIP/1001",
+                     "--password-file", str(secret))
+    assert agent.returncode == 0, agent.stderr
+    assert "user 'anna' (agent) created" in agent.stdout
+    piped = subprocess.run([*IVR, "user", "add", "boss", "--role", "supervisor"], env=site.env(), cwd=site.cwd,
+                           input="from standard input\n", capture_output=True, text=True, timeout=TIMEOUT)
+    assert piped.returncode == 0, piped.stderr
+    rows = dict(query(site.crm, "SELECT username, role FROM users"))
+    assert rows["anna"] == "agent" and rows["boss"] == "supervisor"
+    assert query(site.crm, "SELECT agent_id FROM users WHERE username = 'anna'")[0][0] is not None
+    hashes = [h for (h,) in query(site.crm, "SELECT password_hash FROM users")]
+    assert all(h.startswith("scrypt$") and "password" not in h for h in hashes)
+
+    again, unknown, short = site.ivr_together([
+        (["user", "add", "anna", "--role", "admin", "--password-file", str(secret)], {}),
+        (["user", "add", "igor", "--role", "agent", "--agent-interface", "PJSIP/9999",
+          "--password-file", str(secret)], {}),
+        (["user", "add", "kim", "--role", "admin", "--password-file", str(tmp_path / "missing")], {}),
+    ])
+    assert again.returncode == 1 and "exists already" in again.stderr
+    assert unknown.returncode == 1 and "no agent with interface 'PJSIP/9999'" in unknown.stderr
+    assert short.returncode == 1 and "cannot read" in short.stderr
