@@ -28,6 +28,7 @@ class WebServer:
     agent_side: Any
     sim: AmiSimulator
     agents: dict[str, int]  # interface -> agent id
+    agi_port: int  # the FastAGI server of the same services
 
     async def client(self, username: str | None = None, password: str = PASSWORD) -> aiohttp.ClientSession:
         """A browser-like session (cookies kept), logged in as `username` when given."""
@@ -66,7 +67,7 @@ async def web_server(base_config, start_server) -> AsyncIterator[WebServer]:
     await add_user(services.db, "anna", PASSWORD, "agent", agents["PJSIP/1001"])
     await add_user(services.db, "dmitry", PASSWORD, "agent", agents["PJSIP/1002"])
     try:
-        yield WebServer(f"http://{address_of(runner)}", services, agent_side, sim, agents)
+        yield WebServer(f"http://{address_of(runner)}", services, agent_side, sim, agents, server.port)
     finally:
         await runner.cleanup()
         await agent_side.stop()
