@@ -1,15 +1,13 @@
-"""Benchmark of the manager side: AMI events to screen-pop cards.
+"""Benchmark of the manager side: AMI events to screen-pop cards on the agents' WebSockets.
 
 The simulated Asterisk manager (`ivr.ami_simulator`) and the real AMI client,
-call-center wiring, screen-pop and in-process hub run in this process; 500
-subscriptions stand for 500 open agent pages (10 per agent).  Measured:
+call-center wiring, screen-pop, in-process hub and web app run in this
+process, and so do 500 real WebSocket clients over loopback TCP: 50 agents
+logged in, 10 open pages each.  Measured:
 
-* AgentConnect written by Asterisk to the "answered" card delivered to the
-  agent's subscriptions, p50/p99, while calls produce about 200 AMI events/s;
+* AgentConnect written by Asterisk to the "answered" card received on the
+  agent's WebSockets, p50/p99, while calls produce about 200 AMI events/s;
 * how many AMI events per second the server ingests in a burst.
-
-The web pages and their WebSockets are not part of the server yet, so the
-card is timed to the hub subscription that a page's WebSocket reads.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from typing import Any
 
 AGENTS = 50
 PAGES_PER_AGENT = 10
+PASSWORD = "benchmark-password"
 
 
 async def _rig(db_path: Path) -> dict[str, Any]:
@@ -59,11 +58,49 @@ async def _rig(db_path: Path) -> dict[str, Any]:
                         queue_stats=QueueStatistics(), screenpop=screenpop)
     await center.start()
     await ami.wait_connected(10)
+    web = await _web(db, hub, screenpop, ami, center)
     return {"db": db, "sim": sim, "hub": hub, "contexts": contexts, "screenpop": screenpop, "ami": ami,
-            "center": center, "interfaces": interfaces}
+            "center": center, "interfaces": interfaces, "web": web}
+
+
+async def _web(db: Any, hub: Any, screenpop: Any, ami: Any, center: Any) -> Any:
+    """The web app on a free port with one agent login per agent."""
+    from types import SimpleNamespace
+
+    from ivr.config import Config
+    from ivr.web.app import start_web
+    from ivr.web.auth import add_user
+
+    for agent in range(1, AGENTS + 1):
+        await add_user(db, f"agent{agent}", PASSWORD, "agent", agent)
+    services = SimpleNamespace(config=Config(), db=db, selfservice=None)
+    agent_side = SimpleNamespace(hub=hub, screenpop=screenpop, ami=ami, center=center,
+                                 queue_state=center.queue_state, queue_stats=center.queue_stats,
+                                 describe=ami.state.describe)
+    return await start_web(services, agent_side, host="127.0.0.1", port=0)
+
+
+async def _pages(url: str) -> tuple[list[Any], list[Any]]:
+    """Log every agent in once and open PAGES_PER_AGENT WebSockets on each login."""
+    import aiohttp
+
+    clients, sockets = [], []
+    for agent in range(1, AGENTS + 1):
+        client = aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with client.post("/login", data={"username": f"agent{agent}", "password": PASSWORD},
+                               allow_redirects=False) as response:
+            if response.status != 302:
+                raise RuntimeError(f"agent{agent} could not log in: {response.status}")
+        clients.append(client)
+        for _ in range(PAGES_PER_AGENT):
+            socket = await client.ws_connect("/ws?feed=agent")
+            await socket.receive_json()  # the cards on screen now
+            sockets.append(socket)
+    return clients, sockets
 
 
 async def _close(rig: dict[str, Any]) -> None:
+    await rig["web"].cleanup()
     await rig["center"].stop()
     await rig["screenpop"].close()
     await rig["ami"].close()
@@ -84,23 +121,27 @@ async def _context(call_id: str, n: int) -> dict[str, Any]:
 
 
 async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_calls: int = 400) -> dict[str, Any]:
-    from ivr.hub import agent_topic
+    from aiohttp import WSMsgType
+
     from ivr.simulate import percentile
+    from ivr.web.app import address_of
 
     with tempfile.TemporaryDirectory() as tmp:
         rig = await _rig(Path(tmp) / "crm.sqlite3")
         loop = asyncio.get_running_loop()
         answered_at: dict[str, float] = {}
         latencies: list[float] = []
-        subs = [rig["hub"].subscribe(agent_topic(agent)) for agent in range(1, AGENTS + 1)
-                for _ in range(PAGES_PER_AGENT)]
+        clients, sockets = await _pages(f"http://{address_of(rig['web'])}")
 
-        async def page(sub: Any) -> None:
-            async for message in sub:
+        async def page(socket: Any) -> None:
+            async for frame in socket:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                message = frame.json()
                 if message.get("state") == "answered" and message.get("call_id") in answered_at:
                     latencies.append((loop.time() - answered_at[message["call_id"]]) * 1000)
 
-        readers = [asyncio.create_task(page(sub)) for sub in subs]
+        readers = [asyncio.create_task(page(socket)) for socket in sockets]
         sim, interfaces = rig["sim"], rig["interfaces"]
         events_before = rig["ami"].stats.get("events", 0) if hasattr(rig["ami"], "stats") else 0
 
@@ -151,13 +192,15 @@ async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_c
         burst_wall = time.perf_counter() - burst_start
         burst_events = rig["center"].stats.get("events", 0) - before_burst
 
-        for sub in subs:
-            sub.close()
+        for socket in sockets:
+            await socket.close()
         await asyncio.gather(*readers, return_exceptions=True)
+        for client in clients:
+            await client.close()
         await _close(rig)
     steady_connects = [x for x in latencies[: total * PAGES_PER_AGENT]]
     return {
-        "pages": len(subs),
+        "pages": len(sockets),
         "steady": {
             "calls": total,
             "events_per_second": round((steady_events - events_before) / steady_wall, 1),

@@ -149,10 +149,11 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     agents = report.get("agents")
     if agents:
         steady, burst = agents["steady"], agents["burst"]
-        out += ["", "## Manager side: AMI events to screen-pop cards", "",
-                f"{agents['pages']} subscriptions stand for open agent pages (10 per agent). The simulated "
-                "manager runs in the same process as the server side. The web pages are not built yet, so the "
-                "card is timed to the hub subscription a page's WebSocket would read.", "",
+        out += ["", "## Manager side: AMI events to screen-pop cards on the agents' WebSockets", "",
+                f"{agents['pages']} real WebSocket clients stand for open agent pages (50 agents logged in, 10 "
+                "pages each). The simulated manager and the WebSocket clients run in the same process as the "
+                "server side and share its event loop; the card is timed from AgentConnect written by the "
+                "simulated Asterisk to the message received on the pages' WebSockets.", "",
                 "| target | measured | verdict |", "| --- | --- | --- |",
                 f"| AgentConnect to card p99 <= 50 ms at 200 events/s | p99 {steady['p99_ms']} ms "
                 f"(p50 {steady['p50_ms']} ms) at {steady['events_per_second']} events/s, {steady['cards']} cards | "
