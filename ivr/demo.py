@@ -160,30 +160,41 @@ async def prepare(config: Config) -> tuple[list[tuple[int, str, str]], list[str]
     """Seed the CRM when empty and create the demo logins; the agents and the numbers to call from."""
     from sqlalchemy import select
 
-    from caller_id.models import Agent, PhoneNumber, User
+    from caller_id.models import Agent, PhoneNumber
     from caller_id.seed import SHOWCASE
     from ivr.server import seed_demo_if_empty
     from ivr.services import build_services
-    from ivr.web.auth import add_user
 
     services = await build_services(config, speech=False)
     try:
         await seed_demo_if_empty(services)
+        await ensure_demo_logins(services.db)
         async with services.db.session() as session:
             agents = [(a.id, a.interface, a.name)
                       for a in (await session.scalars(select(Agent).order_by(Agent.id).limit(MEMBERS))).all()]
-            users = set((await session.scalars(select(User.username))).all())
             seeded = list((await session.scalars(select(PhoneNumber.e164).order_by(PhoneNumber.id).limit(300))).all())
-        if "supervisor" not in users:
-            await add_user(services.db, "supervisor", DEMO_PASSWORD, "supervisor")
-        for agent_id, interface, _name in agents:
-            username = "agent" + interface.rsplit("/", 1)[-1]
-            if username not in users:
-                await add_user(services.db, username, DEMO_PASSWORD, "agent", agent_id)
     finally:
         await services.close()
     numbers = [s["number"] for s in SHOWCASE] * 3 + seeded + list(UNKNOWN_NUMBERS)
     return agents, numbers
+
+
+async def ensure_demo_logins(db: Any) -> list[str]:
+    """The demo's web logins (``supervisor``, ``agent1001``...), created when missing; their names."""
+    from sqlalchemy import select
+
+    from caller_id.models import Agent, User
+    from ivr.web.auth import add_user
+
+    async with db.session() as session:
+        agents = (await session.scalars(select(Agent).order_by(Agent.id).limit(MEMBERS))).all()
+        users = set((await session.scalars(select(User.username))).all())
+    wanted = [("supervisor", "supervisor", None)] + [
+        ("agent" + a.interface.rsplit("/", 1)[-1], "agent", a.id) for a in agents]
+    for username, role, agent_id in wanted:
+        if username not in users:
+            await add_user(db, username, DEMO_PASSWORD, role, agent_id)
+    return [username for username, _, _ in wanted]
 
 
 def simulator_for(agents: list[tuple[int, str, str]]) -> AmiSimulator:

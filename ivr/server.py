@@ -59,9 +59,13 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
     agent_side = AgentSide(config, services)
     try:
         if demo_data and loud:
+            from ivr.demo import DEMO_PASSWORD, ensure_demo_logins
+
             added = await seed_demo_if_empty(services)
             if added:
                 print(f"  demo data : seeded {added} customers (first start)", flush=True)
+            logins = await ensure_demo_logins(services.db)
+            print(f"  demo logins: {logins[0]}, {logins[1]} ... (password {DEMO_PASSWORD})", flush=True)
         agi = FastAgiServer(
             scripts_for(services), host=config.agi.host, port=config.agi.port,
             allowed_hosts=config.agi.allowed_hosts, env_timeout=config.agi.env_timeout,
