@@ -166,7 +166,7 @@ class _Reader:
         node = self.mapping(node, line, what)
         missing = [language for language in self.languages if language not in node]
         if missing:
-            raise self.fail(line_of(node) or line, f"{what}: no text for {', '.join(missing)}")
+            raise self.fail(line or line_of(node), f"{what}: no text for {', '.join(missing)}")
         return node
 
     def menu(self, node: Any, line: int | None) -> tuple[str, ...]:
@@ -208,9 +208,11 @@ class _Reader:
 
     def words(self, node: Any, line: int | None) -> dict[str, dict[str, tuple[str, ...]]]:
         node = self.mapping(node, line, "words")
-        reject_unknown_keys(node, (YES, NO, OPERATOR, "rating"), self.source, "word list",
-                            hints={"True": "- quote \"yes\": YAML reads it as true",
-                                   "False": "- quote \"no\": YAML reads it as false"})
+        for key in node:
+            if isinstance(key, bool):
+                raise self.fail(line_of(node, key), f'write "{YES if key else NO}" in quotes: '
+                                f"YAML reads {YES if key else NO} without them as {str(key).lower()}")
+        reject_unknown_keys(node, (YES, NO, OPERATOR, "rating"), self.source, "word list")
         result = {}
         for meaning in (YES, NO, OPERATOR, "rating"):
             if meaning not in node:
@@ -239,7 +241,8 @@ class _Reader:
             return {}
         node = self.mapping(node, line, "intents")
         self.check_intents(list(node), line)
-        result = {}
+        result: dict[str, dict[str, tuple[str, ...]]] = {}
+        seen: dict[tuple[str, str], str] = {}
         for intent, texts in node.items():
             texts = self.mapping(texts, line_of(node, intent), f"intent {intent}")
             unknown = [language for language in texts if language not in self.languages]
@@ -249,6 +252,12 @@ class _Reader:
             result[str(intent)] = {language: self.phrases(phrases, line_of(texts, language),
                                                           f"intent {intent} ({language})")
                                    for language, phrases in texts.items()}
+            for language, phrases in result[str(intent)].items():
+                for phrase in phrases:
+                    other = seen.setdefault((language, phrase.lower()), str(intent))
+                    if other != intent:
+                        raise self.fail(line_of(texts, language), f"intent {intent} ({language}): the phrase "
+                                        f"{phrase!r} already names {other}; the caller would get either")
         return result
 
 
