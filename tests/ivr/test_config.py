@@ -601,3 +601,55 @@ def test_line_settings_come_from_the_file(shipped: Config) -> None:
     assert b2b.roles == ("employee", "director")
     assert shipped.line_for("b2c").roles == ("private",)
     assert shipped.line_for("general").roles == ("private", "employee", "director")
+
+
+# -- self-service, speech and web settings ----------------------------------------------
+
+
+def test_speech_and_web_settings_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "site", """\
+        speech:
+          models: {ru: ../models/vosk-ru, en: /opt/vosk-en}
+          dialog_file: my-dialog.yaml
+          audiosocket_port: 9100
+          audiosocket_address: 10.0.0.5:9100
+        web:
+          port: 8443
+          secure_cookies: true
+        lines:
+          - {name: general, self_service: dtmf}
+          - {name: quiet, self_service: "off"}
+        """)
+    config = load_config(path, environ={})
+    assert config.speech.models == {"ru": str((tmp_path / "models" / "vosk-ru").resolve()), "en": "/opt/vosk-en"}
+    assert config.speech.dialog_file == (tmp_path / "site" / "my-dialog.yaml").resolve()
+    assert (config.speech.audiosocket_port, config.speech.audiosocket_address) == (9100, "10.0.0.5:9100")
+    assert (config.web.port, config.web.secure_cookies, config.web.host) == (8443, True, "127.0.0.1")
+    assert [line.self_service for line in config.lines] == ["dtmf", "off"]
+
+
+def test_a_wrong_self_service_mode_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        lines:
+          - name: general
+            self_service: voice
+        """)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert error.value.line == 3 and "self_service must be one of speech, dtmf, off" in str(error.value)
+
+
+def test_speech_and_web_environment(tmp_path: Path) -> None:
+    config = load_config(None, environ={
+        "IVR_SPEECH_MODELS": "ru=/opt/vosk-ru, en=/opt/vosk-en", "IVR_AUDIOSOCKET_PORT": "9200",
+        "IVR_AUDIOSOCKET_ADDRESS": "172.28.0.20:9200", "IVR_AUDIOSOCKET_ALLOWED_HOSTS": "172.28.0.10, 10.0.0.0/8",
+        "IVR_WEB_HOST": "0.0.0.0", "IVR_WEB_PORT": "8081"})
+    assert config.speech.models == {"ru": "/opt/vosk-ru", "en": "/opt/vosk-en"}
+    assert config.speech.audiosocket_port == 9200 and config.speech.audiosocket_address == "172.28.0.20:9200"
+    assert config.speech.allowed_hosts == ("172.28.0.10", "10.0.0.0/8")
+    assert (config.web.host, config.web.port) == ("0.0.0.0", 8081)
+    assert load_config(None, environ={"IVR_SPEECH_MODELS": ""}).speech.models == {}
+    with pytest.raises(ConfigError, match="IVR_SPEECH_MODELS: expected language=path"):
+        load_config(None, environ={"IVR_SPEECH_MODELS": "/opt/vosk-ru"})
+    with pytest.raises(ConfigError, match="IVR_WEB_PORT must be a TCP port"):
+        load_config(None, environ={"IVR_WEB_PORT": "99999"})
