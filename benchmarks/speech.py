@@ -1,9 +1,10 @@
 """Benchmark of the speech path: AudioSocket + Vosk grammar recognition + cached prompts.
 
 A server process runs the real AudioSocket server; each call is one
-grammar-mode dialog turn as the self-service runs it: play a cached prompt,
-listen with a small grammar, and answer the caller's word with a second
-cached prompt.  Simulated Asterisk channels in this process stream eSpeak NG
+grammar-mode dialog turn run by the self-service dialog's own speech channel
+(`ivr.dialog_channels.SpeechChannel`): play a cached prompt while listening
+with the step's grammar, and answer the caller's "yes" with a second cached
+prompt.  Simulated Asterisk channels in this process stream eSpeak NG
 Korean speech (the Korean model is the one the package registries carry) in
 real time, 20 ms frames, and time what they hear.  Measured:
 
@@ -36,42 +37,49 @@ ANSWER = "알겠습니다."
 # --- the server side (runs in its own process: python -m benchmarks.speech serve PORT) ----------
 
 
+def korean_script() -> Any:
+    """The dialog script the benchmark's turns use: the confirm step's words in Korean."""
+    from ivr.dialog_script import DialogScript, DialogSettings
+
+    words = {"yes": {"ko": (WORDS[0],)}, "no": {"ko": (WORDS[1],)}, "operator": {"ko": (WORDS[2],)}}
+    ratings = {"ko": {1: ("일",), 2: ("이",), 3: ("삼",), 4: ("사",), 5: ("오",)}}
+    return DialogScript(source="<benchmark>", languages=("ko",), settings=DialogSettings(no_input_timeout=10.0),
+                        menu=(), prompts={}, words=words, rating_words=ratings, intent_phrases={})
+
+
 async def serve(port: int, prompt_dir: Path) -> None:
-    from ivr.audiosocket import AudioSocketServer, CallEnded
-    from speech.asr import Final, Grammar, NoInput, Recognizer, load_model, recognition_executor
+    from ivr.audiosocket import AudioSocketServer
+    from ivr.dialog import CallerGone, Question
+    from ivr.dialog_channels import SpeechChannel
+    from speech.asr import Endpointing, Recognizer, load_model, recognition_executor
     from speech.prompts import PromptCache
     from speech.tts import Synthesizer
     from speech.vosk_models import installed_model_path
 
     model = load_model(installed_model_path("ko"))
     executor = recognition_executor()
-    grammar = Grammar(list(WORDS), name="bench")
+    script = korean_script()
     synth = Synthesizer({"ko": "ko"})
     await asyncio.to_thread(synth.start)
     prompts = PromptCache(prompt_dir, synth)
     await prompts.prerender([(PROMPT, "ko"), (ANSWER, "ko")])
     prompt_ms: dict[str, list[float]] = {"cached": [], "cold": []}
+    question = Question(step="confirm", name="bench", text=PROMPT, keys_text="", digits={})
 
     async def dialog(call) -> None:
-        recognizer = Recognizer(model, executor=executor)
+        """The self-service dialog's speech channel: ask, and answer a "yes" (answers count recognitions)."""
+        recognizer = Recognizer(model, executor=executor, endpointing=Endpointing(no_input_timeout=None))
+        channel = SpeechChannel(call, recognizer, prompts, script)
         try:
             started = time.perf_counter()
-            call.play(await prompts.pcm8(PROMPT, "ko"))  # the first frame leaves inside play()
+            await prompts.pcm8(PROMPT, "ko")
             prompt_ms["cached"].append((time.perf_counter() - started) * 1000)
-            await recognizer.listen(grammar)
-            async for event in call:
-                if isinstance(event, CallEnded):
-                    return
-                frame = getattr(event, "pcm", None)
-                if frame is None:
-                    continue
-                for result in await recognizer.feed(frame):
-                    if isinstance(result, (Final, NoInput)):
-                        # Only a recognised word is answered: "answered" counts recognitions.
-                        if isinstance(result, Final) and result.phrase == WORDS[0]:
-                            call.stop_playback()
-                            call.play(await prompts.pcm8(ANSWER, "ko"))
-                        await recognizer.listen(grammar)
+            while True:
+                reply = await channel.ask(question, "ko")
+                if reply.meaning == "yes":
+                    await channel.say(ANSWER, "ko")
+        except CallerGone:
+            return
         finally:
             await recognizer.close()
 
