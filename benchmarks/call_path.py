@@ -151,6 +151,8 @@ def server_env(url: str, redis_url: str | None, port: int, workers: int) -> dict
     env.update({
         "IVR_DATABASE_URL": url, "IVR_REDIS_URL": redis_url or "", "IVR_AGI_PORT": str(port),
         "IVR_AGI_WORKERS": str(workers), "IVR_LOG_LEVEL": "WARNING",
+        # the budget is the call path without speech; the web pages are not measured here
+        "IVR_SELF_SERVICE": "off", "IVR_WEB_PORT": str(free_port()),
     })
     return env
 

@@ -351,6 +351,12 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
     if "IVR_WEB_PORT" in env:
         web = replace(web, port=_env_port(env, "IVR_WEB_PORT"))
     config = replace(config, speech=speech, web=web)
+    if env.get("IVR_SELF_SERVICE"):
+        mode = env["IVR_SELF_SERVICE"]
+        if mode not in SELF_SERVICE_MODES:
+            raise ConfigError("environment", None,
+                              f"IVR_SELF_SERVICE must be one of {', '.join(SELF_SERVICE_MODES)}, got {mode!r}")
+        config = replace(config, lines=tuple(replace(line, self_service=mode) for line in config.lines))
     if env.get("IVR_PROMPTS_DIR"):
         config = replace(config, prompts=replace(config.prompts, directory=Path(env["IVR_PROMPTS_DIR"])))
     return replace(config, agi=agi, ami=ami)

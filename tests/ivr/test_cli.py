@@ -520,7 +520,7 @@ def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
     shutil.copy(site.crm, crm)
     port = free_port()
     env = site.env(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=sqlite_url(crm),
-                   IVR_PROMPTS_DIR=str(tmp_path / "prompts"))
+                   IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()))
     out, err = tmp_path / "run.out", tmp_path / "run.err"
     with out.open("w", encoding="utf-8") as stdout, err.open("w", encoding="utf-8") as stderr:
         server = subprocess.Popen([*IVR, "run"], env=env, cwd=site.cwd, stdout=stdout, stderr=stderr)

@@ -651,5 +651,9 @@ def test_speech_and_web_environment(tmp_path: Path) -> None:
     assert load_config(None, environ={"IVR_SPEECH_MODELS": ""}).speech.models == {}
     with pytest.raises(ConfigError, match="IVR_SPEECH_MODELS: expected language=path"):
         load_config(None, environ={"IVR_SPEECH_MODELS": "/opt/vosk-ru"})
+    every_line = load_config(None, environ={"IVR_SELF_SERVICE": "off"})
+    assert {line.self_service for line in every_line.lines} == {"off"}
+    with pytest.raises(ConfigError, match="IVR_SELF_SERVICE must be one of speech, dtmf, off"):
+        load_config(None, environ={"IVR_SELF_SERVICE": "voice"})
     with pytest.raises(ConfigError, match="IVR_WEB_PORT must be a TCP port"):
         load_config(None, environ={"IVR_WEB_PORT": "99999"})
