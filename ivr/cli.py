@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -73,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="manage the logins of the web pages")
     user_sub = user.add_subparsers(title="user commands", metavar="ACTION")
-    add = user_sub.add_parser("add", help="create a login (the password is asked twice, or read from a file)")
+    add = user_sub.add_parser(
+        "add", help="create a login (the password is asked twice, or read from a file or standard input)",
+        description="Create a login of the web pages. The password (at least 8 characters) comes from "
+        "--password-file, else is asked twice on a terminal, else is the first line of standard input.")
+    _config_option(add)
     add.add_argument("username")
     add.add_argument("--role", required=True, choices=("agent", "supervisor", "admin"))
     who = add.add_mutually_exclusive_group()
@@ -82,10 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password-file", type=Path, help="read the password from this file's first line")
     add.set_defaults(handler=_user_add)
 
-    demo = sub.add_parser("demo", help="the whole server with a simulated Asterisk placing calls")
-    demo.add_argument("--calls-per-minute", type=float, default=12.0)
-    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed of the callers")
+    demo = sub.add_parser(
+        "demo", help="the whole server with a simulated Asterisk placing calls",
+        description="Run the server (FastAGI, AMI client, screen-pops, wallboard, web pages) against a "
+        "simulated Asterisk in this process, and place calls through it: open the printed address and log "
+        "in as supervisor or as an agent. The demo uses its own SQLite file (demo.sqlite3 beside the "
+        "configured one, seeded on first start), no Redis, and FastAGI on a free loopback port.")
+    _config_option(demo)
+    demo.add_argument("--calls-per-minute", type=_positive, default=12.0, metavar="N",
+                      help="new calls a minute, on average (default 12)")
+    demo.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    demo.add_argument("--talk", type=_seconds_range, default=(10.0, 40.0), metavar="MIN-MAX",
+                      help="seconds an agent talks (default 10-40)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the callers (default 1)")
+    demo.add_argument("--database", metavar="URL", help="the demo's database (default: demo.sqlite3 beside "
+                      "the configured SQLite file); the configured URL runs the demo on your CRM")
+    demo.add_argument("--web-port", type=int, metavar="N", help="port of the web pages (default: web.port)")
     demo.set_defaults(handler=_demo)
 
     sim = sub.add_parser("simulate", help="place simulated Asterisk calls against a FastAGI server")
@@ -105,6 +122,33 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.set_defaults(handler=_simulate)
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config` after the command too (`ivr demo --config F`); before it works as well."""
+    parser.add_argument("--config", "-c", default=argparse.SUPPRESS,
+                        help="configuration file (default: $IVR_CONFIG or config/ivr.yaml)")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition("-")
+    try:
+        pair = (float(low), float(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX seconds, e.g. 10-40, got {text!r}") from None
+    if not 0 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX, got {text!r}")
+    return pair
 
 
 # -- handlers -----------------------------------------------------------------
@@ -170,16 +214,31 @@ def _read_password(path: Path | None) -> str:
 
 
 def _demo(args: argparse.Namespace, config: Config) -> int:
-    from ivr.demo import run_demo
+    from ivr.demo import Pace, demo_config, run_demo
 
+    if args.web_port is not None and not 0 < args.web_port <= 65535:
+        print(f"error: --web-port must be 1..65535, got {args.web_port}", file=sys.stderr)
+        return 2
+    config = demo_config(config, database=args.database, web_port=args.web_port)
     try:
         stats = asyncio.run(run_demo(config, calls_per_minute=args.calls_per_minute, duration=args.duration,
-                                     seed=args.seed))
-    except KeyboardInterrupt:
-        return 0
-    print(f"demo: {stats.calls} calls, {stats.self_served} answered by self-service, {stats.answered} by agents, "
-          f"{stats.abandoned} abandoned")
+                                     seed=args.seed, pace=Pace(talk=args.talk), say=_say,
+                                     handle_signals=True))
+    except OSError as exc:  # a port in use, most likely
+        where = f"{config.web.host}:{config.web.port}"
+        print(f"error: the demo could not start: {exc.strerror or exc}"
+              + (f" (web pages on {where}: is `ivr run` still running? --web-port picks another port)"
+                 if exc.errno == errno.EADDRINUSE else ""), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"demo: {stats.summary()}", flush=True)
     return 0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
 
 
 def _db_init(args: argparse.Namespace, config: Config) -> int:

@@ -28,7 +28,8 @@ class Decision:
     route: RouteDecision
     # Roles that fit the line when there is more than one: the caller is asked.
     question: tuple[Role, ...] = ()
-    # The reason the caller confirmed or named in the self-service dialog.
+    # The reason routing uses after the self-service dialog: the one the caller
+    # confirmed or named, or the next best guess when they turned the first down.
     confirmed_intent: str | None = None
 
     @property

@@ -130,13 +130,14 @@ def make_plan(decision: Any, catalogue: Any, script: DialogScript, *, now: dt.da
 class Outcome:
     contained: bool = False  # the caller's question was answered; no agent needed
     intent: str | None = None  # the reason the caller confirmed or named
+    declined: str | None = None  # the offered reason the caller said was not it
     rating: int | None = None
     reason: str = ""  # why the dialog ended: helped / operator / declined / not_understood / ...
     modes: list[str] = field(default_factory=list)  # speech, then dtmf after a fallback
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"contained": self.contained, "intent": self.intent, "rating": self.rating,
+        return {"contained": self.contained, "intent": self.intent, "declined": self.declined, "rating": self.rating,
                 "reason": self.reason, "modes": list(self.modes), "seconds": round(self.seconds, 2)}
 
 
@@ -232,6 +233,7 @@ class Dialog:
         if reply.meaning == YES:
             self._chose(offer)
         else:
+            self.outcome.declined = offer.intent.intent
             self.step = OPEN
 
     async def _open_question(self, channel: Channel) -> None:

@@ -162,8 +162,13 @@ class InboundScript:
         outcome = dialog.outcome
         if outcome.contained:
             state["outcome"] = "self_served"
-        if outcome.intent and outcome.intent != decision.intent:
-            decision = with_intent(decision, outcome.intent, rules=s.rules.current, now=s.now())
+        intent = outcome.intent
+        if intent is None and outcome.declined is not None and outcome.declined == decision.intent:
+            # "not that": route for the next best guess instead of the one the caller turned down
+            others = [i.intent for i in decision.intents if i.intent != outcome.declined]
+            intent = others[0] if others else s.catalogue.fallback.name
+        if intent and intent != decision.intent:
+            decision = with_intent(decision, intent, rules=s.rules.current, now=s.now())
         return decision
 
     async def _prompt(self, text: str, language: str) -> str:

@@ -139,6 +139,7 @@ async def test_an_intent_without_an_answer_goes_to_a_person_with_the_reason(scri
     caller = ScriptedCaller("dtmf", ["no", "loan_payment"])
     outcome = await Dialog(plan(), script).run(caller)
     assert (outcome.contained, outcome.intent, outcome.reason) == (False, "loan_payment", "needs_person")
+    assert outcome.declined == "card_ready"
     assert caller.said == [script.text("transfer", "ru")]
     menu = caller.asked[1].text_for("dtmf")
     assert "Платёж по кредиту: нажмите 3." in menu and "нажмите 0" in menu

@@ -254,6 +254,18 @@ async def test_caller_names_the_reason_in_the_open_question(korean_config, start
                                        "reason": "needs_person", "contained": False}
 
 
+async def test_a_caller_who_turns_the_offer_down_is_not_routed_for_it(korean_config, start_server):
+    config = replace(korean_config, lines=tuple(
+        replace(line, self_service="dtmf") if line.name == "general" else line for line in korean_config.lines))
+    server = await start_server(config, speech=True)
+    result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY, dtmf=["2"]),
+                              timeout=60)
+    context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
+    assert context["self_service"]["declined"] == "card_pickup"
+    assert result.variables["IVR_INTENT"] != "card_pickup"
+    assert context["decision"]["confirmed_intent"] == result.variables["IVR_INTENT"]
+
+
 async def test_dtmf_only_line_never_opens_an_audiosocket(korean_config, start_server):
     config = replace(korean_config, lines=tuple(
         replace(line, self_service="dtmf") if line.name == "general" else line for line in korean_config.lines))
