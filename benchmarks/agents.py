@@ -84,13 +84,14 @@ async def _pages(url: str) -> tuple[list[Any], list[Any]]:
     """Log every agent in once and open PAGES_PER_AGENT WebSockets on each login."""
     import aiohttp
 
+    from ivr.web.client import log_in
+
     clients, sockets = [], []
     for agent in range(1, AGENTS + 1):
         client = aiohttp.ClientSession(url, cookie_jar=aiohttp.CookieJar(unsafe=True))
-        async with client.post("/login", data={"username": f"agent{agent}", "password": PASSWORD},
-                               allow_redirects=False) as response:
-            if response.status != 302:
-                raise RuntimeError(f"agent{agent} could not log in: {response.status}")
+        response = await log_in(client, f"agent{agent}", PASSWORD)
+        if response.status != 302:
+            raise RuntimeError(f"agent{agent} could not log in: {response.status}")
         clients.append(client)
         for _ in range(PAGES_PER_AGENT):
             socket = await client.ws_connect("/ws?feed=agent")

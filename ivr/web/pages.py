@@ -7,7 +7,9 @@ WebSocket and the REST API.
 
 from __future__ import annotations
 
+import hmac
 import html
+import secrets
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -19,6 +21,7 @@ from ivr.web.auth import COOKIE, require
 from ivr.web.keys import SESSIONS, USER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+LOGIN_COOKIE = "ivr_login"
 routes = web.RouteTableDef()
 _cache: dict[str, Template] = {}
 
@@ -51,31 +54,39 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
+def _login_page(error: str, target: str, status: int = 200) -> web.Response:
+    """The log-in form with a fresh token, also set as a cookie: a form posted from another site lacks it."""
+    token = secrets.token_urlsafe(24)
+    response = render("login.html", error=error, next=target, login_token=token)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login", max_age=3600)
+    response.set_status(status)
+    return response
+
+
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
-    return render("login.html", error="", next=_safe_next(request.query.get("next")) or "")
+    return _login_page("", _safe_next(request.query.get("next")) or "")
 
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
-    target = _safe_next(str(form.get("next", "")))
+    target = _safe_next(str(form.get("next", ""))) or ""
     sessions = request.app[SESSIONS]
     address = request.remote or "?"
+    sent, expected = str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        return _login_page("The log-in form expired; please try again.", target, 403)
     if sessions.throttled(username, address):
-        response = render("login.html", error="Too many failed attempts; try again in a few minutes.",
-                          next=target or "")
-        response.set_status(429)
-        return response
+        return _login_page("Too many failed attempts; try again in a few minutes.", target, 429)
     found = await sessions.log_in(username, password, address)
     if found is None:
-        response = render("login.html", error="Wrong user name or password.", next=target or "")
-        response.set_status(401)
-        return response
+        return _login_page("Wrong user name or password.", target, 401)
     token, user = found
     response = web.HTTPFound(target or home_of(user))
     sessions.set_cookie(response, token)
+    response.del_cookie(LOGIN_COOKIE, path="/login")
     raise response
 
 

@@ -16,6 +16,7 @@ from ivr.callcenter import AgentSide
 from ivr.config import AmiSettings
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user
+from ivr.web.client import log_in
 
 PASSWORD = "correct horse battery"
 QUEUES = ("support", "vip", "b2b")
@@ -34,9 +35,8 @@ class WebServer:
         """A browser-like session (cookies kept), logged in as `username` when given."""
         session = aiohttp.ClientSession(self.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
         if username is not None:
-            async with session.post("/login", data={"username": username, "password": password},
-                                    allow_redirects=False) as response:
-                assert response.status == 302, await response.text()
+            response = await log_in(session, username, password)
+            assert response.status == 302, response.status
         return session
 
 

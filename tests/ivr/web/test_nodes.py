@@ -12,6 +12,7 @@ from ivr.callcenter import AgentSide
 from ivr.hub import agent_topic
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user
+from ivr.web.client import log_in
 from tests.ivr.web.conftest import PASSWORD
 from tests.waiting import eventually
 
@@ -30,9 +31,8 @@ async def test_a_card_published_on_one_node_reaches_the_agent_page_on_another(ba
         await add_user(server_a.services.db, "anna", PASSWORD, "agent", 1)
         async with aiohttp.ClientSession(f"http://{address_of(web_b)}",
                                          cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-            async with browser.post("/login", data={"username": "anna", "password": PASSWORD},
-                                    allow_redirects=False) as response:
-                assert response.status == 302  # the session written through node B's database is shared
+            response = await log_in(browser, "anna", PASSWORD)
+            assert response.status == 302  # the session written through node B's database is shared
             socket = await browser.ws_connect("/ws?feed=agent")
             assert (await socket.receive_json(timeout=5))["type"] == "cards"
             await eventually(lambda: side_b.hub.subscribers(agent_topic(1)) == 1)

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from caller_id.models import CallRecord, Case, User, WebSession
 from ivr.hub import WALLBOARD, agent_topic
 from ivr.web.auth import add_user, hash_password, verify_password
+from ivr.web.client import log_in
 from ivr.web.openapi import OPENAPI
 from tests.ivr.web.conftest import PASSWORD, csrf_of
 from tests.waiting import eventually
@@ -46,13 +47,12 @@ async def test_login_logout_and_wrong_password(web_server):
     async with await web_server.client() as browser:
         async with browser.get("/agent", allow_redirects=False) as response:
             assert response.status == 302 and response.headers["Location"].startswith("/login")
-        async with browser.post("/login", data={"username": "anna", "password": "nope"}) as response:
-            assert response.status == 401 and "Wrong user name or password" in await response.text()
-        async with browser.post("/login", data={"username": "anna", "password": PASSWORD},
-                                allow_redirects=False) as response:
-            assert response.status == 302 and response.headers["Location"] == "/agent"
-            cookie = response.cookies["ivr_session"]
-            assert cookie["httponly"] and cookie["samesite"] == "Lax"
+        response = await log_in(browser, "anna", "nope")
+        assert response.status == 401
+        response = await log_in(browser, "anna", PASSWORD)
+        assert response.status == 302 and response.headers["Location"] == "/agent"
+        cookie = response.cookies["ivr_session"]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax"
         async with browser.get("/agent") as response:
             assert response.status == 200 and "anna" in await response.text()
         token = await csrf_of(browser)
@@ -65,10 +65,16 @@ async def test_login_logout_and_wrong_password(web_server):
 async def test_repeated_failures_are_throttled(web_server):
     async with await web_server.client() as browser:
         for _ in range(5):
-            async with browser.post("/login", data={"username": "sup", "password": "wrong-one"}) as response:
-                assert response.status == 401
-        async with browser.post("/login", data={"username": "sup", "password": PASSWORD}) as response:
-            assert response.status == 429
+            assert (await log_in(browser, "sup", "wrong-one")).status == 401
+        assert (await log_in(browser, "sup", PASSWORD)).status == 429
+
+
+async def test_a_login_form_posted_from_elsewhere_is_refused(web_server):
+    async with await web_server.client() as browser:
+        async with browser.post("/login", data={"username": "anna", "password": PASSWORD},
+                                allow_redirects=False) as response:
+            assert response.status == 403 and "expired" in await response.text()
+            assert "ivr_session" not in response.cookies
 
 
 async def test_writes_without_the_csrf_token_are_refused(web_server):
