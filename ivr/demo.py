@@ -263,7 +263,7 @@ async def prepare(config: Config, say: Callable[[str], None] = print) -> Prepare
     if not agents:
         raise ValueError("the CRM has no agents to put in the queues (ivr db seed adds some)")
     # Mostly the showcase (the interesting cards), then the CRM at large, a few strangers.
-    numbers = showcase * 4 + crm + list(UNKNOWN_NUMBERS) * 4
+    numbers = showcase * 10 + crm + list(UNKNOWN_NUMBERS) * 8
     return Prepared(agents, numbers, customers, seeded)
 
 

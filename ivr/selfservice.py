@@ -84,6 +84,12 @@ class SelfService:
                       settings.audiosocket_host, port, exc)
             self.notes.append(f"speech dialog: AudioSocket unavailable ({exc}); DTMF mode")
             self.server = None
+            return
+        if settings.audiosocket_host in ("0.0.0.0", "::", "") and not settings.audiosocket_address:
+            log.warning("AudioSocket listens on every address but speech.audiosocket_address is not set: "
+                        "Asterisk will be told to connect to %s", self.server.address)
+            self.notes.append("speech dialog: set speech.audiosocket_address (IVR_AUDIOSOCKET_ADDRESS) to the "
+                              "address Asterisk reaches this server at")
 
     async def _render_static_prompts(self) -> None:
         formats = {"speech": "sln", "dtmf": "wav8"}
