@@ -74,12 +74,13 @@ class DemoCall:
     n: int
     number: str
     line: str
+    keys: list[str] = field(default_factory=list)  # what the caller presses when the dialog asks, in order
     uniqueid: str = ""
     variables: dict[str, str] = field(default_factory=dict)  # set by the FastAGI flow
     queue: str | None = None
     outcome: str = "in IVR"  # self-service, waiting, answered, completed, abandoned, error, stopped
     agent: str | None = None  # interface of the agent who answered
-    rang: list[str] = field(default_factory=list)  # interfaces that let it ring out
+    rung: list[str] = field(default_factory=list)  # interfaces rung for it, in order
 
     @property
     def call_id(self) -> str | None:
@@ -357,13 +358,13 @@ class CallGenerator:
         rng = random.Random(f"{self.seed}:call:{n}")
         number = rng.choice(self.prepared.numbers)
         line = self._line(rng)
-        call = DemoCall(n, number, line.name)
+        call = DemoCall(n, number, line.name, keys=list(rng.choice(CALLER_HABITS)))
         self.stats.log.append(call)
         # Russian trunks deliver 7XXXXXXXXXX or 8XXXXXXXXXX; the server normalises either.
         delivered = number
         if number.startswith("+7"):
             delivered = rng.choice((number[1:], "8" + number[2:], number))
-        script = CallScript(number=delivered, line=line.name, dtmf=list(rng.choice(CALLER_HABITS)))
+        script = CallScript(number=delivered, line=line.name, dtmf=list(call.keys))
         try:
             result = await place_call("127.0.0.1", self.config.agi.port, script, timeout=60)
         except asyncio.CancelledError:
@@ -444,11 +445,11 @@ class CallGenerator:
             self.busy.add(agent)
             try:
                 self.sim.ring_agent(call.uniqueid, agent)
+                call.rung.append(agent)
                 await asyncio.sleep(rng.uniform(*pace.ring))
                 if rng.random() < pace.no_answer:
                     self.sim.agent_no_answer(call.uniqueid, agent)
                     self.stats.no_answers += 1
-                    call.rang.append(agent)
                     self.free_at[agent] = loop.time()  # the next caller tries someone else first
                     self._say(call, f"{self._name(agent)} did not answer")
                     self.busy.discard(agent)

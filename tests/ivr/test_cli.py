@@ -583,3 +583,88 @@ def test_user_add_creates_logins_and_refuses_mistakes(site: Site, tmp_path: Path
     assert again.returncode == 1 and "exists already" in again.stderr
     assert unknown.returncode == 1 and "no agent with interface 'PJSIP/9999'" in unknown.stderr
     assert short.returncode == 1 and "cannot read" in short.stderr
+
+
+def _on_a_terminal(args: Sequence[str], env: dict[str, str], cwd: Path, typed: Sequence[str]) -> tuple[int, str]:
+    """Run the command with a pseudo-terminal as its controlling terminal (getpass reads /dev/tty),
+    typing each of `typed` after the next prompt; its exit code and everything it wrote."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its stdin, stdout, stderr and /dev/tty
+        try:
+            os.chdir(cwd)
+            os.execve(IVR[0], [*IVR, *args], env)
+        finally:
+            os._exit(127)
+    seen, pending, answered = b"", list(typed), 0
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"no answer from {args}: {seen!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if pending and seen.endswith(b": ") and seen.count(b": ") > answered:  # each prompt once
+                os.write(fd, pending.pop(0).encode() + b"\n")
+                answered += 1
+    finally:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:  # a broken test: do not wait for ever
+            time.sleep(1)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode("utf-8", errors="replace")
+
+
+def test_user_add_asks_for_the_password_twice_on_a_terminal(site: Site) -> None:
+    env = {k: v for k, v in site.env().items() if k != "IVR_CONFIG"}  # --config after the command instead
+    args = ["user", "add", "--config", str(site.config), "tess", "--role", "admin"]
+    code, shown = _on_a_terminal(args, env, site.cwd, ["typed on a terminal", "typed on a terminal"])
+    assert code == 0, shown
+    assert "Password: " in shown and "Password again: " in shown
+    assert "typed on a terminal" not in shown  # no echo
+    assert "user 'tess' (admin) created" in shown
+    from ivr.web.auth import verify_password
+
+    stored = query(site.crm, "SELECT password_hash, role FROM users WHERE username = 'tess'")
+    assert stored and stored[0][1] == "admin" and verify_password("typed on a terminal", stored[0][0])
+
+    code, shown = _on_a_terminal([*args[:4], "tess2", "--role", "admin"], env, site.cwd,
+                                 ["typed on a terminal", "typed differently"])
+    assert code == 1 and "the two passwords differ" in shown, shown
+    assert not query(site.crm, "SELECT id FROM users WHERE username = 'tess2'")
+
+
+def test_user_add_refuses_incomplete_logins(site: Site, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("another long password\n", encoding="utf-8")
+    too_short = tmp_path / "short"
+    too_short.write_text("2short\n", encoding="utf-8")
+    unlinked, no_agent, short, both, role = site.ivr_together([
+        (["user", "add", "vera", "--role", "agent", "--password-file", str(secret)], {}),
+        (["user", "add", "vera", "--role", "agent", "--agent-id", "999999", "--password-file", str(secret)], {}),
+        (["user", "add", "vera", "--role", "supervisor", "--password-file", str(too_short)], {}),
+        (["user", "add", "vera", "--role", "agent", "--agent-id", "1", "--agent-interface", "PJSIP/1001",
+          "--password-file", str(secret)], {}),
+        (["user", "add", "vera", "--role", "operator", "--password-file", str(secret)], {}),
+    ])
+    assert unlinked.returncode == 1 and "an agent user needs the agent it logs in as" in unlinked.stderr
+    assert no_agent.returncode == 1 and "no agent with id 999999" in no_agent.stderr
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    assert role.returncode == 2 and "invalid choice: 'operator'" in role.stderr
+    assert not query(site.crm, "SELECT id FROM users WHERE username = 'vera'")
+    linked = site.ivr("user", "add", "vera", "--role", "agent", "--agent-id", "2", "--password-file", str(secret))
+    assert linked.returncode == 0, linked.stderr
+    assert query(site.crm, "SELECT role, agent_id FROM users WHERE username = 'vera'") == [("agent", 2)]
