@@ -1,7 +1,7 @@
 """Asterisk's side of AMI, for tests and demos: a manager server with app_queue behaviour.
 
 `AmiSimulator` is an asyncio TCP server that speaks the manager protocol the
-way Asterisk 23 does in the recorded traces (``shared/asterisk-traces``):
+way Asterisk 23 does in the recorded traces (``tests/data/asterisk-traces``):
 the ``Asterisk Call Manager/12.0.0`` banner; Login (``FullyBooted`` in the
 same write as the response, then ``SuccessfulAuth``), ``Permission denied``
 before login, a wrong secret answered after ``auth_delay`` seconds and the

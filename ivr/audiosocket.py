@@ -15,7 +15,7 @@ kind  name        payload
 ====  ==========  =========================================================
 
 Rules that shape the code (res_audiosocket.c, app_audiosocket.c and the
-traces of Asterisk 23 in ``shared/asterisk-traces``):
+traces of Asterisk 23 in ``tests/data/asterisk-traces``):
 
 * Asterisk writes the UUID frame first, then a frame per channel frame.  A
   caller hanging up just closes the socket - there is no 0x00 frame.

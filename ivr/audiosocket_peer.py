@@ -2,7 +2,7 @@
 
 `AsteriskAudioSocket` connects to an AudioSocket server the way
 ``AudioSocket(<uuid>,<host:port>)`` does in Asterisk 23 and behaves as the
-recorded sessions in ``shared/asterisk-traces`` show:
+recorded sessions in ``tests/data/asterisk-traces`` show:
 
 * it writes the UUID frame first, then one 320-byte audio frame per 20 ms
   (the caller's speech queued with `say()`, silence otherwise, as with

@@ -1,7 +1,7 @@
 """AudioSocket: the codec (ivr.audiosocket without I/O) and the server over real TCP.
 
 The codec is checked against the byte streams a real Asterisk 23 sent
-(``shared/asterisk-traces/audiosocket-*.as.raw``), whole and cut at random
+(``tests/data/asterisk-traces/audiosocket-*.as.raw``), whole and cut at random
 places, and fuzzed with hypothesis.  The server is driven by the simulated
 app_audiosocket in `ivr.audiosocket_peer` on the loopback interface.  Timing
 is asserted in frames (how many left, how many after a stop), never as

@@ -1,7 +1,6 @@
-"""The recorded Asterisk 23 FastAGI sessions in ``shared/asterisk-traces/``.
+"""The recorded Asterisk 23 FastAGI sessions in ``tests/data/asterisk-traces/``.
 
-The traces live beside the repository checkout (``<checkout>/../shared``),
-not inside it.  Each ``*.jsonl`` line is one ``recv()`` (asterisk->server) or
+Each ``*.jsonl`` line is one ``recv()`` (asterisk->server) or
 one ``sendall()`` (server->asterisk), so the TCP chunking Asterisk produced is
 kept; see the README in that directory for the format.
 """
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
+TRACES = Path(__file__).resolve().parents[1] / "data" / "asterisk-traces"
 
 FROM_ASTERISK = "asterisk->server"
 FROM_SERVER = "server->asterisk"
@@ -102,8 +101,8 @@ class Session:
 def trace_dir() -> Path:
     if not TRACES.is_dir():
         pytest.fail(
-            f"Asterisk traces not found at {TRACES}: these tests expect the shared/ directory "
-            "(shared/asterisk-traces/*.jsonl) beside the repository checkout",
+            f"Asterisk traces not found at {TRACES} (tests/data/asterisk-traces/*.jsonl "
+            "belongs to the repository)",
             pytrace=False,
         )
     return TRACES
