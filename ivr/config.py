@@ -235,6 +235,8 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
         if not isinstance(item, dict) or "name" not in item:
             raise ConfigError(source, item_line or line, "each line needs at least a name")
         _reject_unknown(item, known, source, "line setting")
+        if item.get("self_service") is False:  # `off` without quotes: YAML's false
+            item["self_service"] = "off"
         kwargs = {k: _typed(Line, k, v, source, line_of(item, k)) for k, v in item.items()}
         if kwargs.get("self_service", "speech") not in SELF_SERVICE_MODES:
             raise ConfigError(source, line_of(item, "self_service"),

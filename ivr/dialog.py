@@ -191,7 +191,10 @@ class Dialog:
             while self.step != DONE:
                 if self._clock() - self._started > self.script.settings.max_seconds and self.step not in (
                         TRANSFER, GOODBYE):
-                    self._end_with("time_limit")
+                    if self.outcome.contained:  # helped already: goodbye, the dialplan does not queue
+                        self.step = GOODBYE
+                    else:
+                        self._end_with("time_limit")
                     continue
                 await getattr(self, "_" + self.step)(channel)
         finally:

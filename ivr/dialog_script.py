@@ -10,11 +10,13 @@ loads, so a word the model does not know is reported before any call.
 
 from __future__ import annotations
 
+import string
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ivr.conffile import ConfigError, line_of, load_yaml, reject_unknown_keys
+from ivr.conffile import ConfigError, did_you_mean, line_of, load_yaml, reject_unknown_keys
 
 YES, NO, OPERATOR = "yes", "no", "operator"
 PROMPTS = (
@@ -23,6 +25,9 @@ PROMPTS = (
     "rating", "rating_keys", "goodbye",
 )
 RATINGS = (1, 2, 3, 4, 5)
+# The placeholders the dialog fills in each prompt (ivr.dialog); any other is a mistake in the file.
+PLACEHOLDERS = {"greeting": ("name",), "offer": ("intent",), "open_question": ("examples",),
+                "open_question_keys": ("menu",), "menu_item": ("title", "digit")}
 # Steps and what their grammar holds besides the operator phrases.
 STEPS = {"confirm": (YES, NO), "open_question": ("intents",), "rating": ("rating",)}
 
@@ -143,8 +148,9 @@ class _Reader:
                 raise self.fail(at, f"{key} must be a whole number, got {value!r}")
             values[key] = type(sample)(value)
         settings = DialogSettings(**values)
-        if settings.no_input_timeout <= 0 or settings.max_seconds <= 0:
-            raise self.fail(line, "no_input_timeout and max_seconds must be positive")
+        for key in ("no_input_timeout", "max_seconds"):
+            if getattr(settings, key) <= 0:
+                raise self.fail(line_of(node, key), f"{key} must be positive")
         if settings.offer_min_score > 1:
             raise self.fail(line_of(node, "offer_min_score"), "offer_min_score is a score from 0 to 1")
         return settings
@@ -178,14 +184,14 @@ class _Reader:
         self.check_intents(menu, line)
         return menu
 
-    def check_intents(self, names: tuple[str, ...] | list[str], line: int | None) -> None:
+    def check_intents(self, names: tuple[str, ...] | list[str], line: int | None, node: Any = None) -> None:
+        """Every name is a catalogue intent; a wrong one is reported at its own key of `node` when given."""
         if self.intents is None:
             return
         for name in names:
             if name not in self.intents:
-                from ivr.conffile import did_you_mean
-
-                raise self.fail(line, f"unknown intent {name!r}{did_you_mean(name, self.intents)}")
+                raise self.fail(line_of(node, name) if node is not None else line,
+                                f"unknown intent {name!r}{did_you_mean(name, self.intents)}")
 
     def prompts(self, node: Any, line: int | None) -> dict[str, dict[str, str]]:
         node = self.mapping(node, line, "prompts")
@@ -199,12 +205,21 @@ class _Reader:
             for language, text in texts.items():
                 if not isinstance(text, str) or not text.strip():
                     raise self.fail(line_of(texts, language), f"prompt {name} ({language}) must be text")
-                try:
-                    text.format_map(_AnyValue())
-                except (ValueError, IndexError) as exc:
-                    raise self.fail(line_of(texts, language), f"prompt {name} ({language}): {exc}") from None
+                self.check_placeholders(name, language, text, line_of(texts, language))
             result[name] = {language: str(texts[language]) for language in self.languages}
         return result
+
+    def check_placeholders(self, name: str, language: str, text: str, line: int | None) -> None:
+        allowed = PLACEHOLDERS.get(name, ())
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+        except ValueError as exc:
+            raise self.fail(line, f"prompt {name} ({language}): {exc}; write {{{{ and }}}} for a brace") from None
+        for field in fields:
+            if field not in allowed:
+                fills = ", ".join("{" + a + "}" for a in allowed) or "no placeholders"
+                raise self.fail(line, f"prompt {name} ({language}): unknown placeholder {{{field}}}; "
+                                f"this prompt takes {fills}")
 
     def words(self, node: Any, line: int | None) -> dict[str, dict[str, tuple[str, ...]]]:
         node = self.mapping(node, line, "words")
@@ -229,7 +244,7 @@ class _Reader:
         result = {}
         for language in self.languages:
             values = self.mapping(texts[language], line_of(texts, language), f"words rating ({language})")
-            if sorted(values) != list(RATINGS):
+            if set(values) != set(RATINGS) or any(isinstance(key, bool) for key in values):
                 raise self.fail(line_of(texts, language), f"words rating ({language}) needs the keys 1 to 5")
             result[language] = {value: self.phrases(values[value], line_of(values, value),
                                                     f"words rating {value} ({language})")
@@ -240,7 +255,7 @@ class _Reader:
         if not node:
             return {}
         node = self.mapping(node, line, "intents")
-        self.check_intents(list(node), line)
+        self.check_intents(list(node), line, node)
         result: dict[str, dict[str, tuple[str, ...]]] = {}
         seen: dict[tuple[str, str], str] = {}
         for intent, texts in node.items():
@@ -259,10 +274,3 @@ class _Reader:
                         raise self.fail(line_of(texts, language), f"intent {intent} ({language}): the phrase "
                                         f"{phrase!r} already names {other}; the caller would get either")
         return result
-
-
-class _AnyValue(dict):
-    """format_map() values for checking a template's syntax."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
