@@ -559,7 +559,7 @@ class Demo:
         self.config = replace(self.config, ami=AmiSettings(host="127.0.0.1", port=self.sim.port,
                                                            username=self.sim.username, secret=self.sim.secret))
         ready = asyncio.Event()
-        self._server = asyncio.ensure_future(serve(self.config, ready=ready))
+        self._server = asyncio.ensure_future(serve(self.config, ready=ready, web_required=True))
         waiter = asyncio.ensure_future(ready.wait())
         try:
             await asyncio.wait({self._server, waiter}, timeout=120, return_when=asyncio.FIRST_COMPLETED)

@@ -50,8 +50,12 @@ async def seed_demo_if_empty(services: Services, customers: int = 2000) -> int:
 
 
 async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = False,
-                worker: int | None = None, ready: Any = None) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the routing rules."""
+                worker: int | None = None, ready: Any = None, web_required: bool = False) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the routing rules.
+
+    When the web port cannot be opened the calls are served all the same, unless
+    `web_required` (the demo, whose pages are the point): then the OSError is raised.
+    """
     loud = worker in (None, 0)
     services = await build_services(config, worker=worker or 0)
     agi = None
@@ -78,10 +82,17 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
                 await asyncio.wait_for(agent_side.ami.wait_connected(), 3.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - it keeps trying in the background
                 pass
+        web_error = None
         if config.web.enabled and loud:
             from ivr.web import start_web
 
-            web_runner = await start_web(services, agent_side)
+            try:
+                web_runner = await start_web(services, agent_side)
+            except OSError as exc:  # the port is taken, say: calls are served all the same
+                if web_required:
+                    raise
+                web_error = f"NOT serving: cannot listen on {config.web.host}:{config.web.port} ({exc})"
+                log.error("web: %s; calls go on without the agents' and supervisors' pages", web_error)
         await services.rules.start()
         loop = asyncio.get_running_loop()
         services.rules.install_sighup(loop)
@@ -89,7 +100,7 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         if loud:
-            _print_startup(config, services, agi, agent_side, web_runner)
+            _print_startup(config, services, agi, agent_side, web_runner, web_error)
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -105,7 +116,7 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
 
 
 def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent_side: AgentSide,
-                   web_runner: Any = None) -> None:
+                   web_runner: Any = None, web_error: str | None = None) -> None:
     from caller_id.store import display_url
 
     workers = config.agi.workers
@@ -122,6 +133,8 @@ def _print_startup(config: Config, services: Services, agi: FastAgiServer, agent
         from ivr.web.app import address_of
 
         lines.append(f"  web       : http://{address_of(web_runner)}/  (agents /agent, supervisors /wallboard)")
+    elif web_error is not None:
+        lines.append(f"  web       : {web_error}")
     lines += [f"  {note}" for note in services.notes]
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)

@@ -10,24 +10,50 @@ HTTP status that fits.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, or_, select, update
 
 from caller_id.models import Agent, CallRecord, Case, Customer, NumberRole, Organisation, PhoneNumber
+from caller_id.lookup import CLOSED_STATUSES
 from caller_id.normalise import normalise
 from ivr.web.auth import require
 from ivr.web.live import wallboard_now
 from ivr.web.openapi import OPENAPI
 from ivr.web.keys import SERVICES, AGENT_SIDE, USER
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"
 OUTCOMES = ("resolved", "follow_up", "transferred", "callback", "complaint", "other")
 MAX_NOTE = 2000
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Under /api/ every error is ``{"error": ...}``: unknown paths, wrong methods, oversized bodies, bugs."""
+    if not request.path.startswith(PREFIX + "/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
+        exc.text = json.dumps({"error": message}, ensure_ascii=False)
+        exc.content_type = "application/json"
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:  # noqa: BLE001 - logged; the client gets a JSON 500
+        log.exception("API: %s %s failed", request.method, request.path)
+        raise web.HTTPInternalServerError(text=json.dumps({"error": "internal error (logged on the server)"}),
+                                          content_type="application/json") from None
 
 
 def fail(status: int, message: str) -> web.HTTPException:
@@ -152,6 +178,32 @@ async def customer(request: web.Request) -> web.Response:
                   "cases": [case_dict(c) for c in cases]})
 
 
+@routes.get(PREFIX + "/cases")
+@require("agent")
+async def cases(request: web.Request) -> web.Response:
+    """Cases of a customer or an organisation, newest first; ``open=true`` leaves out closed ones."""
+    statement = select(Case)
+    if "customer_id" in request.query:
+        statement = statement.where(Case.customer_id == _int(request.query["customer_id"], "customer_id"))
+    elif "organisation_id" in request.query:
+        statement = statement.where(Case.organisation_id == _int(request.query["organisation_id"],
+                                                                   "organisation_id"))
+    else:
+        raise fail(400, "give customer_id or organisation_id")
+    flag = request.query.get("open", "false").lower()
+    if flag not in ("true", "false"):
+        raise fail(400, "open: true or false")
+    if flag == "true":
+        statement = statement.where(Case.status.not_in(CLOSED_STATUSES))
+    if "status" in request.query:
+        statement = statement.where(Case.status == request.query["status"])
+    limit = _int(request.query.get("limit", 50), "limit", 1, 500)
+    async with _db(request).session() as session:
+        found = (await session.scalars(statement.order_by(Case.updated_at.desc(), Case.id.desc())
+                                       .limit(limit))).all()
+    return reply({"cases": [case_dict(c) for c in found]})
+
+
 @routes.get(PREFIX + "/cases/{id}")
 @require("agent")
 async def case(request: web.Request) -> web.Response:
@@ -208,6 +260,19 @@ def call_dict(record: CallRecord) -> dict[str, Any]:
     return data
 
 
+async def _settle(request: web.Request) -> None:
+    """Write what this node still holds about calls: the IVR's new records, and the queue outcomes
+    (which agent answered) that the call center writes in batches; a call that just ended is then
+    found, and found to be this agent's."""
+    await request.app[SERVICES].recorder.flush()
+    center = request.app[AGENT_SIDE].center
+    if center is not None:
+        try:
+            await center.records.flush(everything=True)
+        except Exception as exc:  # noqa: BLE001 - they stay pending; the answer may lag behind
+            log.warning("API: queue outcomes not written yet: %s", exc)
+
+
 def _own_call_ids(request: web.Request) -> set[str]:
     return {card["call_id"] for card in request.app[AGENT_SIDE].screenpop.cards_for(request[USER].agent_id)}
 
@@ -225,6 +290,7 @@ async def calls(request: web.Request) -> web.Response:
         statement = statement.where(CallRecord.agent_id == _int(request.query["agent_id"], "agent_id"))
     if "queue" in request.query:
         statement = statement.where(CallRecord.queue == request.query["queue"])
+    await _settle(request)
     async with _db(request).session() as session:
         found = (await session.scalars(statement)).all()
     return reply({"calls": [call_dict(r) for r in found]})
@@ -243,6 +309,7 @@ async def _call_for(request: web.Request, session: Any, call_id: str) -> CallRec
 @routes.get(PREFIX + "/calls/{call_id}")
 @require("agent")
 async def call(request: web.Request) -> web.Response:
+    await _settle(request)
     async with _db(request).session() as session:
         record = await _call_for(request, session, request.match_info["call_id"])
     data = call_dict(record)
@@ -261,7 +328,7 @@ async def disposition(request: web.Request) -> web.Response:
         raise fail(400, f"intent: one of {', '.join(catalogue.names)}")
     if outcome not in OUTCOMES:
         raise fail(400, f"outcome: one of {', '.join(OUTCOMES)}")
-    await request.app[SERVICES].recorder.flush()  # the IVR's record of a call that just arrived
+    await _settle(request)
     async with _db(request).session() as session:
         record = await _call_for(request, session, request.match_info["call_id"])
         values: dict[str, Any] = {"actual_intent": intent, "outcome": outcome}

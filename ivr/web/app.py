@@ -10,50 +10,64 @@ the runner to clean up with.  Static files (CSS, JavaScript) are served from
 
 from __future__ import annotations
 
-import weakref
-from pathlib import Path
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from ivr.web import api, live, ops, pages
 from ivr.web.auth import Sessions, session_middleware
-from ivr.web.keys import SERVICES, AGENT_SIDE, SESSIONS, SOCKETS
-
-STATIC = Path(__file__).resolve().parent / "static"
+from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS
+from ivr.web.live import LiveSockets
+from ivr.web.pages import STATIC
 
 
 def build_app(services: Any, agent_side: Any) -> web.Application:
     settings = services.config.web
-    app = web.Application(middlewares=[_security_headers, session_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_security_headers, api.json_errors, session_middleware],
+                          client_max_size=64 * 1024)
     app[SERVICES] = services
     app[AGENT_SIDE] = agent_side
     app[SESSIONS] = Sessions(services.db, settings.session_ttl, secure=settings.secure_cookies)
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = LiveSockets()
     app.add_routes(pages.routes)
     app.add_routes(live.routes)
     app.add_routes(api.routes)
     app.add_routes(ops.routes)
-    app.router.add_static("/static", STATIC, append_version=True)
+    ops.install_metrics(app)
+    app.router.add_static("/static", STATIC)
     app.on_shutdown.append(_close_sockets)
     return app
 
 
 @web.middleware
 async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'")
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects and refusals carry them too
+        _secure(request, exc)
+        raise
+    _secure(request, response)
     return response
 
 
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    if response.prepared:  # a WebSocket: its headers are sent already
+        return
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'")
+    if request.path.startswith("/static/"):  # pages ask for them by version (pages.STATIC_VERSION)
+        headers.setdefault("Cache-Control", "public, max-age=86400")
+    else:  # pages and API answers carry personal data
+        headers.setdefault("Cache-Control", "no-store")
+
+
 async def _close_sockets(app: web.Application) -> None:
-    for socket in list(app[SOCKETS]):
-        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await app[SOCKETS].close_all()
 
 
 async def start_web(services: Any, agent_side: Any, *, host: str | None = None,
@@ -63,7 +77,11 @@ async def start_web(services: Any, agent_side: Any, *, host: str | None = None,
     runner = web.AppRunner(build_app(services, agent_side), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host or settings.host, settings.port if port is None else port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 

@@ -2,7 +2,10 @@
 
 * Passwords: scrypt (hashlib, salted per user); the parameters travel in
   the stored string, ``scrypt$n$r$p$salt$hash``, so they can be raised later
-  without invalidating old hashes.
+  without invalidating old hashes.  One hash costs tens of milliseconds of
+  CPU: the web app computes them in worker threads (`hash_password_async`,
+  `verify_password_async`, at most `HASHING_THREADS` at a time) so a log-in
+  never stalls the event loop that also serves calls.
 * Sessions: the cookie carries a random token; the database keeps only its
   SHA-256, the user, a CSRF token and a sliding expiry (`session_ttl` of
   inactivity).  HttpOnly, SameSite=Lax, Secure behind HTTPS.
@@ -11,19 +14,23 @@
   ``csrf_token``; WebSocket handshakes must come from this site's origin.
 * Roles: agent < supervisor < admin; `require(role)` guards a handler.
 * Log-in attempts: at most `MAX_FAILURES` failures per user name and per
-  address in `FAILURE_WINDOW` seconds, then a 429 until the window passes.
+  address in `FAILURE_WINDOW` seconds, then a 429 until the window passes
+  (counted per node; the table of recent failures is bounded).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import functools
 import hashlib
 import hmac
+import json
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -39,8 +46,12 @@ COOKIE = "ivr_session"
 MIN_PASSWORD = 8
 MAX_FAILURES = 5
 FAILURE_WINDOW = 300.0
+MAX_TRACKED = 10_000  # user names and addresses with recent failures kept at most
+HASHING_THREADS = 2
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_NO_SESSION = ("/static/", "/healthz", "/metrics")
+SLIDE_EVERY = dt.timedelta(seconds=30)  # a session's expiry is pushed on at most this often
 
 
 # --- passwords ---------------------------------------------------------------------------
@@ -66,6 +77,21 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+_HASHING = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hash")
+
+
+async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, function, *args)
+
+
+async def hash_password_async(password: str) -> str:
+    return await _in_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, stored: str) -> bool:
+    return await _in_thread(verify_password, password, stored)
+
+
 # --- users -------------------------------------------------------------------------------
 
 
@@ -80,7 +106,7 @@ async def add_user(db: Any, username: str, password: str, role: str, agent_id: i
         raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
     if role == "agent" and agent_id is None:
         raise ValueError("an agent user needs the agent it logs in as (--agent-id or --agent-interface)")
-    hashed = hash_password(password)
+    hashed = await hash_password_async(password)
     async with db.session() as session:
         if agent_id is not None and await session.get(Agent, agent_id) is None:
             raise ValueError(f"no agent with id {agent_id}")
@@ -132,24 +158,26 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 class Sessions:
+    """Log-ins kept in SQL (shared by every node), with the log-in throttle of this node."""
+
     def __init__(self, db: Any, ttl: float, *, secure: bool = False):
         self.db = db
         self.ttl = dt.timedelta(seconds=ttl)
         self.secure = secure
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     async def log_in(self, username: str, password: str, address: str) -> tuple[str, CurrentUser] | None:
         """A new session token for good credentials; None otherwise (a failure is counted)."""
         async with self.db.session() as session:
             user = await session.scalar(select(User).where(User.username == username.strip()))
-            ok = user is not None and user.active and verify_password(password, user.password_hash)
-            if not ok:
-                if user is None:
-                    verify_password(password, _DUMMY_HASH)  # the same time for unknown names
-                self._failed(username, address)
-                return None
-            token = secrets.token_urlsafe(32)
-            now = _utcnow()
+        # an unknown name costs the same time as a known one
+        ok = await verify_password_async(password, user.password_hash if user is not None else _DUMMY_HASH)
+        if user is None or not ok or not user.active:
+            self._failed(username, address)
+            return None
+        token = secrets.token_urlsafe(32)
+        now = _utcnow()
+        async with self.db.session() as session:
             row = WebSession(token_hash=_token_hash(token), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
                              created_at=now, last_seen=now, expires_at=now + self.ttl)
             session.add(row)
@@ -173,32 +201,45 @@ class Sessions:
                 await session.execute(delete(WebSession).where(WebSession.id == row.id))
                 await session.commit()
                 return None
-            if now - _aware(row.last_seen) > dt.timedelta(seconds=30):  # not a write per request
+            if now - _aware(row.last_seen) > SLIDE_EVERY:  # not a write per request
                 await session.execute(update(WebSession).where(WebSession.id == row.id)
                                       .values(last_seen=now, expires_at=now + self.ttl))
                 await session.commit()
             return CurrentUser(user.id, user.username, user.role, user.agent_id, row.csrf_token, row.id)
 
-    async def log_out(self, token: str | None) -> None:
-        if token:
-            async with self.db.session() as session:
-                await session.execute(delete(WebSession).where(WebSession.token_hash == _token_hash(token)))
+    async def log_out(self, token: str | None) -> int | None:
+        """End the session of a token; its id (None when there was none)."""
+        if not token:
+            return None
+        async with self.db.session() as session:
+            found = await session.scalar(select(WebSession.id).where(WebSession.token_hash == _token_hash(token)))
+            if found is not None:
+                await session.execute(delete(WebSession).where(WebSession.id == found))
                 await session.commit()
+            return found
 
     def throttled(self, username: str, address: str) -> bool:
         now = time.monotonic()
-        for key in (f"user:{username.strip().lower()}", f"addr:{address}"):
-            attempts = self._failures[key]
+        for key in _throttle_keys(username, address):
+            attempts = self._failures.get(key)
+            if attempts is None:
+                continue
             while attempts and now - attempts[0] > FAILURE_WINDOW:
                 attempts.popleft()
-            if len(attempts) >= MAX_FAILURES:
+            if not attempts:
+                del self._failures[key]
+            elif len(attempts) >= MAX_FAILURES:
                 return True
         return False
 
     def _failed(self, username: str, address: str) -> None:
         now = time.monotonic()
-        for key in (f"user:{username.strip().lower()}", f"addr:{address}"):
-            self._failures[key].append(now)
+        for key in _throttle_keys(username, address):
+            attempts = self._failures.pop(key, None) or deque(maxlen=MAX_FAILURES)
+            attempts.append(now)
+            self._failures[key] = attempts  # the most recent last
+        while len(self._failures) > MAX_TRACKED:
+            self._failures.popitem(last=False)
 
     def set_cookie(self, response: web.StreamResponse, token: str) -> None:
         response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=self.secure, path="/",
@@ -206,6 +247,10 @@ class Sessions:
 
     def clear_cookie(self, response: web.StreamResponse) -> None:
         response.del_cookie(COOKIE, path="/")
+
+
+def _throttle_keys(username: str, address: str) -> tuple[str, str]:
+    return f"user:{username.strip().lower()[:80]}", f"addr:{address}"
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -225,6 +270,9 @@ def origin_ok(request: web.Request) -> bool:
 @web.middleware
 async def session_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                              ) -> web.StreamResponse:
+    if request.path.startswith(_NO_SESSION):  # scripts, styles, probes: no database round trip
+        request[USER] = None
+        return await handler(request)
     sessions: Sessions = request.app[SESSIONS]
     user = await sessions.user_for(request.cookies.get(COOKIE))
     request[USER] = user
@@ -245,8 +293,6 @@ def _error(request: web.Request, status: int, message: str) -> web.HTTPException
 
 
 def _json_error(message: str) -> str:
-    import json
-
     return json.dumps({"error": message}, ensure_ascii=False)
 
 

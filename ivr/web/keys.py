@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from aiohttp import web
@@ -10,5 +9,5 @@ from aiohttp import web
 SERVICES = web.AppKey("services", Any)  # ivr.services.Services
 AGENT_SIDE = web.AppKey("agent_side", Any)  # ivr.callcenter.AgentSide
 SESSIONS = web.AppKey("sessions", Any)  # ivr.web.auth.Sessions
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)  # open WebSockets, closed at shutdown
+SOCKETS = web.AppKey("sockets", Any)  # ivr.web.live.LiveSockets: open WebSockets by session
 USER = web.RequestKey("user", Any)  # ivr.web.auth.CurrentUser or None

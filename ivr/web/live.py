@@ -6,31 +6,78 @@ follows the wallboard.  A page that (re)connects first gets what is on
 screen now (the agent's current cards, the current wallboard), then every
 message as the hub delivers it, so a reconnect never loses a card.  The
 handshake must come from this site (Origin), with a logged-in session.
+
+A socket lives no longer than its session: logging out closes the sockets
+of that session at once, and every `RECHECK` seconds each socket looks its
+session up again (expired, logged out on another node, user deactivated),
+closing with code `SESSION_ENDED` when it is gone, which sends the page
+to the log-in.  When the hub has nothing to say for `KEEPALIVE` seconds
+the page gets ``{"type": "alive"}``, so a page can tell a quiet feed from a
+dead connection and reconnect on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from ivr.hub import WALLBOARD, agent_topic
-from ivr.web.auth import origin_ok, require
-from ivr.web.keys import AGENT_SIDE, SOCKETS, USER
+from ivr.hub import WALLBOARD, SubscriptionClosed, agent_topic
+from ivr.web.auth import COOKIE, origin_ok, require
+from ivr.web.keys import AGENT_SIDE, SESSIONS, SOCKETS, USER
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-HEARTBEAT = 20.0
+HEARTBEAT = 20.0  # WebSocket pings; a page that stops answering is dropped
+KEEPALIVE = 15.0  # an "alive" message after this long without any other
+RECHECK = 30.0  # the session behind a socket is looked up again this often
+SESSION_ENDED = 4401  # close code: log in again
+
+
+class LiveSockets:
+    """The open WebSockets of this app, by the session that opened them."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[int, set[web.WebSocketResponse]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(sockets) for sockets in self._by_session.values())
+
+    def __iter__(self) -> Iterator[web.WebSocketResponse]:
+        return iter([s for sockets in self._by_session.values() for s in sockets])
+
+    def add(self, session_id: int, socket: web.WebSocketResponse) -> None:
+        self._by_session.setdefault(session_id, set()).add(socket)
+
+    def discard(self, session_id: int, socket: web.WebSocketResponse) -> None:
+        sockets = self._by_session.get(session_id)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._by_session[session_id]
+
+    async def close_session(self, session_id: int) -> int:
+        """Close the sockets of one session (it logged out); how many."""
+        sockets = list(self._by_session.get(session_id, ()))
+        await asyncio.gather(*(s.close(code=SESSION_ENDED, message=b"logged out") for s in sockets),
+                             return_exceptions=True)
+        return len(sockets)
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(s.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for s in self),
+                             return_exceptions=True)
 
 
 def wallboard_now(agent_side: Any) -> dict[str, Any]:
     """The wallboard message as it would be published now, with or without AMI."""
     if agent_side.center is not None:
         return agent_side.center.wallboard()
-    import time
-
     return {"type": "wallboard", "at": time.time(), "queues": agent_side.queue_state.snapshot(),
             "stats": agent_side.queue_stats.snapshot(), "ami": {"connected": False, "since": None,
                                                                  "last_error": "AMI not configured"}}
@@ -47,41 +94,91 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if feed == "wallboard":
         if not user.has("supervisor"):
             raise web.HTTPForbidden(text="the wallboard needs the supervisor role")
-        topic, first = WALLBOARD, [wallboard_now(agent_side)]
+        topic = WALLBOARD
     elif feed == "agent":
         if user.agent_id is None:
             raise web.HTTPForbidden(text="this user is not linked to an agent")
         topic = agent_topic(user.agent_id)
-        first = [{"type": "cards", "cards": agent_side.screenpop.cards_for(user.agent_id)}]
     else:
         raise web.HTTPBadRequest(text="feed must be agent or wallboard")
 
     socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4096)
+    sockets: LiveSockets = request.app[SOCKETS]
     subscription = agent_side.hub.subscribe(topic)  # before the snapshot: nothing falls in between
     try:
         await socket.prepare(request)
-        request.app[SOCKETS].add(socket)
-        for message in first:
-            await socket.send_json(message)
-        sender = asyncio.ensure_future(_forward(subscription, socket))
+        sockets.add(user.session_id, socket)
+        if feed == "wallboard":
+            first = wallboard_now(agent_side)
+        else:
+            first = {"type": "cards", "cards": agent_side.screenpop.cards_for(user.agent_id)}
+        await socket.send_str(json.dumps(first, ensure_ascii=False))
+        helpers = [asyncio.ensure_future(_forward(subscription, socket)),
+                   asyncio.ensure_future(_watch_session(request, socket))]
         try:
             async for incoming in socket:  # pings are answered by aiohttp; pages send nothing else
                 if incoming.type == WSMsgType.ERROR:
                     break
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+    except (ConnectionError, RuntimeError) as exc:  # the page went away during the first send
+        log.debug("WebSocket closed early: %s", exc)
     finally:
         subscription.close()
+        sockets.discard(user.session_id, socket)
     return socket
 
 
 async def _forward(subscription: Any, socket: web.WebSocketResponse) -> None:
+    """Hub messages to the page, and "alive" when there is none for a while."""
     try:
-        async for message in subscription:
-            await socket.send_json(message)
+        while not socket.closed:
+            message = subscription.get_nowait()
+            if message is None:
+                try:
+                    message = await subscription.get(timeout=KEEPALIVE)
+                except TimeoutError:
+                    message = {"type": "alive", "at": time.time()}
+            await socket.send_str(_encoded(message))
+    except SubscriptionClosed:  # the hub is closing: the page reconnects
+        pass
     except (ConnectionError, RuntimeError) as exc:  # the page went away mid-send
         log.debug("WebSocket closed while sending: %s", exc)
     finally:
         if not socket.closed:
-            await socket.close()
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"feed ended")
+
+
+_recent: OrderedDict[int, tuple[dict[str, Any], str]] = OrderedDict()
+
+
+def _encoded(message: dict[str, Any]) -> str:
+    """The JSON text of a message, made once for all the pages that get the same message object
+    (every supervisor gets the same wallboard, every device of an agent the same card)."""
+    key = id(message)
+    found = _recent.get(key)
+    if found is not None and found[0] is message:  # holding the message keeps its id unique
+        return found[1]
+    text = json.dumps(message, ensure_ascii=False)
+    _recent[key] = (message, text)
+    if len(_recent) > 32:
+        _recent.popitem(last=False)
+    return text
+
+
+async def _watch_session(request: web.Request, socket: web.WebSocketResponse) -> None:
+    """Close the socket once its session is gone (expired, logged out elsewhere, user deactivated)."""
+    sessions = request.app[SESSIONS]
+    token = request.cookies.get(COOKIE)
+    while not socket.closed:
+        await asyncio.sleep(RECHECK)
+        try:
+            user = await sessions.user_for(token)
+        except Exception as exc:  # noqa: BLE001 - a database hiccup does not log anyone out
+            log.warning("WebSocket: cannot check the session (%s); keeping the socket", exc)
+            continue
+        if user is None:
+            await socket.close(code=SESSION_ENDED, message=b"session ended")
+            return

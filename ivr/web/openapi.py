@@ -6,7 +6,7 @@ from typing import Any
 
 
 def _op(summary: str, role: str, *, params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None, ok: int = 200) -> dict[str, Any]:
+        body: dict[str, Any] | None = None, ok: int = 200, errors: tuple[int, ...] = ()) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "description": f"Needs the {role} role (log in at /login; the session cookie authenticates).",
@@ -18,6 +18,10 @@ def _op(summary: str, role: str, *, params: list[dict[str, Any]] | None = None,
             "403": {"$ref": "#/components/responses/Error"},
         },
     }
+    if any(p["in"] == "path" for p in params or ()):
+        errors = (404, *errors)
+    for status in errors:
+        operation["responses"][str(status)] = {"$ref": "#/components/responses/Error"}
     if params:
         operation["parameters"] = params
     if body:
@@ -41,6 +45,7 @@ def _object(required: list[str], **properties: Any) -> dict[str, Any]:
 
 
 _STRING, _INT, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+_AMI = (409, 502, 503)  # refused by Asterisk, failed on the way, no manager connection
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -58,6 +63,11 @@ OPENAPI: dict[str, Any] = {
             _query("q", description="a phone number in any form, or part of a name"),
             _query("limit", "integer")])},
         "/api/v1/customers/{id}": {"get": _op("A customer with roles and cases", "agent", params=[_path("id")])},
+        "/api/v1/cases": {"get": _op("Cases of a customer or an organisation, newest first", "agent", params=[
+            _query("customer_id", "integer", "give this or organisation_id"),
+            _query("organisation_id", "integer"),
+            _query("open", "boolean", "true: leave out closed, resolved and cancelled cases"),
+            _query("status"), _query("limit", "integer")])},
         "/api/v1/cases/{id}": {"get": _op("A case", "agent", params=[_path("id")])},
         "/api/v1/cases/{id}/notes": {"post": _op(
             "Add a note to a case (agents: customers on their own calls)", "agent", params=[_path("id")],
@@ -74,14 +84,14 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/predictions": {"get": _op("How often the predicted reason was right", "supervisor")},
         "/api/v1/queues": {"get": _op("Live queues, agents and statistics (the wallboard)", "supervisor")},
         "/api/v1/agents": {"get": _op("Agents and their queue memberships", "supervisor")},
-        "/api/v1/actions/pause": {"post": _op("Pause or unpause a member (AMI QueuePause)", "supervisor", body=_object(
+        "/api/v1/actions/pause": {"post": _op("Pause or unpause a member (AMI QueuePause)", "supervisor", errors=_AMI, body=_object(
             ["interface"], interface=_STRING, paused=_BOOL, reason=_STRING, queue=_STRING))},
-        "/api/v1/actions/add": {"post": _op("Add a member to a queue (AMI QueueAdd)", "supervisor", body=_object(
+        "/api/v1/actions/add": {"post": _op("Add a member to a queue (AMI QueueAdd)", "supervisor", errors=_AMI, body=_object(
             ["queue", "interface"], queue=_STRING, interface=_STRING, penalty=_INT, name=_STRING))},
-        "/api/v1/actions/remove": {"post": _op("Remove a member from a queue (AMI QueueRemove)", "supervisor",
+        "/api/v1/actions/remove": {"post": _op("Remove a member from a queue (AMI QueueRemove)", "supervisor", errors=_AMI,
                                                body=_object(["queue", "interface"], queue=_STRING,
                                                             interface=_STRING))},
-        "/api/v1/actions/penalty": {"post": _op("Change a member's penalty (AMI QueuePenalty)", "supervisor",
+        "/api/v1/actions/penalty": {"post": _op("Change a member's penalty (AMI QueuePenalty)", "supervisor", errors=_AMI,
                                                 body=_object(["interface", "penalty"], interface=_STRING,
                                                              penalty=_INT, queue=_STRING))},
     },

@@ -7,6 +7,7 @@ WebSocket and the REST API.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import secrets
@@ -18,18 +19,33 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ivr.web.auth import COOKIE, require
-from ivr.web.keys import SESSIONS, USER
+from ivr.web.keys import SESSIONS, SOCKETS, USER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
 LOGIN_COOKIE = "ivr_login"
+SERVICE_LEVEL_TARGET = 0.8  # the wallboard shows a service level below this as breached
 routes = web.RouteTableDef()
 _cache: dict[str, Template] = {}
+
+
+def _static_version() -> str:
+    """Changes whenever a static file does: pages link ``/static/x.js?v=...``, so no browser keeps
+    an old script after an upgrade."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in STATIC.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(STATIC)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+STATIC_VERSION = _static_version()
 
 
 def render(name: str, **values: Any) -> web.Response:
     template = _cache.get(name)
     if template is None:
         template = _cache[name] = Template((TEMPLATES / name).read_text(encoding="utf-8"))
+    values.setdefault("static", STATIC_VERSION)
     text = template.substitute({key: html.escape(str(value)) for key, value in values.items()})
     return web.Response(text=text, content_type="text/html", charset="utf-8")
 
@@ -37,7 +53,10 @@ def render(name: str, **values: Any) -> web.Response:
 def _page(request: web.Request, name: str, title: str) -> web.Response:
     user = request[USER]
     return render(name, title=title, username=user.username, role=user.role, csrf=user.csrf_token,
-                  agent_id=user.agent_id if user.agent_id is not None else "")
+                  agent_id=user.agent_id if user.agent_id is not None else "",
+                  agent_link="" if user.agent_id is not None else "hidden",
+                  wallboard_link="" if user.has("supervisor") else "hidden",
+                  sl_target=SERVICE_LEVEL_TARGET)
 
 
 def home_of(user: Any) -> str:
@@ -93,7 +112,9 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
-    await sessions.log_out(request.cookies.get(COOKIE))
+    ended = await sessions.log_out(request.cookies.get(COOKIE))
+    if ended is not None:  # this node's pages of that session; other nodes notice within live.RECHECK
+        await request.app[SOCKETS].close_session(ended)
     response = web.HTTPFound("/login")
     sessions.clear_cookie(response)
     raise response
@@ -108,6 +129,11 @@ async def home(request: web.Request) -> web.StreamResponse:
 @routes.get("/agent")
 @require("agent")
 async def agent_page(request: web.Request) -> web.Response:
+    user = request[USER]
+    if user.agent_id is None:  # a supervisor or admin who takes no calls
+        if user.has("supervisor"):
+            raise web.HTTPFound("/wallboard")
+        raise web.HTTPForbidden(text="This log-in is not linked to an agent; ask an administrator to link it.")
     return _page(request, "agent.html", "Agent")
 
 

@@ -16,6 +16,7 @@ from ivr.callcenter import AgentSide
 from ivr.config import AmiSettings
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user
+from ivr.simulate import CallScript, place_call
 from ivr.web.client import log_in
 
 PASSWORD = "correct horse battery"
@@ -30,6 +31,7 @@ class WebServer:
     sim: AmiSimulator
     agents: dict[str, int]  # interface -> agent id
     agi_port: int  # the FastAGI server of the same services
+    runner: Any  # the web app's aiohttp runner (runner.app is the application)
 
     async def client(self, username: str | None = None, password: str = PASSWORD) -> aiohttp.ClientSession:
         """A browser-like session (cookies kept), logged in as `username` when given."""
@@ -67,8 +69,19 @@ async def web_server(base_config, start_server) -> AsyncIterator[WebServer]:
     await add_user(services.db, "anna", PASSWORD, "agent", agents["PJSIP/1001"])
     await add_user(services.db, "dmitry", PASSWORD, "agent", agents["PJSIP/1002"])
     try:
-        yield WebServer(f"http://{address_of(runner)}", services, agent_side, sim, agents, server.port)
+        yield WebServer(f"http://{address_of(runner)}", services, agent_side, sim, agents, server.port, runner)
     finally:
         await runner.cleanup()
         await agent_side.stop()
         await sim.close()
+
+
+async def call_into_queue(web_server, number: str) -> tuple[str, dict]:
+    """A call through the real FastAGI flow, then into the simulated queue; (uniqueid, AGI variables)."""
+    result = await place_call("127.0.0.1", web_server.agi_port, CallScript(number=number, line="general"))
+    assert result.error is None and result.variables.get("IVR_CALL_ID")
+    variables = {k: result.variables[k] for k in ("IVR_CALL_ID", "IVR_CUSTOMER_ID", "IVR_SEGMENT")
+                 if k in result.variables}
+    web_server.sim.place_caller("support", uniqueid=result.uniqueid, callerid=f'"" <{number[1:]}>',
+                                variables=variables)
+    return result.uniqueid, result.variables

@@ -274,3 +274,30 @@ async def test_metrics_and_healthz_need_no_login(web_server):
             text = await response.text()
     assert "ivr_calls_total" in text and 'ivr_component_events_total{component="screenpop"' in text
     assert "ivr_ami_connected 1.0" in text
+
+
+async def test_the_agent_records_a_call_the_moment_it_ends(web_server):
+    """The card is gone from the screen-pop once the call ends; the call is still the agent's to record."""
+    from tests.ivr.web.conftest import call_into_queue
+
+    async with await web_server.client("anna") as browser, await web_server.client("dmitry") as other:
+        socket = await browser.ws_connect("/ws?feed=agent")
+        assert (await socket.receive_json(timeout=5))["type"] == "cards"
+        uniqueid, variables = await call_into_queue(web_server, "+79000000003")
+        call_id = variables["IVR_CALL_ID"]
+        web_server.sim.ring_agent(uniqueid, "PJSIP/1001")
+        web_server.sim.agent_answers(uniqueid, "PJSIP/1001")
+        web_server.sim.complete_call(uniqueid)
+        while (message := await socket.receive_json(timeout=5)).get("state") != "ended":
+            pass
+        assert message["call_id"] == call_id
+        headers = {"X-CSRF-Token": await csrf_of(browser)}
+        async with browser.post(f"/api/v1/calls/{call_id}/disposition", headers=headers,
+                                json={"intent": "card_pickup", "outcome": "resolved"}) as response:
+            assert response.status == 200, await response.text()
+        async with browser.get("/api/v1/calls", params={"limit": 5}) as response:
+            mine = {c["call_id"]: c for c in (await response.json())["calls"]}
+        assert mine[call_id]["outcome"] == "resolved" and mine[call_id]["agent_id"] == web_server.agents["PJSIP/1001"]
+        async with other.get(f"/api/v1/calls/{call_id}") as response:
+            assert response.status == 403
+        await socket.close()
