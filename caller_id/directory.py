@@ -18,6 +18,10 @@ Cache entries carry the CRM generation.  `start` reads ``crm_version`` and
 polls it every `version_poll` seconds; when it moves, every node's cache
 stops serving what it had.  Until the version has been read once, the cache
 is not used.
+
+`warm_up` readies the sources (their connections and statements), the cache
+and the number parser for the region before the first call, so the first
+burst of calls gets the same lookup times as any other.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import phonenumbers
+
 from caller_id.cache import MISS, ProfileCache
 from caller_id.normalise import mask, mask_text, normalise
 from caller_id.profile import UNKNOWN, CallerProfile
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # How long `close` waits for cancelled sources to finish cleaning up.
 _CLOSE_GRACE = 5.0
+_WARM_UP_TIMEOUT = 30.0
+_NUMBER_KINDS = tuple(k for k in phonenumbers.PhoneNumberType.values() if k != phonenumbers.PhoneNumberType.UNKNOWN)
 
 
 class Source(Protocol):
@@ -130,6 +138,28 @@ class CallerDirectory:
             _, still = await asyncio.wait(leftovers, timeout=_CLOSE_GRACE)
             if still:
                 log.warning("%d caller lookups still running after close", len(still))
+
+    async def warm_up(self, region: str = "RU") -> None:
+        """Open what the first lookups would open; a source that cannot is logged and tried at each call."""
+        # The number parser loads a region's rules and compiles the pattern of each kind of number on
+        # first use, for every region of the country code (+7: RU and KZ).
+        country = phonenumbers.country_code_for_region(region.upper())
+        for sibling in phonenumbers.region_codes_for_country_code(country):
+            for kind in _NUMBER_KINDS:
+                example = phonenumbers.example_number_for_type(sibling, kind)
+                if example is not None:
+                    normalise(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164), region)
+        if self._cache is not None:
+            await self._cache.get("+0")  # opens the cache's connection (a miss)
+        for source, name in zip(self._sources, self._names):
+            warm_up = getattr(source, "warm_up", None)
+            if warm_up is None:
+                continue
+            try:
+                async with asyncio.timeout(_WARM_UP_TIMEOUT):
+                    await warm_up()
+            except Exception as exc:  # noqa: BLE001 - calls still try it, under their own deadline
+                log.warning("caller source %s could not be warmed up: %s", name, mask_text(_describe(exc)))
 
     async def invalidate(self, numbers: Iterable[str]) -> None:
         """Forget cached profiles of these E.164 numbers."""

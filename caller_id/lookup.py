@@ -21,14 +21,21 @@ round trips on PostgreSQL.  On SQLite all three run on one worker thread
 with a blocking connection (one thread hop per lookup instead of one per
 cursor call).  `_statements` is the lookup itself, written once: a generator
 that yields each statement and receives its rows, driven by either.
+
+`warm_up` runs before the first call: it opens every reading connection and
+runs each statement once on it.  A cold lookup (connection opened, statement
+compiled, on PostgreSQL prepared) costs several warm ones, and a burst of
+first calls would otherwise pay that in its lookup budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select
@@ -41,6 +48,7 @@ from caller_id.store import Database
 __all__ = ["SqlDirectory"]
 
 READ_THREADS = 4  # SQLite lookups at once
+_WARM_UP_TIMEOUT = 30.0  # seconds the reading threads may take to open their connections
 
 # The statuses `caller_id.profile.Case.is_open` treats as closed.
 CLOSED_STATUSES = ("closed", "resolved", "cancelled")
@@ -74,6 +82,7 @@ class SqlDirectory:
             ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="crm-read")
             if blocking is not None else None
         )
+        self._pool_size = db.pool_size
         self._closed_case_window = dt.timedelta(days=closed_case_days)
         self._recent_call_window = dt.timedelta(days=recent_call_days)
         self._recent_call_limit = recent_call_limit
@@ -102,6 +111,35 @@ class SqlDirectory:
                     statement, params = steps.send(conn.execute(statement, params).all())
             except StopIteration as done:
                 return done.value
+
+    async def warm_up(self) -> None:
+        """Open every reading connection and run each lookup statement on it once."""
+        if self._blocking is not None:
+            loop = asyncio.get_running_loop()
+            together = threading.Barrier(READ_THREADS, timeout=_WARM_UP_TIMEOUT)
+            await asyncio.gather(*(loop.run_in_executor(self._executor, self._warm_blocking, together)
+                                   for _ in range(READ_THREADS)))
+            return
+        async with AsyncExitStack() as stack:
+            connections = [await stack.enter_async_context(self._engine.connect()) for _ in range(self._pool_size)]
+            for conn in connections:
+                for statement, params in self._warm_up_statements():
+                    await conn.execute(statement, params)
+
+    def _warm_blocking(self, together: threading.Barrier) -> None:
+        assert self._blocking is not None
+        with self._blocking.connect() as conn:
+            for statement, params in self._warm_up_statements():
+                conn.execute(statement, params).all()
+            together.wait()  # every thread holds its own connection: none reuses another's
+
+    def _warm_up_statements(self) -> list[tuple[Any, dict[str, Any]]]:
+        now = self._clock()
+        return [
+            (_ROLES, {"number": ""}),
+            (_CASES, {"customer_ids": [0], "closed_since": now}),
+            (_RECENT_CALLS, {"number": "", "customer_ids": [0], "since": now, "limit": 1}),
+        ]
 
     def _statements(self, number: str, now: dt.datetime) -> Generator[Any, list[Any], CallerProfile | None]:
         role_rows = yield _ROLES, {"number": number}

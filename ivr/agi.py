@@ -12,17 +12,34 @@ When the caller hangs up, Asterisk writes a bare ``HANGUP`` line on its own,
 after the reply of the command that was running, so it can arrive between
 any two replies.  `AgiParser` turns all of this into `Environment`,
 `Reply` and `Hangup` events and never falls out of step.
+
+Everything the parser keeps is bounded: a line, the environment block (lines
+and bytes) and a ``520-`` usage block (lines and bytes).  A peer that goes
+past a bound gets `AgiProtocolError`, like any other malformed data, and the
+parser refuses everything after it; the server then closes the connection
+and Asterisk continues the dialplan with the line's default queue.  An id
+longer than its column in the call records (`Environment.uniqueid`) reads as
+absent: Asterisk never writes one, and cutting it would make another id.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+log = logging.getLogger(__name__)
+
 MAX_LINE = 16 * 1024  # longest line accepted from the peer
 MAX_COMMAND = 8191  # res_agi reads commands into an 8192-byte buffer
 MAX_ENV_LINES = 256
+MAX_ENV_BYTES = 64 * 1024
+# res_agi's longest usage text (from its XML documentation) is a few kilobytes.
+MAX_USAGE_LINES = 512
+MAX_USAGE_BYTES = 64 * 1024
+# caller_id.models.CallRecord.uniqueid is String(64); Asterisk's own ids are far shorter.
+MAX_UNIQUEID = 64
 
 
 class AgiProtocolError(Exception):
@@ -69,7 +86,13 @@ class Environment:
 
     @property
     def uniqueid(self) -> str | None:
-        return self.get("uniqueid")
+        """The channel's id; None when longer than any id Asterisk makes (`MAX_UNIQUEID`)."""
+        value = self.get("uniqueid")
+        if value is not None and len(value) > MAX_UNIQUEID:
+            log.warning("FastAGI: agi_uniqueid of %d characters is no Asterisk id; the call goes on without it",
+                        len(value))
+            return None
+        return value
 
     @property
     def channel(self) -> str | None:
@@ -161,13 +184,37 @@ class AgiParser:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._env: dict[str, str] | None = {}
+        self._env_bytes = 0
         self._usage: list[str] | None = None  # inside a multi-line 520 block
+        self._usage_bytes = 0
+        self._error: str | None = None
 
     @property
     def has_environment(self) -> bool:
         return self._env is None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for what is not complete yet (a line, the environment, a usage block)."""
+        return len(self._buffer) + self._env_bytes + self._usage_bytes
+
     def feed(self, data: bytes) -> list[Event]:
+        """The complete events in `data`; raises AgiProtocolError on bytes that are not FastAGI.
+
+        After an error the parser holds nothing and refuses every later feed.
+        """
+        if self._error is not None:
+            raise AgiProtocolError(f"parser already failed: {self._error}")
+        try:
+            return self._feed(data)
+        except AgiProtocolError as exc:
+            self._error = str(exc)
+            self._buffer = bytearray()
+            self._env = self._usage = None
+            self._env_bytes = self._usage_bytes = 0
+            raise
+
+    def _feed(self, data: bytes) -> list[Event]:
         self._buffer += data
         events: list[Event] = []
         while True:
@@ -176,47 +223,58 @@ class AgiParser:
                 if len(self._buffer) > MAX_LINE:
                     raise AgiProtocolError(f"line longer than {MAX_LINE} bytes")
                 return events
+            if newline > MAX_LINE:
+                raise AgiProtocolError(f"line longer than {MAX_LINE} bytes")
             raw = bytes(self._buffer[:newline])
             del self._buffer[: newline + 1]
-            if len(raw) > MAX_LINE:
-                raise AgiProtocolError(f"line longer than {MAX_LINE} bytes")
             line = raw.decode("utf-8", errors="replace").rstrip("\r")
-            event = self._line(line)
+            event = self._line(line, len(raw) + 1)
             if event is not None:
                 events.append(event)
 
-    def _line(self, line: str) -> Event | None:
+    def _line(self, line: str, size: int) -> Event | None:
         if self._env is not None:
-            return self._env_line(line)
+            return self._env_line(line, size)
         if self._usage is not None:
             if line.startswith("520 "):
                 usage = "\n".join(self._usage)
-                self._usage = None
+                self._usage, self._usage_bytes = None, 0
                 return Reply(520, text=usage)
-            self._usage.append(line)
+            self._add_usage(line, size)
             return None
         if line == "HANGUP":
             return Hangup()
         if not line.strip():
             return None
         if line.startswith("520-"):
-            self._usage = [line[4:]]
+            self._usage = []
+            self._add_usage(line[4:], size)
             return None
         return parse_reply_line(line)
 
-    def _env_line(self, line: str) -> Event | None:
+    def _add_usage(self, line: str, size: int) -> None:
+        assert self._usage is not None
+        if len(self._usage) >= MAX_USAGE_LINES or self._usage_bytes + size > MAX_USAGE_BYTES:
+            raise AgiProtocolError(
+                f"520 usage block longer than {MAX_USAGE_LINES} lines or {MAX_USAGE_BYTES} bytes without its end")
+        self._usage.append(line)
+        self._usage_bytes += size
+
+    def _env_line(self, line: str, size: int) -> Event | None:
         assert self._env is not None
         if line == "":
             if not self._env:
                 return None  # tolerate blank lines before the block
             env, self._env = self._env, None
+            self._env_bytes = 0
             return Environment(env)
         name, sep, value = line.partition(":")
         if not sep or not name.startswith("agi_"):
             raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
-        if len(self._env) >= MAX_ENV_LINES:
-            raise AgiProtocolError("environment block too long")
+        if len(self._env) >= MAX_ENV_LINES or self._env_bytes + size > MAX_ENV_BYTES:
+            raise AgiProtocolError(f"environment block longer than {MAX_ENV_LINES} lines or {MAX_ENV_BYTES} bytes")
         self._env[name] = value[1:] if value.startswith(" ") else value
+        self._env_bytes += size
         return None
 
 

@@ -29,11 +29,21 @@ The codec
 * `AmiParser` frames what Asterisk sends: the banner line, then messages of
   ``Name: value\\r\\n`` lines closed by a blank line.  Bytes are buffered and
   decoded only once a message is complete, so a UTF-8 character split across
-  reads is intact.  Repeated keys (``ChanVariable``) are kept in order.  The
-  old ``Response: Follows`` command output runs to ``--END COMMAND--``.
+  reads is intact.  Repeated keys (``ChanVariable``) are kept in order.
   Garbage, invalid UTF-8 and a message cut short (at a line end) by the
   next one are reported or marked, never allowed to swallow the messages
   after them; `_starts_message` has the rule.
+* Command output.  Asterisk 12 and later (23 included: ``action_command``
+  in main/manager.c) answer ``Action: Command`` with ``Response: Success``,
+  ``Message: Command output follows`` and one ``Output:`` header per line,
+  closed by the blank line like any message; nothing in them writes
+  ``Response: Follows`` any more.  Asterisk 11 and older answered with
+  ``Response: Follows``, ``Privilege: Command``, the ActionID, then raw
+  output (blank lines included) up to ``--END COMMAND--``.  So a Follows
+  block is read raw only when its ActionID is that of a Command action
+  this client sent (`AmiParser.expect_command_output`) and has not seen
+  answered; any other ``Response: Follows`` is an ordinary message that
+  ends at its blank line, and can never hide the messages after it.
 * `ActionParser` is the other direction, read the way Asterisk's manager
   reads it (``\\n`` or ``\\r\\n``; a blank line ends an action).
 * `encode_action` writes one action with its ``ActionID`` and refuses
@@ -73,6 +83,7 @@ END_COMMAND = b"--END COMMAND--"
 MAX_MESSAGE = 4 * 1024 * 1024  # bytes in one message before it is discarded as garbage
 MAX_ACTION_LINE = 1024  # Asterisk's manager input buffer (inbuf[1025])
 MAX_ACTION_HEADERS = 128  # AST_MAX_MANHEADERS
+MAX_PENDING_COMMANDS = 64  # Command actions whose raw (Asterisk 11) output the parser watches for
 
 # Message headers a `Response: Follows` block may carry before its raw output.
 _FOLLOWS_HEADERS = {"response", "privilege", "actionid", "message"}
@@ -254,7 +265,8 @@ class AmiParser:
 
     ``feed(data)`` returns the complete items; ``close()`` at end of stream
     returns what was left unfinished as `Garbage`.  The result is the same
-    however the bytes are split across ``feed`` calls.
+    however the bytes are split across ``feed`` calls.  At most
+    `max_message` bytes are held (`buffered`); a longer message is dropped.
     """
 
     def __init__(self, *, expect_banner: bool = True, max_message: int = MAX_MESSAGE):
@@ -262,6 +274,27 @@ class AmiParser:
         self._want_banner = expect_banner
         self._max = max_message
         self._discarding = False  # inside an over-long message, dropping bytes to its end
+        self._commands: OrderedDict[str, None] = OrderedDict()  # ActionIDs of Command actions not answered
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message that is not complete yet."""
+        return len(self._buffer)
+
+    def expect_command_output(self, action_id: str) -> None:
+        """A Command action went out with this ActionID: a ``Response: Follows`` for it is raw output.
+
+        Forgotten when its answer comes (in either format); only the newest
+        `MAX_PENDING_COMMANDS` are remembered.
+        """
+        self._commands[action_id] = None
+        self._commands.move_to_end(action_id)
+        while len(self._commands) > MAX_PENDING_COMMANDS:
+            self._commands.popitem(last=False)
+
+    def forget_command_output(self, action_id: str) -> None:
+        """The Command action was given up: a late ``Response: Follows`` for it is an ordinary message."""
+        self._commands.pop(action_id, None)
 
     def feed(self, data: bytes) -> list[Item]:
         self._buffer += data
@@ -313,16 +346,22 @@ class AmiParser:
             del buffer[:skip]
         if not buffer:
             return False
-        if buffer.startswith(FOLLOWS):
-            end = buffer.find(END_COMMAND + TERMINATOR)
-            if end < 0:
-                return self._check_size()
-            frame = bytes(buffer[:end])
-            del buffer[: end + len(END_COMMAND) + 4]
-            items.append(_parse_follows(frame))
-            return True
-        if len(buffer) < len(FOLLOWS) and FOLLOWS.startswith(buffer):
-            return False  # could still become `Response: Follows`
+        if self._commands:
+            if len(buffer) < len(FOLLOWS) and FOLLOWS.startswith(buffer):
+                return False  # could still become `Response: Follows`
+            if buffer.startswith(FOLLOWS):
+                action_id = self._follows_action_id()
+                if action_id is None:
+                    return self._check_size()  # its ActionID line has not arrived yet
+                if action_id in self._commands:
+                    end = buffer.find(END_COMMAND + TERMINATOR)
+                    if end < 0:
+                        return self._check_size()
+                    frame = bytes(buffer[:end])
+                    del buffer[: end + len(END_COMMAND) + 4]
+                    del self._commands[action_id]
+                    items.append(_parse_follows(frame))
+                    return True
         end = buffer.find(TERMINATOR)
         if end < 0:
             return self._check_size()
@@ -330,9 +369,33 @@ class AmiParser:
         del buffer[: end + 4]
         if len(frame) > self._max:
             items.append(Garbage(b"", f"message longer than {self._max} bytes"))
-        else:
-            items.extend(_parse_frame(frame))
+            return True
+        parsed = _parse_frame(frame)
+        if self._commands:
+            for item in parsed:
+                if isinstance(item, Message) and item.is_response and item.action_id is not None:
+                    self._commands.pop(item.action_id, None)  # answered the Asterisk 12+ way
+        items.extend(parsed)
         return True
+
+    def _follows_action_id(self) -> str | None:
+        """The ActionID of the ``Response: Follows`` at the start of the buffer.
+
+        ``""`` when its header lines end without one; None while they have not all arrived.
+        """
+        buffer = self._buffer
+        start = 0
+        while True:
+            newline = buffer.find(b"\n", start)
+            if newline < 0:
+                return None
+            key, sep, value = bytes(buffer[start:newline]).rstrip(b"\r").partition(b":")
+            key = key.lower()
+            if not sep or key.decode("latin-1") not in _FOLLOWS_HEADERS:
+                return ""
+            if key == b"actionid":
+                return value.strip().decode("utf-8", "replace")
+            start = newline + 1
 
     def _check_size(self) -> bool:
         if len(self._buffer) > self._max:
@@ -751,6 +814,8 @@ class _Connection:
         action_id = given[0] if given else f"{name.lower()}-{next(self.client._ids)}"
         data = encode_action(pairs, action_id)
         self.tracker.expect(action_id)
+        if name.lower() == "command":
+            self.parser.expect_command_output(action_id)
         future: asyncio.Future[ActionResult] = asyncio.get_running_loop().create_future()
         self.waiting[action_id] = future
         try:
@@ -766,6 +831,7 @@ class _Connection:
         finally:
             if self.waiting.pop(action_id, None) is not None:
                 self.tracker.abandon(action_id)
+                self.parser.forget_command_output(action_id)
 
     async def _read(self) -> None:
         reason = "connection closed by Asterisk"

@@ -35,7 +35,9 @@ AgentConnect; ``talk_seconds`` and ``ended_at`` on AgentComplete;
 QueueCallerAbandon.  Updates are merged per call and written in batches by
 a background task; the record itself may not be there yet (the FastAGI
 side inserts in batches too), so an update that matches no row is retried
-for `record_max_age` seconds.  A database outage only delays them.
+for `record_max_age` seconds.  A database outage only delays them; an
+update the database refuses (`ivr.records.is_refused_row`) is dropped with
+a log line, and the others are written.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ from sqlalchemy import func, update
 from caller_id.models import CallRecord
 from ivr.ami import AmiClient, AmiError, Message
 from ivr.hub import WALLBOARD, Hub
-from queues.state import CALL_ID_VARIABLE, QueueState, chan_variables, header, timestamp
+from ivr.records import is_refused_row, refusal
+from queues.state import CALL_ID_VARIABLE, MAX_DURATION, QueueState, chan_variables, event_time, header, number
 from queues.stats import QueueStatistics
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,9 @@ class _Update:
     tries: int = 0
 
 
+_Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
+
+
 class RecordUpdates:
     """Queue outcomes merged per call and written to ``call_records`` in batches.
 
@@ -142,7 +148,7 @@ class RecordUpdates:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.stats: dict[str, int] = {
-            "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0,
+            "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0, "rejected": 0,
         }
 
     @property
@@ -161,30 +167,30 @@ class RecordUpdates:
             column, key = "uniqueid", uid
         else:
             return
-        at = _utc(timestamp(event) or self._clock())
+        at = _utc(event_time(event, self._clock))
         queue = header(event, "Queue") or None
         values: dict[str, Any] = {"queue": queue} if queue else {}
         fill: dict[str, Any] = {}
         interface = None
         if name == "AgentConnect":
             values["answered_at"] = at
-            hold = _number(header(event, "HoldTime"))
+            hold = _seconds(event, "HoldTime")
             if hold is not None:
                 values["wait_seconds"] = hold
             interface = header(event, "Interface") or header(event, "MemberName")
         elif name == "AgentComplete":
             values["ended_at"] = at
-            talk = _number(header(event, "TalkTime"))
+            talk = _seconds(event, "TalkTime")
             if talk is not None:
                 values["talk_seconds"] = talk
                 fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
-            hold = _number(header(event, "HoldTime"))
+            hold = _seconds(event, "HoldTime")
             if hold is not None:
                 fill["wait_seconds"] = hold
             interface = header(event, "Interface") or header(event, "MemberName")
         elif name == "QueueCallerAbandon":
             values["ended_at"] = at
-            hold = _number(header(event, "HoldTime"))
+            hold = _seconds(event, "HoldTime")
             if hold is not None:
                 values["wait_seconds"] = hold
         self._merge(column, key, values, fill, interface)
@@ -271,25 +277,13 @@ class RecordUpdates:
                     agent_ids[interface] = await found if inspect.isawaitable(found) else found
                 except Exception as exc:  # noqa: BLE001 - written without the agent
                     log.warning("call records: agent lookup for %s failed: %s", interface, exc)
+        try:
+            results = await self._write(due, agent_ids)
+        except Exception as exc:
+            if not is_refused_row(exc):
+                raise
+            results = await self._write_each(due, agent_ids)
         written = 0
-        results: list[tuple[_Update, tuple[Any, ...], int]] = []
-        async with self._db.session() as session:
-            for entry in due:
-                snapshot = (dict(entry.values), dict(entry.fill), entry.interface)
-                values: dict[str, Any] = dict(entry.values)
-                for name, value in entry.fill.items():
-                    if name not in values:
-                        values[name] = func.coalesce(getattr(CallRecord, name), value)
-                agent_id = agent_ids.get(entry.interface) if entry.interface else None
-                if agent_id is not None:
-                    values["agent_id"] = agent_id
-                if not values:
-                    results.append((entry, snapshot, 1))
-                    continue
-                column = CallRecord.call_id if entry.column == "call_id" else CallRecord.uniqueid
-                result = await session.execute(update(CallRecord).where(column == entry.key).values(**values))
-                results.append((entry, snapshot, result.rowcount or 0))
-            await session.commit()
         for entry, snapshot, rows in results:
             current = self._pending.get((entry.column, entry.key))
             if current is not entry:
@@ -311,14 +305,47 @@ class RecordUpdates:
             entry.next_try = now + min(self.interval * 2 ** entry.tries, 5.0)
         return written
 
+    async def _write(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
+        """Run the updates in one transaction: (entry, what was written, rows changed) each."""
+        results: list[_Written] = []
+        async with self._db.session() as session:
+            for entry in entries:
+                snapshot = (dict(entry.values), dict(entry.fill), entry.interface)
+                values: dict[str, Any] = dict(entry.values)
+                for name, value in entry.fill.items():
+                    if name not in values:
+                        values[name] = func.coalesce(getattr(CallRecord, name), value)
+                agent_id = agent_ids.get(entry.interface) if entry.interface else None
+                if agent_id is not None:
+                    values["agent_id"] = agent_id
+                if not values:
+                    results.append((entry, snapshot, 1))
+                    continue
+                column = CallRecord.call_id if entry.column == "call_id" else CallRecord.uniqueid
+                result = await session.execute(update(CallRecord).where(column == entry.key).values(**values))
+                results.append((entry, snapshot, result.rowcount or 0))
+            await session.commit()
+        return results
 
-def _number(raw: str | None) -> float | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
+    async def _write_each(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
+        """A batch the database refused, one update at a time: the refused ones are dropped."""
+        results: list[_Written] = []
+        for entry in entries:
+            try:
+                results += await self._write([entry], agent_ids)
+            except Exception as exc:
+                if not is_refused_row(exc):
+                    raise
+                if self._pending.get((entry.column, entry.key)) is entry:
+                    del self._pending[(entry.column, entry.key)]
+                self.stats["rejected"] += 1
+                log.error("call records: the database refused the queue outcome for %s %s (%s); dropped",
+                          entry.column, entry.key, refusal(exc))
+        return results
+
+
+def _seconds(event: Mapping[str, Any], name: str) -> float | None:
+    return number(event, name, low=0.0, high=MAX_DURATION)
 
 
 def _utc(epoch: float) -> dt.datetime:

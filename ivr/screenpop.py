@@ -58,7 +58,7 @@ from sqlalchemy import select
 from caller_id.models import Agent
 from caller_id.normalise import mask
 from ivr.hub import Hub, agent_topic
-from queues.state import CALL_ID_VARIABLE, chan_variables, header, timestamp
+from queues.state import CALL_ID_VARIABLE, chan_variables, event_time, header
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ AgentResolver = Callable[[str], Awaitable[Any]]
 RINGING, ANSWERED, ENDED = "ringing", "answered", "ended"
 # How long a call nobody ended is kept (its end events were lost).
 KEEP_SECONDS = 4 * 3600.0
+WRAP_UP_SECONDS = 900.0  # an answered call stays the agent's (disposition, notes) this long after it ends
+_WRAP_UP_CARDS = 20  # per agent
 _PRUNE_EVERY = 1000  # events
 
 # The events the screen-pop uses; everything else is ignored cheaply.
@@ -333,6 +335,8 @@ class ScreenPop:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unknown_agents: set[str] = set()
         self._segments: dict[str, str] = {}  # call key -> segment, while the call is followed
+        # agent id -> (ended at, card) of the calls the agent answered lately, newest last
+        self._wrap_up: dict[Any, deque[tuple[float, dict[str, Any]]]] = {}
         self._lookup_failing = False
         self._closed = False
         self.stats: dict[str, int] = {
@@ -383,6 +387,18 @@ class ScreenPop:
                 if card.agent_id == agent_id and card.state != ENDED and card.message is not None:
                     found.append(card.message)
         return sorted(found, key=lambda m: m["at"])
+
+    def wrapped_up_by(self, agent_id: Any) -> list[dict[str, Any]]:
+        """The cards of the calls this agent answered that ended in the last `WRAP_UP_SECONDS`.
+
+        Their records may not be written yet; the agent still owns them (disposition, notes)."""
+        cards = self._wrap_up.get(agent_id)
+        if not cards:
+            return []
+        horizon = time.monotonic() - WRAP_UP_SECONDS
+        while cards and cards[0][0] < horizon:
+            cards.popleft()
+        return [card for _, card in cards]
 
     def segment_of(self, call_id: str) -> str | None:
         """The customer segment of a call whose context was found (for `QueueState(segment_of=...)`)."""
@@ -469,7 +485,7 @@ class ScreenPop:
 
         event: Mapping[str, Any] = data
         name = header(event, "Event") or ""
-        at = timestamp(event) or self._clock()
+        at = event_time(event, self._clock)
         if call is None:
             if name not in ("QueueCallerJoin", "AgentCalled", "AgentConnect", "AgentComplete"):
                 return  # nothing on anybody's screen for this call
@@ -685,6 +701,10 @@ class ScreenPop:
         for card in list(call.agents.values()):
             if card.state != ENDED:
                 await self._show(call, card.interface, None, ENDED, reason, call.at if at is None else at)
+        answered = call.agents.get(call.connected) if call.connected else None
+        if answered is not None and answered.agent_id is not None and answered.message is not None:
+            cards = self._wrap_up.setdefault(answered.agent_id, deque(maxlen=_WRAP_UP_CARDS))
+            cards.append((time.monotonic(), answered.message))
         self._forget(call)
 
     def _forget(self, call: _Call) -> None:

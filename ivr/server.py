@@ -27,6 +27,11 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Database drivers log every statement with its parameters and rows at DEBUG (names, tokens,
+    # hashes); MaskingFilter drops those records, and this keeps them from being made at all.
+    for name in ("aiosqlite", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
 
 
 def scripts_for(services: Services) -> dict[str, Any]:
@@ -70,6 +75,7 @@ async def serve(config: Config, *, demo_data: bool = False, reuse_port: bool = F
                 print(f"  demo data : seeded {added} customers (first start)", flush=True)
             logins = await ensure_demo_logins(services.db)
             print(f"  demo logins: {logins[0]}, {logins[1]} ... (password {DEMO_PASSWORD})", flush=True)
+        await services.warm_up()  # before the port opens: the first burst of calls finds it ready
         agi = FastAgiServer(
             scripts_for(services), host=config.agi.host, port=config.agi.port,
             allowed_hosts=config.agi.allowed_hosts, env_timeout=config.agi.env_timeout,

@@ -22,8 +22,9 @@ Events it understands (field names as Asterisk 23 sends them, see
 - Hangup, only to forget a caller or a call whose end events were lost.
 
 Everything else is counted as ignored.  A bad event (not a mapping, a
-missing queue or channel id, a number that is not a number) is counted and
-dropped; `apply` never raises.
+missing queue or channel id) is counted and dropped; a header that is not a
+usable number reads as missing (see "reading AMI events" below); `apply`
+never raises.
 
 Resync: after a (re)connection, send ``Action: QueueStatus`` and call
 `begin_resync(action_id=...)`; the QueueParams / QueueMember / QueueEntry answers
@@ -37,7 +38,8 @@ the member is still ``InCall``.  Outside a resync the same three events
 update the live state without removing anything (a filtered QueueStatus).
 
 Times: the ``Timestamp`` header (epoch seconds, with ``timestampevents =
-yes``) when present, else `clock()` (QueueStatus answers never carry one).
+yes``) when present, never later than `clock()` plus MAX_CLOCK_SKEW, else
+`clock()` (QueueStatus answers never carry one).
 Events older than what the state already knows about the same caller or
 member are stale and skipped, so replays, duplicates and events out of order
 do not bring back callers who left or members who were removed.
@@ -66,17 +68,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from caller_id.models import Agent, CallRecord
 from caller_id.normalise import mask
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
+    "MAX_DURATION",
     "MEMBER_STATUS",
     "QueueState",
     "chan_variables",
     "event_time",
     "header",
+    "integer",
     "masked_number",
+    "number",
     "timestamp",
 ]
 
@@ -107,13 +114,41 @@ _PRUNE_EVERY = 1000  # events
 
 
 # --- reading AMI events ---------------------------------------------------------
+#
+# Every part that reads AMI events (this state, `queues.stats`, `ivr.callcenter`,
+# `ivr.screenpop`) reads headers through the helpers below, so what Asterisk (or
+# anything posing as it) sends is judged in one place:
+#
+# - an id or a name longer than its column in caller_id/models.py reads as
+#   absent, with a warning: no Asterisk writes one, and a cut one would be
+#   another id (and the call-record writer could not store it);
+# - a number is finite and in range (`number`), else absent, with a warning;
+# - an event's time is never later than its receive time plus MAX_CLOCK_SKEW
+#   (`timestamp`), so one far-future Timestamp cannot make every later event
+#   look stale.
+
+ID_LENGTH = CallRecord.__table__.c.uniqueid.type.length  # Uniqueid, Linkedid, IVR_CALL_ID
+QUEUE_LENGTH = CallRecord.__table__.c.queue.type.length
+MEMBER_LENGTH = Agent.__table__.c.interface.type.length  # an interface or a member's name
+_LENGTHS = {
+    "Uniqueid": ID_LENGTH, "Linkedid": ID_LENGTH, "DestUniqueid": ID_LENGTH, "DestLinkedid": ID_LENGTH,
+    "Queue": QUEUE_LENGTH,
+    "Interface": MEMBER_LENGTH, "Location": MEMBER_LENGTH, "StateInterface": MEMBER_LENGTH,
+    "MemberName": MEMBER_LENGTH, "Name": MEMBER_LENGTH,
+}
+_VARIABLE_LENGTHS = {CALL_ID_VARIABLE: ID_LENGTH}
+
+MAX_CLOCK_SKEW = 5.0  # seconds an event may be dated after its arrival (two clocks never agree exactly)
+MAX_DURATION = 31 * 86400.0  # seconds; no queue call waits or talks a month
+MAX_NUMBER = float(2**53)  # beyond it a float holds no exact whole number
+
 
 def header(event: Mapping[str, Any], name: str) -> str | None:
     """The value of header `name` as a stripped string, or None when absent.
 
     The exact name is tried first, then a case-insensitive match (AMI header
     names are case-insensitive).  A repeated header given as a list yields
-    its first value.
+    its first value.  An id or a name longer than its column reads as None.
     """
     value = event.get(name)
     if value is None:
@@ -130,7 +165,41 @@ def header(event: Mapping[str, Any], name: str) -> str | None:
             return None
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return str(value).strip()
+    text = str(value).strip()
+    limit = _LENGTHS.get(name)
+    if limit is not None and len(text) > limit:
+        log.warning("AMI %s: %s of %d characters is longer than any Asterisk writes (%d); read as missing",
+                    _event_name(event), name, len(text), limit)
+        return None
+    return text
+
+
+def number(event: Mapping[str, Any], name: str, *, low: float = -MAX_NUMBER,
+           high: float = MAX_NUMBER) -> float | None:
+    """Header `name` as a finite number in [low, high]; None when absent, empty or unusable.
+
+    ``inf``, ``nan``, ``1e400``, words and values out of range are logged
+    (no traceback) and read as missing: one odd header costs that field,
+    never the event.
+    """
+    raw = header(event, name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        log.warning("AMI %s: %s %r is not a usable number; read as missing", _event_name(event), name, raw[:40])
+        return None
+    return value
+
+
+def integer(event: Mapping[str, Any], name: str, default: int | None = None, *, low: float = -MAX_NUMBER,
+            high: float = MAX_NUMBER) -> int | None:
+    """`number` as a whole number (the fraction dropped), `default` when it is missing."""
+    value = number(event, name, low=low, high=high)
+    return default if value is None else int(value)
 
 
 def chan_variables(event: Mapping[str, Any], prefix: str = "ChanVariable") -> dict[str, str]:
@@ -157,28 +226,34 @@ def chan_variables(event: Mapping[str, Any], prefix: str = "ChanVariable") -> di
             pairs = (str(item).partition("=")[::2] for item in items if item is not None)
         for var, val in pairs:
             var, val = str(var).strip(), ("" if val is None else str(val).strip())
+            limit = _VARIABLE_LENGTHS.get(var)
+            if limit is not None and len(val) > limit:
+                log.warning("AMI %s: %s of %d characters is longer than any the IVR sets (%d); read as missing",
+                            _event_name(event), var, len(val), limit)
+                continue
             if var and val:
                 found[var] = val
     return found
 
 
 def event_time(event: Mapping[str, Any], clock: Callable[[], float] = time.time) -> float:
-    """The event's ``Timestamp`` (epoch seconds) when it has a usable one, else `clock()`."""
-    stamp = timestamp(event)
-    return clock() if stamp is None else stamp
+    """When the event happened: its `timestamp` received now (`clock()`), else `clock()`."""
+    now = clock()
+    stamp = timestamp(event, now)
+    return now if stamp is None else stamp
 
 
-def timestamp(event: Mapping[str, Any]) -> float | None:
-    """The event's ``Timestamp`` header as epoch seconds, or None when absent or unusable."""
-    raw = header(event, "Timestamp")
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            return None
-        if math.isfinite(value) and value > 0:
-            return value
-    return None
+def timestamp(event: Mapping[str, Any], now: float) -> float | None:
+    """The ``Timestamp`` header (epoch seconds) of an event received at `now`; None when absent or unusable.
+
+    Never later than ``now + MAX_CLOCK_SKEW``: an event cannot come from the
+    future, and a clamp (rather than the receive time itself) keeps events
+    from a clock a little ahead of ours in their order.
+    """
+    value = number(event, "Timestamp", low=0.0)
+    if value is None or value == 0:
+        return None
+    return min(value, now + MAX_CLOCK_SKEW)
 
 
 class BadEvent(ValueError):
@@ -190,16 +265,6 @@ def _required(event: Mapping[str, Any], name: str) -> str:
     if not value:
         raise BadEvent(f"{name} missing")
     return value
-
-
-def _int(event: Mapping[str, Any], name: str, default: int | None = None) -> int | None:
-    raw = header(event, name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(float(raw))
-    except ValueError:
-        raise BadEvent(f"{name} is not a number") from None
 
 
 def _flag(event: Mapping[str, Any], name: str) -> bool | None:
@@ -371,20 +436,22 @@ class QueueState:
         return False
 
     def _when(self, event: Mapping[str, Any], is_status_answer: bool) -> float:
-        """The time of an event: its Timestamp, else the clock.
+        """The time of an event: its Timestamp (see `timestamp`), else the clock.
 
         A QueueStatus answer never has a Timestamp; in a stream that has them
         it is dated by the newest Timestamp seen, so that comparing it with
         the live events that follow does not depend on the two machines'
-        clocks agreeing.
+        clocks agreeing; but never later than now, so live events after it
+        are newer even when the newest Timestamp was ahead of our clock.
         """
-        stamp = timestamp(event)
+        now = self._clock()
+        stamp = timestamp(event, now)
         if stamp is not None:
             self._latest = max(self._latest, stamp)
             return stamp
         if is_status_answer and self._latest:
-            return self._latest
-        return self._clock()
+            return min(self._latest, now)
+        return now
 
     def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
         for event in events:
@@ -474,7 +541,7 @@ class QueueState:
 
     def _on_join(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
         name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        position = _int(event, "Position")
+        position = integer(event, "Position", low=0)
         if model.left.get((name, uid), -math.inf) >= when or model.ended.get(uid, -math.inf) >= when:
             return "stale"
         call = model.calls.get(uid)
@@ -535,7 +602,7 @@ class QueueState:
     def _on_ring_no_answer(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
         name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
         interface = _required(event, "Interface")
-        ring_ms = _int(event, "RingTime")
+        ring_ms = integer(event, "RingTime", low=0, high=MAX_DURATION * 1000)
         queue = model.queues.get(name)
         member = queue.members.get(interface) if queue else None
         if member is None:
@@ -570,7 +637,7 @@ class QueueState:
         call.member_name = header(event, "MemberName") or None
         call.member_channel = header(event, "DestChannel") or None
         call.member_uniqueid = header(event, "DestUniqueid") or None
-        call.hold_time = _int(event, "HoldTime")
+        call.hold_time = integer(event, "HoldTime", low=0, high=MAX_DURATION)
         call.linkedid = header(event, "Linkedid") or call.linkedid
         number = header(event, "CallerIDNum")
         if number and call.number == "unknown":
@@ -675,23 +742,20 @@ class QueueState:
         for key, out in (("Max", "max"), ("Calls", "calls"), ("Holdtime", "holdtime"),
                          ("TalkTime", "talktime"), ("Completed", "completed"), ("Abandoned", "abandoned"),
                          ("ServiceLevel", "service_level"), ("Weight", "weight")):
-            value = _int(event, key)
+            value = integer(event, key)
             if value is not None:
                 params[out] = value
         for key, out in (("ServicelevelPerf", "service_level_perf"), ("ServicelevelPerf2", "service_level_perf2")):
-            raw = header(event, key)
-            if raw:
-                try:
-                    params[out] = float(raw)
-                except ValueError:
-                    raise BadEvent(f"{key} is not a number") from None
+            perf = number(event, key, low=0.0, high=100.0)  # a percentage
+            if perf is not None:
+                params[out] = perf
         queue.params = params
         return "applied"
 
     def _on_entry(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
         name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        position = _int(event, "Position")
-        wait = _int(event, "Wait", 0) or 0
+        position = integer(event, "Position", low=0)
+        wait = integer(event, "Wait", 0, low=0, high=MAX_DURATION) or 0
         queue = model.queue(name)
         caller = queue.callers.get(uid)
         if caller is None and (name, uid) in model.left:
@@ -704,7 +768,7 @@ class QueueState:
             queue.order.remove(uid)
         index = len(queue.order) if position is None else min(max(position - 1, 0), len(queue.order))
         queue.order.insert(index, uid)
-        caller.priority = _int(event, "Priority", caller.priority)
+        caller.priority = integer(event, "Priority", caller.priority)
         self._fill_caller(caller, event)
         return "applied"
 
@@ -984,16 +1048,16 @@ def _update_member(member: _Member, event: Mapping[str, Any], when: float) -> No
     member.name = header(event, "MemberName") or header(event, "Name") or member.name
     member.state_interface = header(event, "StateInterface") or member.state_interface
     member.membership = header(event, "Membership") or member.membership
-    member.penalty = _int(event, "Penalty", member.penalty)
-    member.calls_taken = _int(event, "CallsTaken", member.calls_taken)
-    member.last_call = _int(event, "LastCall", member.last_call)
-    member.last_pause = _int(event, "LastPause", member.last_pause)
-    member.login_time = _int(event, "LoginTime", member.login_time)
-    member.wrapuptime = _int(event, "Wrapuptime", member.wrapuptime)
+    member.penalty = integer(event, "Penalty", member.penalty)
+    member.calls_taken = integer(event, "CallsTaken", member.calls_taken)
+    member.last_call = integer(event, "LastCall", member.last_call)
+    member.last_pause = integer(event, "LastPause", member.last_pause)
+    member.login_time = integer(event, "LoginTime", member.login_time)
+    member.wrapuptime = integer(event, "Wrapuptime", member.wrapuptime, low=0, high=MAX_DURATION)
     in_call = _flag(event, "InCall")
     if in_call is not None:
         member.in_call = in_call
-    member.status = _int(event, "Status", member.status)
+    member.status = integer(event, "Status", member.status)
     ringinuse = _flag(event, "Ringinuse")
     if ringinuse is not None:
         member.ringinuse = ringinuse
@@ -1001,7 +1065,7 @@ def _update_member(member: _Member, event: Mapping[str, Any], when: float) -> No
     if paused is not None:
         if paused and not member.paused:
             fresh = member.paused_since is None and header(event, "Timestamp") is None
-            member.paused_since = float(member.last_pause) if fresh and member.last_pause else when
+            member.paused_since = min(float(member.last_pause), when) if fresh and member.last_pause else when
         elif not paused:
             member.paused_since = None
         member.paused = paused

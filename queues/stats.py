@@ -79,7 +79,16 @@ from sqlalchemy import Integer, case, func, select
 from sqlalchemy.sql import and_
 
 from caller_id.models import CallRecord
-from queues.state import CALL_ID_VARIABLE, SEGMENT_VARIABLE, chan_variables, header, masked_number, timestamp
+from queues.state import (
+    CALL_ID_VARIABLE,
+    MAX_DURATION,
+    SEGMENT_VARIABLE,
+    chan_variables,
+    event_time,
+    header,
+    integer,
+    masked_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +346,7 @@ class QueueStatistics:
                 self.counters["ignored"] += 1
                 used = False
             else:
-                stamp = timestamp(event)
-                when = self._clock() if stamp is None else stamp
+                when = event_time(event, self._clock)
                 self._latest = max(self._latest, when)
                 used = handler(self, event, when)
                 self.counters["used" if used else "duplicates" if used is False else "ignored"] += 1
@@ -375,7 +383,7 @@ class QueueStatistics:
         call_id, segment = self._identify(event)
         self._joins[key] = _Joined(
             at=when, call_id=call_id, segment=segment,
-            number=header(event, "CallerIDNum") or "", position=_int(event, "Position"),
+            number=header(event, "CallerIDNum") or "", position=integer(event, "Position", low=0),
         )
         return True
 
@@ -384,9 +392,9 @@ class QueueStatistics:
         key = (queue, uid)
         if key in self._done:
             return False
-        hold = _int(event, "HoldTime")
-        self._finish_abandoned(key, when, hold, _int(event, "Position"), _int(event, "OriginalPosition"),
-                               "abandon", event)
+        hold = _duration(event, "HoldTime")
+        position, original = integer(event, "Position", low=0), integer(event, "OriginalPosition", low=0)
+        self._finish_abandoned(key, when, hold, position, original, "abandon", event)
         return True
 
     def _on_leave(self, event: Mapping[str, Any], when: float) -> bool | None:
@@ -396,7 +404,7 @@ class QueueStatistics:
             return None  # the Leave after an Abandon or a Connect: nothing new
         if key in self._pending:
             return False
-        self._pending[key] = (when, _int(event, "Position"), self._clock())
+        self._pending[key] = (when, integer(event, "Position", low=0), self._clock())
         if key not in self._joins:
             call_id, segment = self._identify(event)
             self._joins[key] = _Joined(at=math.nan, call_id=call_id, segment=segment,
@@ -410,7 +418,7 @@ class QueueStatistics:
             return False
         self._pending.pop(key, None)
         joined = self._joins.pop(key, None)
-        hold = _int(event, "HoldTime")
+        hold = _duration(event, "HoldTime")
         wait = float(hold) if hold is not None else (
             when - joined.at if joined is not None and math.isfinite(joined.at) else None)
         segment = joined.segment if joined is not None else self._identify(event)[1]
@@ -426,7 +434,7 @@ class QueueStatistics:
         if key in self._completed:
             return False
         answered = self._answered.pop(key, None)
-        talk_time = _int(event, "TalkTime")
+        talk_time = _duration(event, "TalkTime")
         talk = float(talk_time) if talk_time is not None else (when - answered.at if answered else None)
         interface = header(event, "Interface") or (answered.interface if answered else None)
         if answered is None:
@@ -435,7 +443,7 @@ class QueueStatistics:
                 self._pending.pop(key, None)
                 self._joins.pop(key, None)
                 self._done[key] = when
-                hold = _int(event, "HoldTime")
+                hold = _duration(event, "HoldTime")
                 self.record_answered(queue, at=when - (talk or 0.0), wait=hold, segment=segment)
         else:
             segment = answered.segment
@@ -479,7 +487,7 @@ class QueueStatistics:
     def _on_member(self, event: Mapping[str, Any], when: float) -> bool | None:
         queue = header(event, "Queue")
         interface = header(event, "Interface") or header(event, "Location")
-        wrapup = _int(event, "Wrapuptime")
+        wrapup = _duration(event, "Wrapuptime")
         if not queue or not interface or wrapup is None:
             return None
         self._member_wrapup[(queue, interface)] = float(wrapup)
@@ -884,14 +892,9 @@ def _need(event: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _int(event: Mapping[str, Any], name: str) -> int | None:
-    raw = header(event, name)
-    if not raw:
-        return None
-    try:
-        return int(float(raw))
-    except ValueError:
-        raise ValueError(f"{name} is not a number") from None
+def _duration(event: Mapping[str, Any], name: str) -> int | None:
+    """``HoldTime`` / ``TalkTime`` / ``Wrapuptime``: whole seconds, as Asterisk measures them."""
+    return integer(event, name, low=0, high=MAX_DURATION)
 
 
 def _epoch(value: float | dt.datetime) -> float:

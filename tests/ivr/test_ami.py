@@ -221,12 +221,17 @@ def test_command_output_in_both_formats() -> None:
     old = (b"Response: Follows\r\nPrivilege: Command\r\nActionID: c-2\r\n"
            b"Channel   Location\nSIP/x  s@default\r\n\r\n\nEvent: fake, not an event\n"
            b"1 active channel\n--END COMMAND--\r\n\r\nEvent: Next\r\n\r\n")
-    parser = AmiParser(expect_banner=False)
+    def parser_of_a_client_that_sent_both() -> AmiParser:
+        parser = AmiParser(expect_banner=False)
+        parser.expect_command_output("c-1")
+        parser.expect_command_output("c-2")
+        return parser
+
     stream = modern + old
     for cut in range(1, len(stream)):
-        items = feed_in(AmiParser(expect_banner=False), stream, [cut])
+        items = feed_in(parser_of_a_client_that_sent_both(), stream, [cut])
         assert len(items) == 3, cut
-    first, second, third = parser.feed(stream)
+    first, second, third = parser_of_a_client_that_sent_both().feed(stream)
     assert first.output == ("Name/username   Host", "", "1 sip peers")
     assert second.response == "Follows" and second.action_id == "c-2"
     assert second.output == ("Channel   Location", "SIP/x  s@default", "", "", "Event: fake, not an event",

@@ -108,9 +108,11 @@ class Rig:
         self.agents = AgentDirectory(db, miss_refresh=0.0)
         options = dict(retry_delays=(0.02, 0.05, 0.1, 0.2, 0.4), leave_grace=0.5)
         options.update(screenpop_kwargs or {})
-        self.screenpop = ScreenPop(self.contexts, self.hub, self.agents, **options)
-        self.state = QueueState(segment_of=self.screenpop.segment_of)
-        self.stats = QueueStatistics()
+        # The listener reads the time from the simulated Asterisk's clock: the two agree, as
+        # with NTP, and an event is never from the listener's future.
+        self.screenpop = ScreenPop(self.contexts, self.hub, self.agents, clock=self.clock, **options)
+        self.state = QueueState(segment_of=self.screenpop.segment_of, clock=self.clock)
+        self.stats = QueueStatistics(clock=self.clock)
         self.ami: AmiClient | None = None
         self.center: CallCenter | None = None
         self._center_kwargs = center_kwargs or {}
@@ -128,7 +130,7 @@ class Rig:
             backoff_initial=0.05, backoff_max=0.2, stable_after=0.1,
         )
         options = dict(queue_state=self.state, queue_stats=self.stats, screenpop=self.screenpop,
-                       wallboard_interval=0.5, record_interval=0.05)
+                       wallboard_interval=0.5, record_interval=0.05, clock=self.clock)
         options.update(self._center_kwargs)
         self.center = CallCenter(self.ami, self.db, self.contexts, self.hub, **options)
         await self.center.start()

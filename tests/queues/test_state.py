@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queues.state import QueueState, chan_variables, header
+from queues.state import QueueState, chan_variables, header, masked_number
 from tests.ivr import traces
 
 TRACES = traces.TRACES
@@ -250,7 +251,7 @@ def test_answered_trace_shows_the_caller_waiting_then_talking_to_the_agent(state
     assert caller["segment"] == "A"
     assert caller["uniqueid"] == "1795333729.23" and caller["linkedid"] == "1795333729.22"
     assert caller["since"] == float(joined["Timestamp"])
-    assert caller["number"] == "7916***4567"  # masked on the wallboard
+    assert caller["number"] == masked_number("79161234567")  # masked on the wallboard
     assert support["longest_wait"] == pytest.approx(3.0)
 
     replay.until("AgentCalled")
@@ -469,7 +470,7 @@ def test_resync_learns_callers_it_never_saw_join(state: QueueState, clock: Clock
     state.end_resync()
     (caller,) = state.queue_snapshot("vip")["callers"]
     assert caller["since"] == clock.now - 42 and caller["wait"] == 42
-    assert caller["number"] == "7916***4567"
+    assert caller["number"] == masked_number("79161234567")
 
 
 def test_live_events_during_a_resync_are_kept(state: QueueState, clock: Clock) -> None:
@@ -569,7 +570,7 @@ def test_duplicates_are_counted_not_repeated(state: QueueState, clock: Clock) ->
 
 
 def test_a_late_join_does_not_bring_back_a_caller_who_left(state: QueueState, clock: Clock) -> None:
-    t = clock.now
+    t = clock.now - 60  # all received by now
     state.apply(leave("support", "u1", t + 5))
     state.apply(join("support", "u1", t, 1))  # older than the leave: arrived late
     assert waiting(state, "support") == 0
@@ -600,7 +601,7 @@ def test_an_older_member_status_does_not_overwrite_a_newer_one(state: QueueState
 
 
 def test_a_removed_member_is_not_revived_by_a_late_event(state: QueueState, clock: Clock) -> None:
-    t = clock.now
+    t = clock.now - 60  # all received by now
     state.apply(member_event("QueueMemberAdded", "support", "PJSIP/1", t))
     state.apply(member_event("QueueMemberRemoved", "support", "PJSIP/1", t + 5))
     state.apply(member_event("QueueMemberPause", "support", "PJSIP/1", t + 3, paused=1))
@@ -668,17 +669,40 @@ def test_a_segment_channel_variable_wins(clock: Clock) -> None:
     "Event: QueueCallerJoin",
     {"Event": "QueueCallerJoin"},
     {"Event": "QueueCallerJoin", "Queue": "support"},
-    {"Event": "QueueCallerJoin", "Queue": "support", "Uniqueid": "u1", "Position": "first"},
     {"Event": "AgentConnect", "Queue": "support", "Uniqueid": "u1"},
     {"Event": "QueueMemberStatus", "Queue": "support"},
-    {"Event": "QueueMemberStatus", "Queue": "support", "Interface": "PJSIP/1", "Status": "busy"},
-    {"Event": "QueueEntry", "Queue": "support", "Uniqueid": "u1", "Wait": "long"},
-    {"Event": "QueueParams", "Queue": "support", "ServicelevelPerf": "n/a"},
+    {"Event": "QueueCallerJoin", "Queue": "support", "Uniqueid": "u" * 65},  # longer than any channel id
+    {"Event": "QueueMemberStatus", "Queue": "q" * 81, "Interface": "PJSIP/1"},
 ])
 def test_a_bad_event_is_counted_and_never_raises(state: QueueState, event: Any) -> None:
     assert state.apply(event) is False
     assert state.counters["bad"] == 1
     assert state.counters["errors"] == 0
+
+
+@pytest.mark.parametrize("event, field, key", [
+    ({"Event": "QueueCallerJoin", "Queue": "support", "Uniqueid": "u1", "Position": "first"}, "Position", None),
+    ({"Event": "QueueCallerJoin", "Queue": "support", "Uniqueid": "u1", "Position": "inf"}, "Position", None),
+    ({"Event": "QueueMemberStatus", "Queue": "support", "Interface": "PJSIP/1", "Status": "busy"}, "Status",
+     "status"),
+    ({"Event": "QueueMemberPenalty", "Queue": "support", "Interface": "PJSIP/1", "Penalty": "1e400"}, "Penalty",
+     "penalty"),
+    ({"Event": "QueueMemberStatus", "Queue": "support", "Interface": "PJSIP/1", "CallsTaken": "nan"},
+     "CallsTaken", "calls_taken"),
+    ({"Event": "QueueEntry", "Queue": "support", "Uniqueid": "u1", "Wait": "long"}, "Wait", None),
+    ({"Event": "QueueParams", "Queue": "support", "ServicelevelPerf": "n/a"}, "ServicelevelPerf", None),
+    ({"Event": "QueueParams", "Queue": "support", "ServicelevelPerf": "1e15"}, "ServicelevelPerf", None),
+])
+def test_an_unusable_number_is_a_missing_field_and_the_event_still_counts(
+        state: QueueState, event: dict[str, str], field: str, key: str | None, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="queues.state"):
+        assert state.apply(event) is True
+    assert state.counters["bad"] == 0 and state.counters["errors"] == 0
+    assert f"{field} " in caplog.text and "read as missing" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info]
+    if key is not None:
+        assert member(state.snapshot(), "support", "PJSIP/1")[key] is None
+    json.dumps(state.snapshot())
 
 
 def test_messages_that_are_not_queue_events_are_ignored(state: QueueState) -> None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caller_id.models import CallRecord
-from queues.state import QueueState
+from queues.state import QueueState, masked_number
 from queues.stats import QueueStatistics, segment_report
 from tests.queues.test_state import (
     SEGMENTS,
@@ -136,7 +136,7 @@ def test_abandoned_trace_lists_the_call_with_position_wait_and_masked_number(sta
     (call,) = stats.abandoned_calls("b2b")
     assert call == {
         "at": float(abandoned["Timestamp"]), "queue": "b2b", "segment": "B", "position": 1,
-        "original_position": 1, "wait": 4.0, "number": "7916***4567", "reason": "abandon",
+        "original_position": 1, "wait": 4.0, "number": masked_number("79161234567"), "reason": "abandon",
         "call_id": "call-0002",
     }
     assert stats.snapshot()["abandoned_calls"] == [call]
@@ -325,7 +325,8 @@ def test_the_abandoned_list_slides_with_the_window(stats: QueueStatistics, clock
     clock.advance(1800)
     stats.record_abandoned("support", at=clock.now, wait=50, number="89161234567", position=1)
     assert [c["position"] for c in stats.abandoned_calls()] == [1, 3]  # newest first
-    assert [c["number"] for c in stats.abandoned_calls()] == ["8916***4567", "+7916***4567"]
+    assert [c["number"] for c in stats.abandoned_calls()] == [
+        masked_number("89161234567"), masked_number("+79161234567")]
     clock.advance(1800 + 60)
     assert [c["position"] for c in stats.abandoned_calls()] == [1]
     assert stats.figures("support")["abandoned"] == 1
@@ -437,7 +438,7 @@ async def test_rebuild_from_call_records_gives_the_figures_back(migrated_db: Any
     assert support["average_talk"] == (240 + 540) / 2
     assert support["average_answer_wait"] == 30.0
     (lost,) = stats.abandoned_calls()
-    assert lost["number"] == "+7916***4568" and lost["wait"] == 50 and lost["call_id"] == "c3"
+    assert lost["number"] == masked_number("+79161234568") and lost["wait"] == 50 and lost["call_id"] == "c3"
     assert lost["at"] == minutes(14).timestamp()
     assert stats.figures(None, "A")["offered"] == 3
     assert stats.figures("vip")["answered"] == 1 and stats.figures("vip")["completed"] == 0
