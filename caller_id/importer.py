@@ -41,6 +41,12 @@ case            id* (its key), customer*, organisation, product*, title*,
   the old value for a known one.  ``facts``: a JSON object (in CSV, its JSON
   text), e.g. ``{"ready_date": "2026-12-03", "branch": "Тверская"}``.
 - Booleans: true/false, yes/no, 1/0, да/нет; empty is false.
+- Text is Unicode without control characters (tab and line breaks only in
+  ``notes``), at most as long as its column, and at most `MAX_TEXT`
+  characters where the column has no length of its own; a CSV cell longer
+  than the csv module's field limit, a JSON line longer than `MAX_LINE`
+  characters or ``facts`` nested deeper than `MAX_FACTS_DEPTH` levels are bad
+  rows like any other.
 
 In CSV the first line is the header: ``kind`` and any of the fields above,
 separated by commas (semicolons and tabs are recognised too); a cell that
@@ -105,6 +111,19 @@ _INN_WEIGHTS = {
 }
 _CHUNK = 500  # keys per IN (...) list
 _SHOWN_ERRORS = 20
+MAX_TEXT = 65_536
+MAX_LINE = 1_048_576
+MAX_FACTS_DEPTH = 10
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: never more than a few dozen characters."""
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return f"<a JSON {'object' if isinstance(value, dict) else 'array' if isinstance(value, list) else 'value'}>"
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**18 else "<a long number>"
+    return text if len(text) <= 40 else text[:36] + "…" + text[-1]
 
 
 def inn_check_digits(digits: str) -> str:
@@ -174,10 +193,12 @@ def _csv_records(source: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]
         header = [name.strip().lower() for name in next(reader)]
     except StopIteration:
         return
+    except csv.Error as exc:
+        raise ImportRowsError(source, [(1, f"unreadable CSV header ({exc})")]) from None
     unknown = [name for name in header if name not in _ALL_FIELDS]
     problems = []
     if unknown:
-        problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        problems.append(f"unknown column(s) {', '.join(map(_shown, unknown))}")
     if "kind" not in header:
         problems.append("no 'kind' column")
     repeated = sorted({name for name in header if header.count(name) > 1})
@@ -186,8 +207,16 @@ def _csv_records(source: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]
     if problems:
         raise ImportRowsError(source, [(1, "; ".join(problems))])
     end = reader.line_num
-    for cells in reader:
-        start, end = end + 1, reader.line_num
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over the field size limit: the rest cannot be trusted
+            yield start, {"_error": f"unreadable CSV ({exc}); the rows after it were not checked"}
+            return
+        end = reader.line_num
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(header):
@@ -200,10 +229,16 @@ def _json_records(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE:
+            yield number, {"_error": f"longer than {MAX_LINE} characters"}
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, {"_error": f"not JSON: {exc.msg} at column {exc.colno}"}
+            continue
+        except RecursionError:
+            yield number, {"_error": "JSON nested too deeply"}
             continue
         if not isinstance(record, dict):
             yield number, {"_error": "not a JSON object"}
@@ -237,7 +272,8 @@ class _Row:
             value = value.strip() or None
         return value
 
-    def text(self, name: str, *, required: bool = False, limit: int | None = None) -> str | None:
+    def text(self, name: str, *, required: bool = False, limit: int | None = None,
+             multiline: bool = False) -> str | None:
         value = self._raw(name)
         if value is None:
             if required:
@@ -247,14 +283,19 @@ class _Row:
             self.problems.append(f"{name} must be text")
             return None
         value = str(value)
-        if limit is not None and len(value) > limit:
+        limit = MAX_TEXT if limit is None else limit
+        if len(value) > limit:
             self.problems.append(f"{name} is longer than {limit} characters")
+        elif (_CONTROL if multiline else _CONTROL_OR_BREAK).search(value):
+            self.problems.append(f"{name} contains control characters")
+        elif not _is_unicode(value):
+            self.problems.append(f"{name} is not valid Unicode text")
         return value
 
     def code(self, name: str, *, required: bool = False, limit: int | None = None) -> str | None:
         value = self.text(name, required=required, limit=limit)
         if value is not None and not _CODE.fullmatch(value):
-            self.problems.append(f"{name} {value!r} is not a code (lower-case letters, digits, _)")
+            self.problems.append(f"{name} {_shown(value)} is not a code (lower-case letters, digits, _)")
         return value
 
     def boolean(self, name: str) -> bool:
@@ -267,7 +308,7 @@ class _Row:
         if word in _TRUE:
             return True
         if word not in _FALSE:
-            self.problems.append(f"{name} {value!r} is not true or false")
+            self.problems.append(f"{name} {_shown(value)} is not true or false")
         return False
 
     def choice(self, name: str, choices: Iterable[str], default: str, *, upper: bool = False) -> str:
@@ -276,7 +317,7 @@ class _Row:
             return default
         value = value.upper() if upper else value.lower()
         if value not in choices:
-            self.problems.append(f"{name} {value!r} is not one of {', '.join(choices)}")
+            self.problems.append(f"{name} {_shown(value)} is not one of {', '.join(choices)}")
         return value
 
     def integer(self, name: str, low: int, high: int, default: int) -> int:
@@ -288,10 +329,10 @@ class _Row:
             number = value
         elif isinstance(value, float) and value.is_integer():
             number = int(value)
-        elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+        elif isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value):
             number = int(value)
         if number is None or not low <= number <= high:
-            self.problems.append(f"{name} {value!r} is not a whole number from {low} to {high}")
+            self.problems.append(f"{name} {_shown(value)} is not a whole number from {low} to {high}")
             return default
         return number
 
@@ -307,7 +348,7 @@ class _Row:
             else:
                 moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            self.problems.append(f"{name} {value!r} is not an ISO date or date-time")
+            self.problems.append(f"{name} {_shown(value)} is not an ISO date or date-time")
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.timezone.utc)
@@ -318,15 +359,26 @@ class _Row:
         if isinstance(value, str):
             if not value.strip():
                 return {}
+            if len(value) > MAX_TEXT:
+                self.problems.append(f"{name} is longer than {MAX_TEXT} characters")
+                return {}
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 self.problems.append(f"{name} is not JSON: {exc.msg} at column {exc.colno}")
                 return {}
+            except RecursionError:
+                value = None
+                self.problems.append(f"{name} is nested more than {MAX_FACTS_DEPTH} levels deep")
+                return {}
         if value is None:
             return {}
         if not isinstance(value, dict):
             self.problems.append(f"{name} must be a JSON object")
+            return {}
+        problem = _facts_problem(value, 1)
+        if problem is not None:
+            self.problems.append(f"{name} {problem}")
             return {}
         return value
 
@@ -334,10 +386,10 @@ class _Row:
         value = self.text(name, required=required)
         if value is None:
             return None
-        if not (value.isdigit() and len(value) in (10, 12)):
-            self.problems.append(f"{name} {value!r} is not 10 or 12 digits")
+        if not (value.isascii() and value.isdigit() and len(value) in (10, 12)):
+            self.problems.append(f"{name} {_shown(value)} is not 10 or 12 digits")
         elif inn_check_digits(value[:-1 if len(value) == 10 else -2]) != value[-(1 if len(value) == 10 else 2):]:
-            self.problems.append(f"{name} {value!r} has wrong check digits")
+            self.problems.append(f"{name} {_shown(value)} has wrong check digits")
         return value
 
     def not_applicable(self) -> None:
@@ -347,9 +399,33 @@ class _Row:
         unknown = [name for name in extra if name not in _ALL_FIELDS]
         misplaced = [name for name in extra if name in _ALL_FIELDS]
         if unknown:
-            self.problems.append(f"unknown field(s) {', '.join(map(repr, unknown))}")
+            self.problems.append(f"unknown field(s) {', '.join(map(_shown, unknown))}")
         if misplaced:
-            self.problems.append(f"field(s) {', '.join(map(repr, misplaced))} do not apply to {self.kind}")
+            self.problems.append(f"field(s) {', '.join(map(_shown, misplaced))} do not apply to {self.kind}")
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+        return False
+    return True
+
+
+def _facts_problem(value: Any, depth: int) -> str | None:
+    """Why facts cannot be stored as they are, or None: nesting, keys and text are checked."""
+    if depth > MAX_FACTS_DEPTH:
+        return f"is nested more than {MAX_FACTS_DEPTH} levels deep"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        for part in (key, item):
+            if isinstance(part, str) and (_CONTROL.search(part) or not _is_unicode(part)):
+                return "contains control characters or invalid Unicode"
+        if isinstance(item, (dict, list)):
+            problem = _facts_problem(item, depth + 1)
+            if problem is not None:
+                return problem
+    return None
 
 
 @dataclass
@@ -375,7 +451,7 @@ def _check(line: int, record: dict[str, Any], region: str, parsed: _Parsed) -> N
     kind = record.get("kind")
     kind = kind.strip().lower() if isinstance(kind, str) else kind
     if kind not in KINDS:
-        parsed.errors.append((line, f"kind {kind!r} is not one of {', '.join(KINDS)}"
+        parsed.errors.append((line, f"kind {_shown(kind)} is not one of {', '.join(KINDS)}"
                               if kind else "kind is missing"))
         return
     row = _Row(kind, record)
@@ -423,7 +499,7 @@ def _check_customer(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict,
         "manager": row.text("manager"),
     }
     if not _LANGUAGE.fullmatch(values["language"]):
-        row.problems.append(f"language {values['language']!r} is not a language code such as ru or en")
+        row.problems.append(f"language {_shown(values['language'])} is not a language code such as ru or en")
     return values["external_id"], values, "customers"
 
 
@@ -458,7 +534,7 @@ def _check_case(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str
         "due_at": row.moment("due_at", end_of_day=True),
         "customer_owes_next_step": row.boolean("customer_owes_next_step"),
         "facts": row.facts("facts"),
-        "notes": row.text("notes"),
+        "notes": row.text("notes", multiline=True),
     }
     return values["external_id"], values, "cases"
 
@@ -504,7 +580,7 @@ async def _check_references(conn: AsyncConnection, parsed: _Parsed) -> dict[str,
     def check(line: int, kind: str, key: str | None, in_file: dict) -> None:
         if key is not None and key not in in_file and key not in known[kind]:
             field_name = "manager" if kind == "agent" else kind
-            parsed.errors.append((line, f"{field_name} {key!r} is neither in this file nor in the database"))
+            parsed.errors.append((line, f"{field_name} {_shown(key)} is neither in this file nor in the database"))
 
     for line, values in (*parsed.organisations.values(), *parsed.customers.values()):
         check(line, "agent", values["manager"], parsed.agents)

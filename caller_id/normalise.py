@@ -123,11 +123,11 @@ def _e164(parsed: phonenumbers.PhoneNumber) -> str | None:
 # --- keeping numbers out of the logs ------------------------------------------
 
 def mask(number: str | None) -> str:
-    """`number` fit for a log line: ``+79161234567`` -> ``+7916***4567``.
+    """`number` fit for a log line: ``+79161234567`` -> ``+*******4567``.
 
-    Ten digits or more keep the first and last four; six to nine keep the
-    last two; shorter ones are all stars.  None or "" gives ``unknown``;
-    anything that is not a number at all gives ``***``.
+    Ten digits or more keep the last four; six to nine keep the last two;
+    shorter ones are all stars.  None or "" gives ``unknown``; anything that
+    is not a number at all gives ``***``.
     """
     if not number:
         return "unknown"
@@ -141,18 +141,20 @@ def mask(number: str | None) -> str:
 def _mask_digits(digits: str) -> str:
     count = len(digits)
     if count >= 10:
-        return digits[:4] + "*" * (count - 8) + digits[-4:]
+        return "*" * (count - 4) + digits[-4:]
     if count >= 6:
         return "*" * (count - 2) + digits[-2:]
     return "*" * count
 
 
 # Things that look like numbers but are kept as they are, tried first at each
-# position so a phone-like run inside them is not matched: UUIDs (call ids),
-# IPv4 addresses, ISO dates and Asterisk channel unique ids (epoch.sequence).
+# position so a phone-like run inside them is not matched: UUIDs (call ids, with
+# or without dashes), IPv4 addresses, ISO dates and Asterisk channel unique ids
+# (epoch.sequence).
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _KEEP = (
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+    r"|\b[0-9a-fA-F]{32}\b"
     rf"|(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)"
     r"|(?<!\d)(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!-?\d)"
     r"|(?<![\d.])\d{10}\.\d{1,6}(?!\.?\d)"
@@ -175,8 +177,14 @@ def _mask_match(match: re.Match[str]) -> str:
     return plus + _mask_digits(re.sub(r"\D", "", phone))
 
 
+# Database drivers log, at DEBUG, every statement with its parameters and what it returned: names,
+# notes, tokens, password hashes.  Below WARNING nothing of theirs reaches a log.
+_RAW_DATA_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine")
+
+
 class MaskingFilter(logging.Filter):
-    """Masks phone numbers in a record's message, arguments and traceback.
+    """Masks phone numbers in a record's message, arguments and traceback, and drops the database
+    drivers' records below WARNING (statements with their parameters and rows), at any level.
 
     Install it on a handler (the server puts it on the root handler): the
     message is formatted with its arguments, masked, and stored back with no
@@ -186,6 +194,9 @@ class MaskingFilter(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and any(
+                record.name == name or record.name.startswith(name + ".") for name in _RAW_DATA_LOGGERS):
+            return False
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: keep what can be shown

@@ -76,8 +76,11 @@ class Database:
         self, url: str | URL = DEFAULT_URL, *, pool_size: int = 10, connect_timeout: float = 5.0, echo: bool = False,
     ):
         self.url = make_url(url)
+        self.pool_size = pool_size
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        options: dict[str, Any] = {"echo": echo, "json_serializer": _json_text}
+        # hide_parameters: statement parameters (names, tokens, hashes) stay out of exception
+        # messages, which the call path and the web app log.
+        options: dict[str, Any] = {"echo": echo, "json_serializer": _json_text, "hide_parameters": True}
         if self.is_sqlite:
             self._prepare_sqlite_file()
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -110,7 +113,7 @@ class Database:
             self._blocking = create_engine(
                 self.url.set(drivername="sqlite"),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-                json_serializer=_json_text,
+                json_serializer=_json_text, hide_parameters=True,
             )
             event.listen(self._blocking, "connect", _configure_sqlite_connection)
         return self._blocking

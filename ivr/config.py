@@ -6,7 +6,7 @@ by environment variables, which win over the file (for containers):
 ``IVR_DATABASE_URL``, ``IVR_REDIS_URL``, ``IVR_AGI_HOST``, ``IVR_AGI_PORT``,
 ``IVR_AGI_ALLOWED_HOSTS`` (comma-separated), ``IVR_AGI_WORKERS``,
 ``IVR_PROMPTS_DIR``, ``IVR_AMI_HOST``, ``IVR_AMI_PORT``, ``IVR_AMI_USERNAME``,
-``IVR_AMI_SECRET`` / ``IVR_AMI_SECRET_FILE``.
+``IVR_AMI_SECRET`` / ``IVR_AMI_SECRET_FILE``, ``IVR_HEALTHZ_TOKEN``.
 
 Relative paths in the file (SQLite files included) are taken relative to
 the file's directory.
@@ -109,6 +109,8 @@ class WebSettings:
     port: int = 8080
     session_ttl: float = 12 * 3600.0  # seconds a login lasts without activity
     secure_cookies: bool = False  # set behind HTTPS: cookies only over TLS
+    agent_history_days: int = 30  # how far back an agent reads their own calls and those callers' customers
+    healthz_token: str | None = None  # "Authorization: Bearer <token>" shows /healthz details without a login
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,8 @@ def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -
             kwargs[key] = _typed(cls, key, item, source, item_line)
         if key.endswith("port") and not 0 <= kwargs[key] <= 65535:
             raise ConfigError(source, item_line, f"port must be 0..65535, got {kwargs[key]}")
+        if key == "agent_history_days" and not 0 <= kwargs[key] <= 3650:
+            raise ConfigError(source, item_line, f"agent_history_days must be 0..3650, got {kwargs[key]}")
     return cls(**kwargs)
 
 
@@ -275,7 +279,7 @@ def _path(value: Any, base: Path, source: str, line: int | None, key: str) -> Pa
     return path if path.is_absolute() else (base / path).resolve()
 
 
-_NULLABLE = {"redis_url", "host", "secret", "asterisk_directory", "audiosocket_address"}
+_NULLABLE = {"redis_url", "host", "secret", "asterisk_directory", "audiosocket_address", "healthz_token"}
 
 
 def _typed(cls: type, key: str, value: Any, source: str, line: int | None) -> Any:
@@ -352,6 +356,8 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
         web = replace(web, host=env["IVR_WEB_HOST"])
     if "IVR_WEB_PORT" in env:
         web = replace(web, port=_env_port(env, "IVR_WEB_PORT"))
+    if "IVR_HEALTHZ_TOKEN" in env:
+        web = replace(web, healthz_token=env["IVR_HEALTHZ_TOKEN"] or None)
     config = replace(config, speech=speech, web=web)
     if env.get("IVR_SELF_SERVICE"):
         mode = env["IVR_SELF_SERVICE"]

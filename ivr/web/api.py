@@ -1,37 +1,49 @@
 """The JSON REST API under /api/v1, described by /api/v1/openapi.json.
 
 Same log-in as the pages (session cookie; the CSRF token in X-CSRF-Token on
-writes).  Agents see their own calls only and may record a call's real
-reason and outcome, and add a note to a case of a customer they talk to;
-supervisors see everything and act on the queues through AMI (pause,
-add/remove a member, penalty).  Errors are ``{"error": "..."}`` with the
-HTTP status that fits.
+writes).  Agents read the calls that rang them and the customers and cases
+of those calls (`ivr.web.access`), may record a call's real reason and
+outcome, and add a note to such a case; supervisors read everything and act
+on the queues through AMI (pause, add/remove a member, penalty).  Every
+route is declared with `endpoint`: its role, the schema of its parameters
+and body (`ivr.web.inputs`), and its description, from which the OpenAPI
+document is made.  Errors are ``{"error": "..."}`` with the HTTP status
+that fits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
-from typing import Any
+import re
+from typing import Annotated, Any, Awaitable, Callable, Literal, get_args
 
 from aiohttp import web
-from sqlalchemy import func, or_, select, update
+from msgspec import Meta
+from sqlalchemy import ColumnElement, func, or_, select, update
 
-from caller_id.models import Agent, CallRecord, Case, Customer, NumberRole, Organisation, PhoneNumber
 from caller_id.lookup import CLOSED_STATUSES
+from caller_id.models import Agent, CallRecord, Case, Customer, NumberRole, Organisation, PhoneNumber
 from caller_id.normalise import normalise
+from ivr.web import access, openapi
 from ivr.web.auth import require
+from ivr.web.inputs import (CallId, ClientGone, Code, Id, Input, Interface, Line, Note, Nothing, Penalty, QueueName,
+                            json_body, params, refusal, text)
+from ivr.web.keys import AGENT_SIDE, SERVICES, USER
 from ivr.web.live import wallboard_now
-from ivr.web.openapi import OPENAPI
-from ivr.web.keys import SERVICES, AGENT_SIDE, USER
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 PREFIX = "/api/v1"
-OUTCOMES = ("resolved", "follow_up", "transferred", "callback", "complaint", "other")
-MAX_NOTE = 2000
+Outcome = Literal["resolved", "follow_up", "transferred", "callback", "complaint", "other"]
+OUTCOMES = get_args(Outcome)
+MIN_NAME_LETTERS = 3
+MIN_NUMBER_DIGITS = 4
+OPERATIONS: list[openapi.Operation] = []
+
 
 
 @web.middleware
@@ -48,18 +60,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         exc.text = json.dumps({"error": message}, ensure_ascii=False)
         exc.content_type = "application/json"
         raise
-    except (asyncio.CancelledError, ConnectionError):
+    except (asyncio.CancelledError, ConnectionError, ClientGone):
         raise
     except Exception:  # noqa: BLE001 - logged; the client gets a JSON 500
         log.exception("API: %s %s failed", request.method, request.path)
         raise web.HTTPInternalServerError(text=json.dumps({"error": "internal error (logged on the server)"}),
                                           content_type="application/json") from None
-
-
-def fail(status: int, message: str) -> web.HTTPException:
-    kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-             409: web.HTTPConflict, 502: web.HTTPBadGateway, 503: web.HTTPServiceUnavailable}
-    return kinds[status](text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
@@ -72,48 +78,48 @@ def _json(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-async def body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise fail(400, "the body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise fail(400, "the body must be a JSON object")
-    return data
-
-
-def _int(value: Any, what: str, low: int = 0, high: int = 10**9) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise fail(400, f"{what} must be a whole number") from None
-    if not low <= number <= high:
-        raise fail(400, f"{what} must be between {low} and {high}")
-    return number
-
-
 def _db(request: web.Request) -> Any:
     return request.app[SERVICES].db
+
+
+# --- declaring a route -------------------------------------------------------------------------
+
+
+def endpoint(method: str, path: str, summary: str, *, role: str | None, query: type[Input] = Nothing,
+             body: type[Input] | None = None, ok: int = 200, errors: tuple[int, ...] = ()) -> Callable:
+    """Register ``handler(request, query[, body])`` at PREFIX + path: the role is checked first, then the
+    path and query parameters (`query`), then the JSON body (`body`)."""
+
+    def wrap(handler: Callable[..., Awaitable[web.StreamResponse]]) -> Callable:
+        @functools.wraps(handler)
+        async def run(request: web.Request) -> web.StreamResponse:
+            args: list[Any] = [params(request, query)]
+            if body is not None:
+                args.append(await json_body(request, body))
+            return await handler(request, *args)
+
+        routes.route(method, PREFIX + path)(require(role)(run) if role else run)
+        OPERATIONS.append(openapi.Operation(method, PREFIX + path, summary, role, query, body, ok, errors))
+        return handler
+
+    return wrap
 
 
 # --- who am I -----------------------------------------------------------------------------
 
 
-@routes.get(PREFIX + "/me")
-@require("agent")
-async def me(request: web.Request) -> web.Response:
+@endpoint("GET", "/me", "The logged-in user and the CSRF token", role="agent")
+async def me(request: web.Request, _: Nothing) -> web.Response:
     return reply({**request[USER].to_dict(), "csrf_token": request[USER].csrf_token})
 
 
-@routes.get(PREFIX + "/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
+@endpoint("GET", "/openapi.json", "This description", role=None)
+async def openapi_document(request: web.Request, _: Nothing) -> web.Response:
     return reply(OPENAPI)
 
 
-@routes.get(PREFIX + "/intents")
-@require("agent")
-async def intents(request: web.Request) -> web.Response:
-    """The reasons an agent can pick, with their titles in the catalogue's languages."""
+@endpoint("GET", "/intents", "The call reasons (intents) and outcomes an agent can record", role="agent")
+async def intents(request: web.Request, _: Nothing) -> web.Response:
     catalogue = request.app[SERVICES].catalogue
     return reply({"intents": [{"name": spec.name, "title": dict(spec.title), "self_service": spec.is_self_service}
                               for spec in catalogue.intents], "outcomes": list(OUTCOMES)})
@@ -134,43 +140,71 @@ def case_dict(case: Case) -> dict[str, Any]:
             "customer_owes_next_step": case.customer_owes_next_step, "facts": case.facts, "notes": case.notes}
 
 
-@routes.get(PREFIX + "/customers")
-@require("agent")
-async def customers(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip()
-    if len(query) < 2:
-        raise fail(400, "q: give a number or at least two letters of a name")
-    limit = _int(request.query.get("limit", 20), "limit", 1, 100)
-    services = request.app[SERVICES]
-    number = normalise(query, region=services.config.region)
-    async with _db(request).session() as session:
-        statement = select(Customer)
-        if number:
-            statement = (statement.join(NumberRole, NumberRole.customer_id == Customer.id)
-                         .join(PhoneNumber, PhoneNumber.id == NumberRole.number_id)
-                         .where(PhoneNumber.e164 == number).distinct())
+class CustomerSearch(Input):
+    q: text(100)
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+
+
+def _where(statement: Any, condition: ColumnElement[bool] | None) -> Any:
+    return statement if condition is None else statement.where(condition)
+
+
+def _search(request: web.Request, query: str) -> ColumnElement[bool]:
+    """Customers whose number or name matches `query`; LIKE wildcards in it are plain characters."""
+    text = query.strip()
+    if re.fullmatch(r"[\d\s()+\-.]+", text):
+        number = normalise(text, region=request.app[SERVICES].config.region)
+        digits = re.sub(r"\D", "", text)
+        if number is not None:
+            matches = PhoneNumber.e164 == number
+        elif len(digits) >= MIN_NUMBER_DIGITS:
+            matches = PhoneNumber.e164.contains(digits, autoescape=True)
         else:
-            # SQLite's lower() knows only ASCII: also try the query as written and in title case
-            statement = statement.where(or_(Customer.name.contains(query), Customer.name.contains(query.title()),
-                                            func.lower(Customer.name).contains(query.lower())))
-        found = (await session.scalars(statement.order_by(Customer.id).limit(limit))).all()
+            raise refusal(request, 400, f"q: give at least {MIN_NUMBER_DIGITS} digits of a number")
+        return Customer.id.in_(select(NumberRole.customer_id).join(PhoneNumber, PhoneNumber.id == NumberRole.number_id)
+                               .where(matches))
+    if sum(ch.isalpha() for ch in text) < MIN_NAME_LETTERS:
+        raise refusal(request, 400, f"q: give at least {MIN_NAME_LETTERS} letters of a name or "
+                                    f"{MIN_NUMBER_DIGITS} digits of a number")
+    # SQLite's lower() knows only ASCII: also try the query as written and in title case
+    return or_(Customer.name.contains(text, autoescape=True), Customer.name.contains(text.title(), autoescape=True),
+               func.lower(Customer.name).contains(text.lower(), autoescape=True))
+
+
+@endpoint("GET", "/customers", "Find customers by phone number or name (agents: their callers)", role="agent",
+          query=CustomerSearch)
+async def customers(request: web.Request, query: CustomerSearch) -> web.Response:
+    statement = _where(select(Customer).where(_search(request, query.q)), access.own_customers(request, Customer.id))
+    async with _db(request).session() as session:
+        found = (await session.scalars(statement.order_by(Customer.id).limit(query.limit))).all()
     return reply({"customers": [customer_dict(c) for c in found]})
 
 
-@routes.get(PREFIX + "/customers/{id}")
-@require("agent")
-async def customer(request: web.Request) -> web.Response:
-    customer_id = _int(request.match_info["id"], "id")
+class ById(Input):
+    id: Id
+
+
+async def _customer(request: web.Request, session: Any, customer_id: int) -> Customer:
+    found = await session.get(Customer, customer_id)
+    mine = access.own_customers(request, Customer.id)
+    if found is not None and mine is not None:
+        if await session.scalar(select(Customer.id).where(Customer.id == customer_id, mine)) is None:
+            raise access.not_found(request, "customer", customer_id, denied=True)
+    if found is None:
+        raise access.not_found(request, "customer", customer_id, denied=False)
+    return found
+
+
+@endpoint("GET", "/customers/{id}", "A customer with roles and cases", role="agent", query=ById, errors=(404,))
+async def customer(request: web.Request, query: ById) -> web.Response:
     async with _db(request).session() as session:
-        found = await session.get(Customer, customer_id)
-        if found is None:
-            raise fail(404, f"no customer {customer_id}")
+        found = await _customer(request, session, query.id)
         roles = (await session.execute(
             select(NumberRole.kind, PhoneNumber.e164, Organisation.id, Organisation.name)
             .join(PhoneNumber, PhoneNumber.id == NumberRole.number_id)
             .outerjoin(Organisation, Organisation.id == NumberRole.organisation_id)
-            .where(NumberRole.customer_id == customer_id))).all()
-        cases = (await session.scalars(select(Case).where(Case.customer_id == customer_id)
+            .where(NumberRole.customer_id == query.id))).all()
+        cases = (await session.scalars(select(Case).where(Case.customer_id == query.id)
                                        .order_by(Case.updated_at.desc()))).all()
     return reply({**customer_dict(found),
                   "roles": [{"kind": k, "number": n, "organisation": {"id": oid, "name": oname} if oid else None}
@@ -178,72 +212,80 @@ async def customer(request: web.Request) -> web.Response:
                   "cases": [case_dict(c) for c in cases]})
 
 
-@routes.get(PREFIX + "/cases")
-@require("agent")
-async def cases(request: web.Request) -> web.Response:
-    """Cases of a customer or an organisation, newest first; ``open=true`` leaves out closed ones."""
-    statement = select(Case)
-    if "customer_id" in request.query:
-        statement = statement.where(Case.customer_id == _int(request.query["customer_id"], "customer_id"))
-    elif "organisation_id" in request.query:
-        statement = statement.where(Case.organisation_id == _int(request.query["organisation_id"],
-                                                                   "organisation_id"))
-    else:
-        raise fail(400, "give customer_id or organisation_id")
-    flag = request.query.get("open", "false").lower()
-    if flag not in ("true", "false"):
-        raise fail(400, "open: true or false")
-    if flag == "true":
-        statement = statement.where(Case.status.not_in(CLOSED_STATUSES))
-    if "status" in request.query:
-        statement = statement.where(Case.status == request.query["status"])
-    limit = _int(request.query.get("limit", 50), "limit", 1, 500)
+class CaseQuery(Input):
+    customer_id: Id | None = None
+    organisation_id: Id | None = None
+    open: bool = False
+    status: Code | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+
+
+@endpoint("GET", "/cases", "Cases of a customer or an organisation, newest first; open=true leaves out closed ones",
+          role="agent", query=CaseQuery, errors=(404,))
+async def cases(request: web.Request, query: CaseQuery) -> web.Response:
+    if (query.customer_id is None) == (query.organisation_id is None):
+        raise refusal(request, 400, "give customer_id or organisation_id")
     async with _db(request).session() as session:
+        if query.customer_id is not None:
+            await _customer(request, session, query.customer_id)
+            statement = select(Case).where(Case.customer_id == query.customer_id)
+        else:
+            await _organisation(request, session, query.organisation_id)
+            statement = select(Case).where(Case.organisation_id == query.organisation_id)
+        statement = _where(statement, access.own_cases(request, Case.customer_id, Case.organisation_id))
+        if query.open:
+            statement = statement.where(Case.status.not_in(CLOSED_STATUSES))
+        if query.status is not None:
+            statement = statement.where(Case.status == query.status)
         found = (await session.scalars(statement.order_by(Case.updated_at.desc(), Case.id.desc())
-                                       .limit(limit))).all()
+                                       .limit(query.limit))).all()
     return reply({"cases": [case_dict(c) for c in found]})
 
 
-@routes.get(PREFIX + "/cases/{id}")
-@require("agent")
-async def case(request: web.Request) -> web.Response:
-    case_id = _int(request.match_info["id"], "id")
-    async with _db(request).session() as session:
-        found = await session.get(Case, case_id)
+async def _organisation(request: web.Request, session: Any, organisation_id: int) -> None:
+    exists = await session.get(Organisation, organisation_id) is not None
+    mine = access.own_organisations(request, Organisation.id)
+    if exists and mine is not None:
+        exists = await session.scalar(select(Organisation.id).where(Organisation.id == organisation_id, mine)) \
+            is not None
+        if not exists:
+            raise access.not_found(request, "organisation", organisation_id, denied=True)
+    if not exists:
+        raise access.not_found(request, "organisation", organisation_id, denied=False)
+
+
+async def _case(request: web.Request, session: Any, case_id: int) -> Case:
+    found = await session.get(Case, case_id)
+    mine = access.own_cases(request, Case.customer_id, Case.organisation_id)
+    if found is not None and mine is not None:
+        if await session.scalar(select(Case.id).where(Case.id == case_id, mine)) is None:
+            raise access.not_found(request, "case", case_id, denied=True)
     if found is None:
-        raise fail(404, f"no case {case_id}")
-    return reply(case_dict(found))
+        raise access.not_found(request, "case", case_id, denied=False)
+    return found
 
 
-@routes.post(PREFIX + "/cases/{id}/notes")
-@require("agent")
-async def add_note(request: web.Request) -> web.Response:
-    user = request[USER]
-    case_id = _int(request.match_info["id"], "id")
-    text = str((await body(request)).get("text", "")).strip()
-    if not text or len(text) > MAX_NOTE:
-        raise fail(400, f"text: a note of 1-{MAX_NOTE} characters")
+@endpoint("GET", "/cases/{id}", "A case", role="agent", query=ById, errors=(404,))
+async def case(request: web.Request, query: ById) -> web.Response:
     async with _db(request).session() as session:
-        found = await session.get(Case, case_id)
-        if found is None:
-            raise fail(404, f"no case {case_id}")
-        if not user.has("supervisor") and not await _talks_to(request, session, found.customer_id):
-            raise fail(403, "agents add notes to the cases of customers on their own calls")
+        return reply(case_dict(await _case(request, session, query.id)))
+
+
+class NoteBody(Input):
+    text: Note
+
+
+@endpoint("POST", "/cases/{id}/notes", "Add a note to a case (agents: the cases of their callers)", role="agent",
+          query=ById, body=NoteBody, ok=201, errors=(404, 413, 415))
+async def add_note(request: web.Request, query: ById, body: NoteBody) -> web.Response:
+    user = request[USER]
+    async with _db(request).session() as session:
+        found = await _case(request, session, query.id)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        line = f"[{stamp} {user.username}] {text}"
+        line = f"[{stamp} {user.username}] {body.text.strip()}"
         found.notes = f"{found.notes}\n{line}" if found.notes else line
         await session.commit()
         return reply(case_dict(found), status=201)
-
-
-async def _talks_to(request: web.Request, session: Any, customer_id: int) -> bool:
-    agent_id = request[USER].agent_id
-    for card in request.app[AGENT_SIDE].screenpop.cards_for(agent_id):
-        if ((card.get("card") or {}).get("customer") or {}).get("id") == customer_id:
-            return True
-    found = await session.scalar(select(CallRecord.id).where(CallRecord.agent_id == agent_id,
-                                                             CallRecord.customer_id == customer_id).limit(1))
-    return found is not None
 
 
 # --- calls ----------------------------------------------------------------------------------------
@@ -273,75 +315,74 @@ async def _settle(request: web.Request) -> None:
             log.warning("API: queue outcomes not written yet: %s", exc)
 
 
-def _own_call_ids(request: web.Request) -> set[str]:
-    return {card["call_id"] for card in request.app[AGENT_SIDE].screenpop.cards_for(request[USER].agent_id)}
+class CallsQuery(Input):
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+    queue: QueueName | None = None
+    agent_id: Id | None = None
 
 
-@routes.get(PREFIX + "/calls")
-@require("agent")
-async def calls(request: web.Request) -> web.Response:
-    user = request[USER]
-    limit = _int(request.query.get("limit", 50), "limit", 1, 500)
-    statement = select(CallRecord).order_by(CallRecord.started_at.desc()).limit(limit)
-    if not user.has("supervisor"):
-        statement = statement.where(or_(CallRecord.agent_id == user.agent_id,
-                                        CallRecord.call_id.in_(_own_call_ids(request) or {""})))
-    elif "agent_id" in request.query:
-        statement = statement.where(CallRecord.agent_id == _int(request.query["agent_id"], "agent_id"))
-    if "queue" in request.query:
-        statement = statement.where(CallRecord.queue == request.query["queue"])
+@endpoint("GET", "/calls", "Recent calls (agents: the calls that rang them)", role="agent", query=CallsQuery)
+async def calls(request: web.Request, query: CallsQuery) -> web.Response:
+    statement = _where(select(CallRecord), access.own_calls(request))
+    if query.agent_id is not None:
+        statement = statement.where(CallRecord.agent_id == query.agent_id)
+    if query.queue is not None:
+        statement = statement.where(CallRecord.queue == query.queue)
     await _settle(request)
     async with _db(request).session() as session:
-        found = (await session.scalars(statement)).all()
+        found = (await session.scalars(statement.order_by(CallRecord.started_at.desc()).limit(query.limit))).all()
     return reply({"calls": [call_dict(r) for r in found]})
 
 
-async def _call_for(request: web.Request, session: Any, call_id: str) -> CallRecord:
+class ByCall(Input):
+    call_id: CallId
+
+
+async def _call(request: web.Request, session: Any, call_id: str) -> CallRecord:
     record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    mine = access.own_calls(request)
+    if record is not None and mine is not None:
+        if await session.scalar(select(CallRecord.id).where(CallRecord.id == record.id, mine)) is None:
+            raise access.not_found(request, "call", call_id, denied=True)
     if record is None:
-        raise fail(404, f"no call {call_id}")
-    user = request[USER]
-    if not user.has("supervisor") and record.agent_id != user.agent_id and call_id not in _own_call_ids(request):
-        raise fail(403, "this call is not yours")
+        raise access.not_found(request, "call", call_id, denied=False)
     return record
 
 
-@routes.get(PREFIX + "/calls/{call_id}")
-@require("agent")
-async def call(request: web.Request) -> web.Response:
+@endpoint("GET", "/calls/{call_id}", "One call with its IVR context", role="agent", query=ByCall, errors=(404,))
+async def call(request: web.Request, query: ByCall) -> web.Response:
     await _settle(request)
     async with _db(request).session() as session:
-        record = await _call_for(request, session, request.match_info["call_id"])
+        record = await _call(request, session, query.call_id)
     data = call_dict(record)
     data["context"] = record.context
     return reply(data)
 
 
-@routes.post(PREFIX + "/calls/{call_id}/disposition")
-@require("agent")
-async def disposition(request: web.Request) -> web.Response:
-    """The agent's word on the call: the real reason and how it ended."""
-    data = await body(request)
+class DispositionBody(Input):
+    intent: Code
+    outcome: Outcome
+
+
+@endpoint("POST", "/calls/{call_id}/disposition", "Record the real reason and the outcome of a call", role="agent",
+          query=ByCall, body=DispositionBody, errors=(404, 413, 415))
+async def disposition(request: web.Request, query: ByCall, body: DispositionBody) -> web.Response:
     catalogue = request.app[SERVICES].catalogue
-    intent, outcome = data.get("intent"), data.get("outcome")
-    if intent not in catalogue.names:
-        raise fail(400, f"intent: one of {', '.join(catalogue.names)}")
-    if outcome not in OUTCOMES:
-        raise fail(400, f"outcome: one of {', '.join(OUTCOMES)}")
+    if body.intent not in catalogue.names:
+        raise refusal(request, 400, f"intent: one of {', '.join(catalogue.names)}")
     await _settle(request)
     async with _db(request).session() as session:
-        record = await _call_for(request, session, request.match_info["call_id"])
-        values: dict[str, Any] = {"actual_intent": intent, "outcome": outcome}
+        record = await _call(request, session, query.call_id)
+        values: dict[str, Any] = {"actual_intent": body.intent, "outcome": body.outcome}
         if record.agent_id is None and request[USER].agent_id is not None:
             values["agent_id"] = request[USER].agent_id
         await session.execute(update(CallRecord).where(CallRecord.id == record.id).values(**values))
         await session.commit()
-    return reply({"call_id": request.match_info["call_id"], **values})
+    return reply({"call_id": query.call_id, **values})
 
 
-@routes.get(PREFIX + "/predictions")
-@require("supervisor")
-async def predictions(request: web.Request) -> web.Response:
+@endpoint("GET", "/predictions", "How often the predicted reason was right", role="supervisor")
+async def predictions(request: web.Request, _: Nothing) -> web.Response:
     """How often the predicted reason was the real one, per predicted intent (agents' dispositions)."""
     async with _db(request).session() as session:
         rows = (await session.execute(
@@ -362,15 +403,13 @@ async def predictions(request: web.Request) -> web.Response:
 # --- queues and agents ---------------------------------------------------------------------------
 
 
-@routes.get(PREFIX + "/queues")
-@require("supervisor")
-async def queues(request: web.Request) -> web.Response:
+@endpoint("GET", "/queues", "Live queues, agents and statistics (the wallboard)", role="supervisor")
+async def queues(request: web.Request, _: Nothing) -> web.Response:
     return reply(wallboard_now(request.app[AGENT_SIDE]))
 
 
-@routes.get(PREFIX + "/agents")
-@require("supervisor")
-async def agents(request: web.Request) -> web.Response:
+@endpoint("GET", "/agents", "Agents and their queue memberships", role="supervisor")
+async def agents(request: web.Request, _: Nothing) -> web.Response:
     async with _db(request).session() as session:
         found = (await session.scalars(select(Agent).order_by(Agent.id))).all()
     live = wallboard_now(request.app[AGENT_SIDE])["queues"]["queues"]
@@ -385,72 +424,78 @@ async def agents(request: web.Request) -> web.Response:
                               "queues": membership.get(a.interface, [])} for a in found]})
 
 
-async def _ami(request: web.Request, fields: dict[str, str]) -> web.Response:
+_AMI = (409, 413, 415, 502, 503)  # refused by Asterisk, too large, not JSON, failed on the way, not connected
+
+
+async def _ami(request: web.Request, fields: dict[str, str | None]) -> web.Response:
     from ivr.ami import AmiActionError, AmiError, AmiNotConnected
 
     ami = request.app[AGENT_SIDE].ami
     if ami is None:
-        raise fail(503, "no AMI connection is configured (ami.host)")
+        raise refusal(request, 503, "no AMI connection is configured (ami.host)")
+    action = {key: value for key, value in fields.items() if value is not None}
     try:
-        result = await ami.action(fields, check=True, timeout=5.0)
+        result = await ami.action(action, check=True, timeout=5.0)
     except AmiNotConnected as exc:
-        raise fail(503, f"Asterisk is not connected: {exc}") from None
+        raise refusal(request, 503, f"Asterisk is not connected: {exc}") from None
     except AmiActionError as exc:
-        raise fail(409, str(exc)) from None
+        raise refusal(request, 409, str(exc)) from None
     except AmiError as exc:
-        raise fail(502, f"{fields['Action']}: {exc}") from None
-    return reply({"action": fields["Action"], "message": result.message})
+        raise refusal(request, 502, f"{action['Action']}: {exc}") from None
+    return reply({"action": action["Action"], "message": result.message})
 
 
-def _text(data: dict[str, Any], key: str, *, required: bool = True, limit: int = 200) -> str:
-    value = data.get(key)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip() or len(value) > limit or "\r" in value or "\n" in value:
-        raise fail(400, f"{key}: text of 1-{limit} characters on one line")
-    return value.strip()
+class PauseBody(Input):
+    interface: Interface
+    paused: bool = True
+    queue: QueueName | None = None
+    reason: Line | None = None
 
 
-@routes.post(PREFIX + "/actions/pause")
-@require("supervisor")
-async def pause(request: web.Request) -> web.Response:
-    data = await body(request)
-    paused = data.get("paused", True)
-    if not isinstance(paused, bool):
-        raise fail(400, "paused: true or false")
-    fields = {"Action": "QueuePause", "Interface": _text(data, "interface"), "Paused": "true" if paused else "false"}
-    if data.get("queue"):
-        fields["Queue"] = _text(data, "queue")
-    if data.get("reason"):
-        fields["Reason"] = _text(data, "reason")
-    return await _ami(request, fields)
+@endpoint("POST", "/actions/pause", "Pause or unpause a member (AMI QueuePause); without queue, in every queue",
+          role="supervisor", body=PauseBody, errors=_AMI)
+async def pause(request: web.Request, _: Nothing, body: PauseBody) -> web.Response:
+    return await _ami(request, {"Action": "QueuePause", "Interface": body.interface,
+                                "Paused": "true" if body.paused else "false", "Queue": body.queue,
+                                "Reason": body.reason})
 
 
-@routes.post(PREFIX + "/actions/add")
-@require("supervisor")
-async def add_member(request: web.Request) -> web.Response:
-    data = await body(request)
-    fields = {"Action": "QueueAdd", "Queue": _text(data, "queue"), "Interface": _text(data, "interface"),
-              "Penalty": str(_int(data.get("penalty", 0), "penalty", 0, 1000))}
-    if data.get("name"):
-        fields["MemberName"] = _text(data, "name")
-    return await _ami(request, fields)
+class AddBody(Input):
+    queue: QueueName
+    interface: Interface
+    penalty: Penalty = 0
+    name: Line | None = None
 
 
-@routes.post(PREFIX + "/actions/remove")
-@require("supervisor")
-async def remove_member(request: web.Request) -> web.Response:
-    data = await body(request)
-    return await _ami(request, {"Action": "QueueRemove", "Queue": _text(data, "queue"),
-                                "Interface": _text(data, "interface")})
+@endpoint("POST", "/actions/add", "Add a member to a queue (AMI QueueAdd)", role="supervisor", body=AddBody,
+          errors=_AMI)
+async def add_member(request: web.Request, _: Nothing, body: AddBody) -> web.Response:
+    return await _ami(request, {"Action": "QueueAdd", "Queue": body.queue, "Interface": body.interface,
+                                "Penalty": str(body.penalty), "MemberName": body.name})
 
 
-@routes.post(PREFIX + "/actions/penalty")
-@require("supervisor")
-async def penalty(request: web.Request) -> web.Response:
-    data = await body(request)
-    fields = {"Action": "QueuePenalty", "Interface": _text(data, "interface"),
-              "Penalty": str(_int(data.get("penalty"), "penalty", 0, 1000))}
-    if data.get("queue"):
-        fields["Queue"] = _text(data, "queue")
-    return await _ami(request, fields)
+class RemoveBody(Input):
+    queue: QueueName
+    interface: Interface
+
+
+@endpoint("POST", "/actions/remove", "Remove a member from a queue (AMI QueueRemove)", role="supervisor",
+          body=RemoveBody, errors=_AMI)
+async def remove_member(request: web.Request, _: Nothing, body: RemoveBody) -> web.Response:
+    return await _ami(request, {"Action": "QueueRemove", "Queue": body.queue, "Interface": body.interface})
+
+
+class PenaltyBody(Input):
+    interface: Interface
+    penalty: Penalty
+    queue: QueueName | None = None
+
+
+@endpoint("POST", "/actions/penalty", "Change a member's penalty (AMI QueuePenalty)", role="supervisor",
+          body=PenaltyBody, errors=_AMI)
+async def penalty(request: web.Request, _: Nothing, body: PenaltyBody) -> web.Response:
+    return await _ami(request, {"Action": "QueuePenalty", "Interface": body.interface,
+                                "Penalty": str(body.penalty), "Queue": body.queue})
+
+
+OPENAPI = openapi.document(OPERATIONS)

@@ -6,64 +6,82 @@ operations endpoints (`ivr.web.ops`) behind the session middleware
 (`ivr.web.auth`); `start_web` runs it on ``web.host:web.port`` and returns
 the runner to clean up with.  Static files (CSS, JavaScript) are served from
 ``ivr/web/static``; nothing is loaded from elsewhere.
+
+Every answer of the app, errors and static files included, carries the
+security headers (`security_headers`): a Content-Security-Policy without
+inline script or style attributes that forbids framing, nosniff, a strict
+Referrer-Policy; and ``Cache-Control: no-store`` on everything but the
+versioned static files, since pages and API answers carry personal data.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from ivr.web import api, live, ops, pages
 from ivr.web.auth import Sessions, session_middleware
+from ivr.web.inputs import MAX_BODY, ClientGone, refusal, too_large
 from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS
 from ivr.web.live import LiveSockets
 from ivr.web.pages import STATIC
 
+log = logging.getLogger(__name__)
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'")
+
 
 def build_app(services: Any, agent_side: Any) -> web.Application:
     settings = services.config.web
-    app = web.Application(middlewares=[_security_headers, api.json_errors, session_middleware],
-                          client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_bodies, api.json_errors, session_middleware], client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[AGENT_SIDE] = agent_side
-    app[SESSIONS] = Sessions(services.db, settings.session_ttl, secure=settings.secure_cookies)
+    app[SESSIONS] = Sessions(services.db, settings.session_ttl, secure=settings.secure_cookies,
+                             redis=services.redis)
     app[SOCKETS] = LiveSockets()
     app.add_routes(pages.routes)
     app.add_routes(live.routes)
     app.add_routes(api.routes)
     app.add_routes(ops.routes)
-    ops.install_metrics(app)
+    ops.install(app)
     app.router.add_static("/static", STATIC)
+    app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)
     return app
 
 
 @web.middleware
-async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _bodies(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A body announced too large is refused before it is read; a client gone mid-body is no error."""
+    if too_large(request):
+        refused = refusal(request, 413, f"the body may have at most {MAX_BODY} bytes")
+        refused.force_close()  # the rest of the body is never read
+        raise refused
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects and refusals carry them too
-        _secure(request, exc)
-        raise
-    _secure(request, response)
-    return response
+        return await handler(request)
+    except ClientGone:
+        response = web.Response(status=400, text="incomplete body")
+        response.force_close()
+        return response
 
 
-def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    if response.prepared:  # a WebSocket: its headers are sent already
-        return
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'")
-    if request.path.startswith("/static/"):  # pages ask for them by version (pages.STATIC_VERSION)
-        headers.setdefault("Cache-Control", "public, max-age=86400")
-    else:  # pages and API answers carry personal data
-        headers.setdefault("Cache-Control", "no-store")
+    headers.setdefault("Referrer-Policy", "same-origin")  # "no-referrer" would make forms send Origin: null
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    if request.app[SESSIONS].secure:  # served over HTTPS: browsers keep to it
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if request.path.startswith("/static/") and response.status in (200, 304):
+        headers.setdefault("Cache-Control", "public, max-age=86400")  # asked for by version (pages.STATIC_VERSION)
+    else:
+        headers["Cache-Control"] = "no-store"
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -86,5 +104,6 @@ async def start_web(services: Any, agent_side: Any, *, host: str | None = None,
 
 
 def address_of(runner: web.AppRunner) -> str:
+    """host:port of the first address the runner listens on."""
     host, port = runner.addresses[0][:2]
     return f"{host}:{port}"

@@ -13,9 +13,10 @@
   carry the session's token in ``X-CSRF-Token`` or the form field
   ``csrf_token``; WebSocket handshakes must come from this site's origin.
 * Roles: agent < supervisor < admin; `require(role)` guards a handler.
-* Log-in attempts: at most `MAX_FAILURES` failures per user name and per
-  address in `FAILURE_WINDOW` seconds, then a 429 until the window passes
-  (counted per node; the table of recent failures is bounded).
+* Log-in attempts: throttled per user name and address, per address and
+  per user name (`ivr.web.throttle`), never locking a user out for everyone.
+* Tokens that do not have the shape of the ones this app makes (cookie,
+  CSRF header or field) count as no token: never an error.
 """
 
 from __future__ import annotations
@@ -26,27 +27,26 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-import json
 import secrets
-import time
-from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
 
 from caller_id.models import Agent, User, WebSession
+from ivr.web.inputs import FORM_TYPES, form_fields, is_token, refusal
 from ivr.web.keys import SESSIONS, USER
+from ivr.web.throttle import LoginThrottle
 
 ROLES = ("agent", "supervisor", "admin")
 RANK = {role: n for n, role in enumerate(ROLES)}
 COOKIE = "ivr_session"
 MIN_PASSWORD = 8
-MAX_FAILURES = 5
-FAILURE_WINDOW = 300.0
-MAX_TRACKED = 10_000  # user names and addresses with recent failures kept at most
+MAX_USERNAME = 80
+MAX_PASSWORD = 1024
 HASHING_THREADS = 2
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -98,12 +98,15 @@ async def verify_password_async(password: str, stored: str) -> bool:
 async def add_user(db: Any, username: str, password: str, role: str, agent_id: int | None = None) -> int:
     """Create a user; ValueError with a clear message for anything wrong."""
     username = (username or "").strip()
-    if not username or len(username) > 80 or any(c.isspace() for c in username):
-        raise ValueError("the user name must be 1-80 characters without spaces")
+    if not username or len(username) > MAX_USERNAME or not username.isprintable() \
+            or any(c.isspace() for c in username):
+        raise ValueError(f"the user name must be 1-{MAX_USERNAME} characters without spaces")
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     if len(password or "") < MIN_PASSWORD:
         raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise ValueError(f"the password may have at most {MAX_PASSWORD} characters")
     if role == "agent" and agent_id is None:
         raise ValueError("an agent user needs the agent it logs in as (--agent-id or --agent-interface)")
     hashed = await hash_password_async(password)
@@ -158,23 +161,27 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 class Sessions:
-    """Log-ins kept in SQL (shared by every node), with the log-in throttle of this node."""
+    """Log-ins kept in SQL (shared by every node), with the log-in throttle (shared through Redis when given)."""
 
-    def __init__(self, db: Any, ttl: float, *, secure: bool = False):
+    def __init__(self, db: Any, ttl: float, *, secure: bool = False, redis: Any = None):
         self.db = db
         self.ttl = dt.timedelta(seconds=ttl)
         self.secure = secure
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.throttle = LoginThrottle(redis)
 
     async def log_in(self, username: str, password: str, address: str) -> tuple[str, CurrentUser] | None:
         """A new session token for good credentials; None otherwise (a failure is counted)."""
-        async with self.db.session() as session:
-            user = await session.scalar(select(User).where(User.username == username.strip()))
+        user = None
+        if 0 < len(username.strip()) <= MAX_USERNAME:
+            async with self.db.session() as session:
+                user = await session.scalar(select(User).where(User.username == username.strip()))
         # an unknown name costs the same time as a known one
-        ok = await verify_password_async(password, user.password_hash if user is not None else _DUMMY_HASH)
-        if user is None or not ok or not user.active:
-            self._failed(username, address)
+        ok = await verify_password_async(password[:MAX_PASSWORD],
+                                         user.password_hash if user is not None else _DUMMY_HASH)
+        if user is None or not ok or not user.active or len(password) > MAX_PASSWORD:
+            await self.throttle.failed(username, address)
             return None
+        await self.throttle.succeeded(username, address)
         token = secrets.token_urlsafe(32)
         now = _utcnow()
         async with self.db.session() as session:
@@ -187,7 +194,7 @@ class Sessions:
 
     async def user_for(self, token: str | None) -> CurrentUser | None:
         """The logged-in user of a session token, sliding its expiry; None when absent or expired."""
-        if not token:
+        if not is_token(token):
             return None
         now = _utcnow()
         async with self.db.session() as session:
@@ -209,7 +216,7 @@ class Sessions:
 
     async def log_out(self, token: str | None) -> int | None:
         """End the session of a token; its id (None when there was none)."""
-        if not token:
+        if not is_token(token):
             return None
         async with self.db.session() as session:
             found = await session.scalar(select(WebSession.id).where(WebSession.token_hash == _token_hash(token)))
@@ -218,39 +225,15 @@ class Sessions:
                 await session.commit()
             return found
 
-    def throttled(self, username: str, address: str) -> bool:
-        now = time.monotonic()
-        for key in _throttle_keys(username, address):
-            attempts = self._failures.get(key)
-            if attempts is None:
-                continue
-            while attempts and now - attempts[0] > FAILURE_WINDOW:
-                attempts.popleft()
-            if not attempts:
-                del self._failures[key]
-            elif len(attempts) >= MAX_FAILURES:
-                return True
-        return False
+    def set_cookie(self, response: web.StreamResponse, token: str, *, name: str = COOKIE, path: str = "/",
+                   max_age: float | None = None, samesite: str = "Lax") -> None:
+        """Every cookie of this app: HttpOnly, and Secure when `web.secure_cookies` is on."""
+        response.set_cookie(name, token, httponly=True, samesite=samesite, secure=self.secure, path=path,
+                            max_age=int(self.ttl.total_seconds() if max_age is None else max_age))
 
-    def _failed(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        for key in _throttle_keys(username, address):
-            attempts = self._failures.pop(key, None) or deque(maxlen=MAX_FAILURES)
-            attempts.append(now)
-            self._failures[key] = attempts  # the most recent last
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-
-    def set_cookie(self, response: web.StreamResponse, token: str) -> None:
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=self.secure, path="/",
-                            max_age=int(self.ttl.total_seconds()))
-
-    def clear_cookie(self, response: web.StreamResponse) -> None:
-        response.del_cookie(COOKIE, path="/")
-
-
-def _throttle_keys(username: str, address: str) -> tuple[str, str]:
-    return f"user:{username.strip().lower()[:80]}", f"addr:{address}"
+    def clear_cookie(self, response: web.StreamResponse, *, name: str = COOKIE, path: str = "/",
+                     samesite: str = "Lax") -> None:
+        response.del_cookie(name, path=path, secure=self.secure, httponly=True, samesite=samesite)
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -278,22 +261,11 @@ async def session_middleware(request: web.Request, handler: Callable[[web.Reques
     request[USER] = user
     if request.method not in _SAFE_METHODS and user is not None and not request.path.startswith("/login"):
         sent = request.headers.get("X-CSRF-Token")
-        if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            sent = (await request.post()).get("csrf_token")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf_token) or not origin_ok(request):
-            raise _error(request, 403, "missing or wrong CSRF token")
+        if sent is None and request.content_type in FORM_TYPES:
+            sent = (await form_fields(request)).get("csrf_token")
+        if not is_token(sent) or not hmac.compare_digest(sent, user.csrf_token) or not origin_ok(request):
+            raise refusal(request, 403, "missing or wrong CSRF token")
     return await handler(request)
-
-
-def _error(request: web.Request, status: int, message: str) -> web.HTTPException:
-    kinds = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 429: web.HTTPTooManyRequests}
-    if request.path.startswith("/api/"):
-        return kinds[status](text=_json_error(message), content_type="application/json")
-    return kinds[status](text=message)
-
-
-def _json_error(message: str) -> str:
-    return json.dumps({"error": message}, ensure_ascii=False)
 
 
 def require(role: str) -> Callable:
@@ -305,10 +277,10 @@ def require(role: str) -> Callable:
             user: CurrentUser | None = request.get(USER)
             if user is None:
                 if request.path.startswith("/api/") or request.path == "/ws":
-                    raise _error(request, 401, "log in first")
-                raise web.HTTPFound(f"/login?next={request.path}")
+                    raise refusal(request, 401, "log in first")
+                raise web.HTTPFound(f"/login?next={quote(request.path)}")
             if not user.has(role):
-                raise _error(request, 403, f"this needs the {role} role")
+                raise refusal(request, 403, f"this needs the {role} role")
             return await handler(request)
 
         return guarded

@@ -24,12 +24,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ivr.hub import WALLBOARD, SubscriptionClosed, agent_topic
 from ivr.web.auth import COOKIE, origin_ok, require
+from ivr.web.inputs import Input, params, refusal
 from ivr.web.keys import AGENT_SIDE, SESSIONS, SOCKETS, USER
 
 log = logging.getLogger(__name__)
@@ -83,24 +84,26 @@ def wallboard_now(agent_side: Any) -> dict[str, Any]:
                                                                  "last_error": "AMI not configured"}}
 
 
+class Feed(Input):
+    feed: Literal["agent", "wallboard"] = "agent"
+
+
 @routes.get("/ws")
 @require("agent")
 async def websocket(request: web.Request) -> web.StreamResponse:
     if not origin_ok(request):
-        raise web.HTTPForbidden(text="cross-site WebSocket refused")
+        raise refusal(request, 403, "cross-site WebSocket refused")
     user = request[USER]
-    feed = request.query.get("feed", "agent")
+    feed = params(request, Feed).feed
     agent_side = request.app[AGENT_SIDE]
     if feed == "wallboard":
         if not user.has("supervisor"):
-            raise web.HTTPForbidden(text="the wallboard needs the supervisor role")
+            raise refusal(request, 403, "the wallboard needs the supervisor role")
         topic = WALLBOARD
-    elif feed == "agent":
-        if user.agent_id is None:
-            raise web.HTTPForbidden(text="this user is not linked to an agent")
-        topic = agent_topic(user.agent_id)
     else:
-        raise web.HTTPBadRequest(text="feed must be agent or wallboard")
+        if user.agent_id is None:
+            raise refusal(request, 403, "this user is not linked to an agent")
+        topic = agent_topic(user.agent_id)
 
     socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4096)
     sockets: LiveSockets = request.app[SOCKETS]

@@ -7,18 +7,22 @@ WebSocket and the REST API.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
+import math
 import secrets
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from msgspec import Meta
 
-from ivr.web.auth import COOKIE, require
+from ivr.web.auth import COOKIE, MAX_PASSWORD, MAX_USERNAME, require
+from ivr.web.inputs import Input, Nothing, form_body, is_token, params, text
 from ivr.web.keys import SESSIONS, SOCKETS, USER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -73,44 +77,77 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
-def _login_page(error: str, target: str, status: int = 200) -> web.Response:
+_Target = text(2000, min_length=0)
+
+
+class LoginQuery(Input):
+    next: _Target = ""
+
+
+class LoginForm(Input):
+    username: text(MAX_USERNAME, min_length=0) = ""
+    password: Annotated[str, Meta(max_length=MAX_PASSWORD)] = ""
+    login_token: Annotated[str, Meta(max_length=128)] = ""
+    next: _Target = ""
+
+
+class LogoutForm(Input):
+    csrf_token: Annotated[str, Meta(max_length=128)] = ""
+
+
+def _login_page(request: web.Request, error: str, target: str, status: int = 200,
+                headers: dict[str, str] | None = None) -> web.Response:
     """The log-in form with a fresh token, also set as a cookie: a form posted from another site lacks it."""
     token = secrets.token_urlsafe(24)
     response = render("login.html", error=error, next=target, login_token=token)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login", max_age=3600)
+    request.app[SESSIONS].set_cookie(response, token, name=LOGIN_COOKIE, path="/login", max_age=3600,
+                                     samesite="Strict")
     response.set_status(status)
+    response.headers.update(headers or {})
     return response
 
 
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
-    return _login_page("", _safe_next(request.query.get("next")) or "")
+    return _login_page(request, "", _safe_next(params(request, LoginQuery).next) or "")
 
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    username, password = str(form.get("username", "")), str(form.get("password", ""))
-    target = _safe_next(str(form.get("next", ""))) or ""
+    try:
+        form = await form_body(request, LoginForm)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            raise
+        return _login_page(request, "The user name or the password is not acceptable.", "", exc.status)
+    target = _safe_next(form.next) or ""
     sessions = request.app[SESSIONS]
     address = request.remote or "?"
-    sent, expected = str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")
-    if not expected or not hmac.compare_digest(sent, expected):
-        return _login_page("The log-in form expired; please try again.", target, 403)
-    if sessions.throttled(username, address):
-        return _login_page("Too many failed attempts; try again in a few minutes.", target, 429)
-    found = await sessions.log_in(username, password, address)
+    expected = request.cookies.get(LOGIN_COOKIE)
+    if not is_token(expected) or not is_token(form.login_token) or not hmac.compare_digest(form.login_token,
+                                                                                           expected):
+        return _login_page(request, "The log-in form expired; please try again.", target, 403)
+    verdict = await sessions.throttle.check(form.username, address)
+    if verdict.wait > 0:
+        wait = math.ceil(verdict.wait)
+        return _login_page(request, f"Too many failed attempts; try again in {wait} s.", target, 429,
+                           {"Retry-After": str(wait)})
+    if verdict.delay > 0:  # a name under attack from many addresses: slower, never shut
+        await asyncio.sleep(verdict.delay)
+    found = await sessions.log_in(form.username, form.password, address)
     if found is None:
-        return _login_page("Wrong user name or password.", target, 401)
+        return _login_page(request, "Wrong user name or password.", target, 401)
     token, user = found
     response = web.HTTPFound(target or home_of(user))
     sessions.set_cookie(response, token)
-    response.del_cookie(LOGIN_COOKIE, path="/login")
+    sessions.clear_cookie(response, name=LOGIN_COOKIE, path="/login", samesite="Strict")
     raise response
 
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
+    if request.body_exists:
+        await form_body(request, LogoutForm)  # the CSRF token was checked on the way in
     sessions = request.app[SESSIONS]
     ended = await sessions.log_out(request.cookies.get(COOKIE))
     if ended is not None:  # this node's pages of that session; other nodes notice within live.RECHECK
@@ -122,6 +159,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/")
 async def home(request: web.Request) -> web.StreamResponse:
+    params(request, Nothing)
     user = request[USER]
     raise web.HTTPFound("/login" if user is None else home_of(user))
 
@@ -129,6 +167,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 @routes.get("/agent")
 @require("agent")
 async def agent_page(request: web.Request) -> web.Response:
+    params(request, Nothing)
     user = request[USER]
     if user.agent_id is None:  # a supervisor or admin who takes no calls
         if user.has("supervisor"):
@@ -140,4 +179,5 @@ async def agent_page(request: web.Request) -> web.Response:
 @routes.get("/wallboard")
 @require("supervisor")
 async def wallboard_page(request: web.Request) -> web.Response:
+    params(request, Nothing)
     return _page(request, "wallboard.html", "Wallboard")

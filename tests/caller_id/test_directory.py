@@ -155,8 +155,8 @@ async def test_failing_source_is_logged_masked_and_the_next_one_answers(caplog):
 
     assert result.source == "crm" and result.degraded is None
     logged = caplog.text
-    assert "caller source broken failed for +7916***4567" in logged
-    assert "backend refused +7916***4567" in logged
+    assert "caller source broken failed for +*******4567" in logged
+    assert "backend refused +*******4567" in logged
     assert "9161234567" not in logged
 
 

@@ -250,3 +250,64 @@ async def test_printed_summary_counts_numbers_without_showing_them(migrated_db):
         assert "+7916" not in text and "79161234567" not in text
     assert "3 customer rows (3 new, 0 updated)" in str(summary)
     assert "3 numbers touched" in str(summary)
+
+
+async def test_a_cell_over_the_csv_field_limit_is_a_bad_row_and_nothing_is_imported(migrated_db, tmp_path):
+    header = ["kind", "id", "name", "notes"]
+    path = _write_csv(tmp_path / "huge.csv", header, [
+        ["customer", "C-1", "Иванов Иван", ""],  # line 2: fine
+        ["customer", "C-2", "Петров Пётр", "x" * 1_048_576],  # line 3: a 1 MB cell
+        ["customer", "C-3", "Сидоров Сидор", ""],
+    ])
+    with pytest.raises(ImportRowsError) as caught:
+        await import_file(migrated_db, path)
+    assert [line for line, _ in caught.value.errors] == [3]
+    assert "field larger than field limit" in caught.value.errors[0][1]
+    assert len(str(caught.value)) < 1000  # the cell is not repeated in the report
+    assert await _count(migrated_db, Customer) == 0
+
+
+async def test_json_lines_nested_too_deeply_are_bad_rows(migrated_db, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(
+        '{"kind": "customer", "id": "C-1", "name": "Анна"}\n'
+        + "[" * 100_000 + "]" * 100_000 + "\n"  # line 2
+        + '{"kind": "customer", "id": "C-2", "name": "Олег", "segment": ' + "[" * 900 + "]" * 900 + "}\n"  # 3
+        + '{"kind": "case", "id": "K-1", "customer": "C-1", "product": "card", "title": "Карта", '
+          '"status": "new", "facts": ' + '{"a": ' * 50 + "1" + "}" * 50 + "}\n"  # line 4
+        + '{"kind": "customer", "id": "C-3", "name": "Ира", "language": "' + "e" * 2_000_000 + '"}\n',  # 5
+        encoding="utf-8",
+    )
+    with pytest.raises(ImportRowsError) as caught:
+        await import_file(migrated_db, path)
+    errors = dict(caught.value.errors)
+    assert sorted(errors) == [2, 3, 4, 5]
+    assert errors[2] == "JSON nested too deeply"
+    assert "segment" in errors[3] and "must be text" in errors[3]
+    assert "facts is nested more than 10 levels deep" in errors[4]
+    assert "longer than" in errors[5]
+    assert len(str(caught.value)) < 2000
+    assert await _count(migrated_db, Customer) == 0
+
+
+async def test_text_a_database_would_choke_on_is_a_bad_row(migrated_db, tmp_path):
+    path = tmp_path / "text.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [  # ASCII JSON: the surrogate as its escape
+        {"kind": "customer", "id": "C-1", "name": "Анна\u0000"},  # line 1: NUL (PostgreSQL refuses it)
+        {"kind": "customer", "id": "C-2", "name": "Олег\ud800"},  # line 2: a lone surrogate
+        {"kind": "customer", "id": "C-3", "name": "Ира", "language": "r" * 70_000},  # line 3
+        {"kind": "case", "id": "K-1", "customer": "C-1", "product": "card", "title": "Карта", "status": "new",
+         "facts": {"branch": "Тверская\u0007"}},  # line 4
+        {"kind": "case", "id": "K-2", "customer": "C-1", "product": "card", "title": "Карта", "status": "new",
+         "priority": "9" * 5000},  # line 5
+    ]), encoding="utf-8")
+    with pytest.raises(ImportRowsError) as caught:
+        await import_file(migrated_db, path)
+    errors = dict(caught.value.errors)
+    assert "name contains control characters" in errors[1]
+    assert "name is not valid Unicode text" in errors[2]
+    assert "language is longer than 65536 characters" in errors[3]
+    assert "facts contains control characters" in errors[4]
+    assert "priority" in errors[5] and "is not a whole number" in errors[5]
+    assert len(str(caught.value)) < 2000
+    assert await _count(migrated_db, Customer) == 0

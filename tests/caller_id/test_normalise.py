@@ -111,10 +111,10 @@ def test_russian_mobile_in_every_dialled_form_gives_one_number(national):
 @pytest.mark.parametrize(
     "number, masked",
     [
-        ("+79161234567", "+7916***4567"),
-        ("+442079460958", "+4420****0958"),
-        ("89161234567", "8916***4567"),
-        ("+7 916 123-45-67", "+7916***4567"),
+        ("+79161234567", "+*******4567"),
+        ("+442079460958", "+********0958"),
+        ("89161234567", "*******4567"),
+        ("+7 916 123-45-67", "+*******4567"),
         ("1234567", "*****67"),
         ("1001", "****"),
         (None, "unknown"),
@@ -122,18 +122,18 @@ def test_russian_mobile_in_every_dialled_form_gives_one_number(national):
         ("Иван Петров", "***"),
     ],
 )
-def test_mask_hides_the_middle_of_numbers(number, masked):
+def test_mask_keeps_only_the_last_digits_of_numbers(number, masked):
     assert mask(number) == masked
 
 
 def test_mask_text_masks_numbers_and_keeps_ids_addresses_and_dates():
     text = (
         "call 550e8400-e29b-41d4-a716-446655440000 uid 1700000000.123 from 192.168.1.10 "
-        "on 2024-01-15: caller +7 (916) 123-45-67, callback 8.916.123.45.67"
+        "on 2024-01-15: caller +7 (916) 123-45-67, callback 8.916.123.45.67, call a4d048cb4231899b0b79ad9e103c7c01"
     )
     assert mask_text(text) == (
         "call 550e8400-e29b-41d4-a716-446655440000 uid 1700000000.123 from 192.168.1.10 "
-        "on 2024-01-15: caller +7916***4567, callback 8916***4567"
+        "on 2024-01-15: caller +*******4567, callback *******4567, call a4d048cb4231899b0b79ad9e103c7c01"
     )
 
 
@@ -158,12 +158,32 @@ def test_masking_filter_masks_message_args_and_traceback():
     output = stream.getvalue()
     for digits in ("9161234567", "4951234567", "2079460958", "1234567"):
         assert digits not in output.replace("-", "").replace(" ", "")
-    assert "caller +7916***4567 dialled 8495***4567" in output
-    assert "in text +4420****0958 and as a number 8916***4567" in output
-    assert "RuntimeError: no customer for 8916***4567" in output
+    assert "caller +*******4567 dialled *******4567" in output
+    assert "in text +********0958 and as a number *******4567" in output
+    assert "RuntimeError: no customer for *******4567" in output
 
 
 def test_masking_filter_keeps_records_with_broken_format_strings():
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "%d calls from %s", ("x",), None)
     assert MaskingFilter().filter(record) is True
     assert "%d calls" in record.getMessage()
+
+
+def test_masking_filter_keeps_database_drivers_debug_records_out_at_any_level():
+    """aiosqlite logs each statement with its parameters (names, tokens, hashes) at DEBUG."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(MaskingFilter())
+    loggers = [logging.getLogger(name) for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine.Engine")]
+    try:
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
+            logger.debug("executing %s", ("INSERT INTO users VALUES (?)", ("scrypt$16384$8$1$salt$hash",)))
+            logger.info("[generated] %r", ("Иванов Иван",))
+        logging.getLogger("aiosqlite").warning("database is locked")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+    assert stream.getvalue() == "database is locked\n"

@@ -80,7 +80,8 @@
     }
     const question = ivr.role_question;
     if (question) parts.push(el("p", {}, `Asked in which role they call (${(question.asked || []).join(" / ")}): `,
-      question.chosen || "no choice, the line's default"));
+      question.confirmed === false && question.assumed ? `role not confirmed — routed as ${question.assumed}`
+        : question.chosen || "no choice, the line's default"));
     const pressed = (ivr.dtmf || []).filter((d) => d.step !== "role");
     if (pressed.length) parts.push(el("p", {}, "Pressed: ", pressed.map((d) => `${d.step} ${d.pressed || "–"}`).join(", ")));
     if (ivr.transcript) parts.push(el("details", {}, el("summary", {}, "What the caller said"),

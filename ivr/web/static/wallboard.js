@@ -158,7 +158,9 @@
         el("button", {type: "button", onclick: () => {
           if (member.paused) { act("/actions/pause", {interface: member.interface, paused: false, queue}); return; }
           const reason = prompt(`Pause reason for ${member.name}:`, "break");
-          if (reason !== null) act("/actions/pause", {interface: member.interface, paused: true, reason, queue});
+          if (reason !== null) {
+            act("/actions/pause", {interface: member.interface, paused: true, reason: reason.trim() || undefined, queue});
+          }
         }}, member.paused ? "Unpause" : "Pause"),
         el("button", {type: "button", onclick: () => {
           const value = prompt(`Penalty for ${member.name} in ${queue}:`, String(member.penalty));

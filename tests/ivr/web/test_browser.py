@@ -126,7 +126,7 @@ async def test_agent_cannot_open_the_wallboard_or_another_agents_call(browser, w
     response = await page.goto(web_server.url + "/wallboard")
     assert response.status == 403
     response = await page.goto(web_server.url + "/api/v1/calls/dmitrys-call")
-    assert response.status == 403
+    assert response.status == 404
     await done(page)
 
 
@@ -209,4 +209,52 @@ async def test_pages_reconnect_by_themselves_and_follow_the_log_out(browser, web
     await other_tab.click("header form button")
     await expect(other_tab).to_have_url(re.compile("/login"))
     await expect(page).to_have_url(re.compile("/login"), timeout=10_000)
+    await done(page)
+
+
+async def test_wait_bars_are_as_long_as_the_waits_under_the_page_s_own_policy(browser, web_server):
+    """Widths come from script (CSSOM), which the Content-Security-Policy allows; a style attribute would not."""
+    import time
+
+    sim = web_server.sim
+    page = await logged_in(browser, web_server.url, "sup")
+    await expect(page.locator("#link")).to_have_text("live")
+    for waited in (10, 30):  # the scale is twice the 20 s threshold: 25 % and 75 %
+        sim.clock = lambda waited=waited: time.time() - waited
+        sim.place_caller("support", callerid=f'"" <7900000{waited:04d}>')
+    sim.clock = time.time
+    callers = page.locator('article.queue[data-queue="support"] ol.callers li')
+    await expect(callers).to_have_count(2)
+    await page.wait_for_timeout(2000)  # past the bars' transition
+    measured = await page.evaluate("""() => [...document.querySelectorAll(
+        'article.queue[data-queue="support"] ol.callers li')].map((li) => {
+          const bar = li.querySelector(".bar"), fill = li.querySelector(".bar span");
+          return {fraction: fill.getBoundingClientRect().width / bar.getBoundingClientRect().width,
+                  waited: IVR.now() - Number(fill.dataset.waitSince), styled: fill.hasAttribute("style")};
+        })""")
+    scale = max(40, *(m["waited"] for m in measured))
+    for bar in measured:
+        assert bar["fraction"] == pytest.approx(min(1.0, bar["waited"] / scale), abs=0.06), measured
+    assert {round(m["fraction"], 1) for m in measured} != {1.0}  # not every bar full
+    await done(page)
+
+
+async def test_the_card_says_when_the_caller_s_role_was_assumed(browser, web_server):
+    from ivr.hub import agent_topic
+
+    page = await logged_in(browser, web_server.url, "anna")
+    await expect(page.locator("#link")).to_have_text("live")
+    anna = web_server.agents["PJSIP/1001"]
+    for call_id, question in (
+        ("assumed-role", {"asked": ["private client", "director"], "confirmed": False,
+                          "assumed": "director of ООО Ромашка"}),
+        ("chosen-role", {"asked": ["private client", "director"], "chosen": "private client"}),
+    ):
+        await web_server.agent_side.hub.publish(agent_topic(anna), {
+            "type": "screenpop", "call_id": call_id, "seq": 1, "state": "ringing", "at": 1.0, "queue": "support",
+            "card": {"context": "found", "number": "+*******0003", "ivr": {"role_question": question}}})
+    await expect(page.locator('article.card[data-call-id="assumed-role"] .ivr')).to_contain_text(
+        "role not confirmed — routed as director of ООО Ромашка")
+    await expect(page.locator('article.card[data-call-id="chosen-role"] .ivr')).to_contain_text(
+        "(private client / director): private client")
     await done(page)

@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 
 import aiohttp
+import pytest
 from sqlalchemy import select
 
 from caller_id.models import Case
@@ -57,13 +58,15 @@ async def test_metrics_carry_live_queues_and_component_counters(web_server):
 
 
 async def test_healthz_says_degraded_without_asterisk_and_failing_without_the_database(web_server):
-    async with await web_server.client() as anonymous:
+    async with await web_server.client("sup") as supervisor, await web_server.client() as anonymous:
         await web_server.sim.close()
         await eventually(lambda: not web_server.agent_side.ami.connected)
-        async with anonymous.get("/healthz") as response:
+        async with supervisor.get("/healthz") as response:
             health = await response.json()
         assert response.status == 200 and health["status"] == "degraded"
         assert health["checks"]["ami_connected"] is False and health["checks"]["database"] == "ok"
+        async with anonymous.get("/healthz") as response:
+            assert await response.json() == {"status": "degraded"}
 
     # a database server that is not there (nothing listens on the port)
     broken = replace(web_server.services, db=Database(f"postgresql+asyncpg://ivr@127.0.0.1:{free_port()}/ivr"))
@@ -72,8 +75,7 @@ async def test_healthz_says_degraded_without_asterisk_and_failing_without_the_da
         async with aiohttp.ClientSession(f"http://{address_of(runner)}") as anonymous:
             async with anonymous.get("/healthz") as response:
                 health = await response.json()
-            assert response.status == 503 and health["status"] == "failing"
-            assert health["checks"]["database"].startswith("failing: ")
+            assert response.status == 503 and health == {"status": "failing"}
     finally:
         await runner.cleanup()
         await broken.db.dispose()
@@ -131,7 +133,9 @@ async def test_api_errors_are_json(web_server):
         for method, path, kwargs, status in (
             ("GET", "/api/v1/no-such-thing", {}, 404),
             ("DELETE", "/api/v1/calls", {"headers": headers}, 405),
-            ("POST", "/api/v1/calls/x/disposition", {"headers": headers, "data": b"not json"}, 400),
+            ("POST", "/api/v1/calls/x/disposition", {"headers": {**headers, "Content-Type": "application/json"},
+                                                     "data": b"not json"}, 400),
+            ("POST", "/api/v1/calls/x/disposition", {"headers": headers, "data": b"not json"}, 415),
             ("POST", "/api/v1/cases/1/notes", {"headers": headers, "json": {"text": "x" * 70_000}}, 413),
             ("GET", "/api/v1/customers/abc", {}, 400),
             ("GET", "/api/v1/cases/999999", {}, 404),
@@ -146,8 +150,11 @@ async def test_api_errors_are_json(web_server):
 
 
 async def test_cases_of_a_customer_open_or_all(web_server):
+    from tests.ivr.web.test_web import insert_call
+
     async with web_server.services.db.session() as session:
         case = await session.scalar(select(Case).where(Case.status == "closed").limit(1))
+    await insert_call(web_server, "anna-and-the-customer", web_server.agents["PJSIP/1001"], case.customer_id)
     async with await web_server.client("anna") as browser:
         async with browser.get("/api/v1/cases", params={"customer_id": case.customer_id}) as response:
             every = (await response.json())["cases"]
@@ -171,3 +178,129 @@ async def test_pages_forbid_framing_inline_code_and_caching(web_server):
     async with await web_server.client() as anonymous:
         async with anonymous.get("/wallboard", allow_redirects=False) as response:
             assert response.status == 302 and response.headers["X-Frame-Options"] == "DENY"
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
+# The WAL index's write, checkpoint, recovery and read-mark locks, as another process holding the
+# file would have them: no connection can read or write until they are released.
+fcntl.lockf(fd, fcntl.LOCK_EX, 8, 120)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_healthz_answers_in_time_while_the_database_is_locked(web_server):
+    import asyncio
+    import sys
+    import time
+
+    path = web_server.services.db.url.database
+    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", _HOLD_LOCK, path,
+                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert (await asyncio.wait_for(holder.stdout.readline(), 10)).strip() == b"locked"
+        async with await web_server.client() as anonymous:
+            for _ in range(4):
+                began = time.monotonic()
+                async with anonymous.get("/healthz", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                    assert response.status == 503 and await response.json() == {"status": "failing"}
+                assert time.monotonic() - began < 3.0
+    finally:
+        holder.stdin.close()
+        await holder.wait()
+    async with await web_server.client("sup") as supervisor:  # and once the lock is gone, it recovers
+        for _ in range(100):
+            async with supervisor.get("/healthz") as response:
+                health = await response.json()
+            if response.status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert health["checks"]["database"] == "ok"
+
+
+async def test_healthz_details_with_the_configured_token(web_server):
+    from dataclasses import fields, replace
+
+    from ivr.config import WebSettings
+
+    if "healthz_token" not in {f.name for f in fields(WebSettings)}:
+        pytest.skip("web.healthz_token arrives with .patches/config-web-settings.diff")
+    config = web_server.services.config
+    web_server.services.config = replace(config, web=replace(config.web, healthz_token="operators-probe-token"))
+    async with await web_server.client() as anonymous:
+        async with anonymous.get("/healthz", headers={"Authorization": "Bearer operators-probe-token"}) as response:
+            assert (await response.json())["checks"]["database"] == "ok"
+        for wrong in ("Bearer wrong", "operators-probe-token", "Bearer \u00e9"):
+            async with anonymous.get("/healthz", headers={"Authorization": wrong}) as response:
+                assert await response.json() == {"status": "ok"}
+
+
+def _assert_secure_headers(headers, what: str, *, cacheable: bool = False) -> None:
+    policy = headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, what
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, what
+    assert headers.get("X-Content-Type-Options") == "nosniff", what
+    assert headers.get("Referrer-Policy") == "same-origin", what
+    assert headers.get("X-Frame-Options") == "DENY", what
+    if cacheable:
+        assert "no-store" not in headers.get("Cache-Control", ""), what
+    else:
+        assert headers.get("Cache-Control") == "no-store", what
+
+
+async def test_every_kind_of_answer_carries_the_security_headers(web_server):
+    async with await web_server.client("anna") as browser, await web_server.client() as anonymous:
+        csrf = await csrf_of(browser)
+        for client, method, path, kwargs in (
+            (anonymous, "GET", "/login", {}),
+            (anonymous, "GET", "/", {}),
+            (anonymous, "GET", "/api/v1/me", {}),
+            (browser, "GET", "/api/v1/me", {}),
+            (browser, "GET", "/api/v1/calls", {}),
+            (browser, "GET", "/agent", {}),
+            (browser, "GET", "/wallboard", {}),
+            (browser, "GET", "/api/v1/no-such-route", {}),
+            (browser, "GET", "/no-such-page", {}),
+            (browser, "DELETE", "/api/v1/calls", {"headers": {"X-CSRF-Token": csrf}}),
+            (browser, "GET", "/api/v1/customers/abc", {}),
+            (browser, "POST", "/api/v1/cases/1/notes", {"headers": {"X-CSRF-Token": csrf}, "data": b"x"}),
+            (browser, "POST", "/api/v1/cases/1/notes", {"headers": {"X-CSRF-Token": csrf},
+                                                        "json": {"text": "x" * 70_000}}),
+            (browser, "GET", "/ws?feed=wallboard", {}),  # refused: not a supervisor
+            (browser, "GET", "/static/no-such-file.js", {}),
+            (anonymous, "GET", "/healthz", {}),
+            (anonymous, "GET", "/metrics", {}),
+        ):
+            async with client.request(method, path, allow_redirects=False, **kwargs) as response:
+                _assert_secure_headers(response.headers, f"{method} {path} -> {response.status}")
+        async with anonymous.get("/static/agent.js") as response:
+            assert response.status == 200
+            _assert_secure_headers(response.headers, "static", cacheable=True)
+
+
+async def test_with_secure_cookies_every_cookie_is_secure(web_server):
+    from dataclasses import replace
+
+    config = web_server.services.config
+    services = replace(web_server.services, config=replace(config, web=replace(config.web, secure_cookies=True)))
+    runner = await start_web(services, web_server.agent_side, host="127.0.0.1", port=0)
+    try:
+        async with aiohttp.ClientSession(f"http://{address_of(runner)}") as browser:
+            async with browser.get("/login") as response:
+                form_cookie = response.cookies["ivr_login"]
+                token = (await response.text()).split('name="login_token" value="', 1)[1].split('"', 1)[0]
+                assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+            async with browser.post("/login", allow_redirects=False,
+                                    data={"username": "sup", "password": PASSWORD, "login_token": token},
+                                    headers={"Cookie": f"ivr_login={form_cookie.value}"}) as response:
+                assert response.status == 302
+                session_cookie, cleared = response.cookies["ivr_session"], response.cookies["ivr_login"]
+            async with browser.post("/logout", allow_redirects=False, data={"csrf_token": "x" * 20},
+                                    headers={"Cookie": f"ivr_session={session_cookie.value}"}) as response:
+                assert response.status == 403  # wrong CSRF token: refused, nothing cleared
+            for cookie in (form_cookie, session_cookie, cleared):
+                assert cookie["secure"] and cookie["httponly"], cookie.key
+    finally:
+        await runner.cleanup()

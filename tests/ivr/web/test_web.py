@@ -13,7 +13,7 @@ from caller_id.models import CallRecord, Case, User, WebSession
 from ivr.hub import WALLBOARD, agent_topic
 from ivr.web.auth import add_user, hash_password, verify_password
 from ivr.web.client import log_in
-from ivr.web.openapi import OPENAPI
+from ivr.web.api import OPENAPI
 from tests.ivr.web.conftest import PASSWORD, csrf_of
 from tests.waiting import eventually
 
@@ -107,7 +107,7 @@ async def test_agent_cannot_open_supervisor_pages_or_other_agents_calls(web_serv
             async with browser.get(path, allow_redirects=False) as response:
                 assert response.status == 403, path
         async with browser.get("/api/v1/calls/call-of-dmitry") as response:
-            assert response.status == 403
+            assert response.status == 404  # as if there were no such call
         async with browser.get("/api/v1/calls") as response:
             assert all(c["call_id"] != "call-of-dmitry" for c in (await response.json())["calls"])
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -233,14 +233,20 @@ async def test_agent_cannot_annotate_a_stranger_s_case(web_server):
     async with await web_server.client("anna") as browser:
         headers = {"X-CSRF-Token": await csrf_of(browser)}
         async with browser.post(f"/api/v1/cases/{case.id}/notes", headers=headers, json={"text": "x"}) as response:
-            assert response.status == 403
+            assert response.status == 404
+    async with web_server.services.db.session() as session:
+        assert (await session.get(Case, case.id)).notes == case.notes
 
 
 async def test_api_finds_customers_by_number_and_name(web_server):
+    async with await web_server.client("sup") as supervisor:
+        async with supervisor.get("/api/v1/customers", params={"q": "8 900 000-00-03"}) as response:
+            found = (await response.json())["customers"]
+    assert len(found) == 1
+    await insert_call(web_server, "anna-talked-to-them", web_server.agents["PJSIP/1001"], found[0]["id"])
     async with await web_server.client("anna") as browser:
         async with browser.get("/api/v1/customers", params={"q": "8 900 000-00-03"}) as response:
-            found = (await response.json())["customers"]
-        assert len(found) == 1
+            assert (await response.json())["customers"] == found
         async with browser.get(f"/api/v1/customers/{found[0]['id']}") as response:
             customer = await response.json()
         assert any(r["number"] == "+79000000003" for r in customer["roles"]) and customer["cases"]
@@ -255,11 +261,9 @@ async def test_openapi_describes_exactly_the_api_routes(web_server):
         async with browser.get("/api/v1/openapi.json") as response:
             document = await response.json()
     assert document == OPENAPI
-    app_routes = set()
-    from ivr.web import api
-
-    for route in api.routes:
-        app_routes.add((route.method.lower(), route.path))
+    app_routes = {(route.method.lower(), route.resource.canonical) for route in web_server.runner.app.router.routes()
+                  if route.resource is not None and route.resource.canonical.startswith("/api/")
+                  and route.method != "HEAD"}  # aiohttp answers HEAD on every GET route
     described = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert described == app_routes
 
@@ -267,9 +271,7 @@ async def test_openapi_describes_exactly_the_api_routes(web_server):
 async def test_metrics_and_healthz_need_no_login(web_server):
     async with await web_server.client() as browser:
         async with browser.get("/healthz") as response:
-            health = await response.json()
-            assert response.status == 200 and health["checks"]["database"] == "ok"
-            assert "connected" in health["checks"]["ami"]
+            assert response.status == 200 and await response.json() == {"status": "ok"}  # nothing more
         async with browser.get("/metrics") as response:
             text = await response.text()
     assert "ivr_calls_total" in text and 'ivr_component_events_total{component="screenpop"' in text
@@ -299,5 +301,5 @@ async def test_the_agent_records_a_call_the_moment_it_ends(web_server):
             mine = {c["call_id"]: c for c in (await response.json())["calls"]}
         assert mine[call_id]["outcome"] == "resolved" and mine[call_id]["agent_id"] == web_server.agents["PJSIP/1001"]
         async with other.get(f"/api/v1/calls/{call_id}") as response:
-            assert response.status == 403
+            assert response.status == 404
         await socket.close()
