@@ -133,15 +133,15 @@ async def load_scenarios(port: int, numbers: list[str], calls: int, rate: float)
     """Closed loop at 50 and 200, then open loop at `rate`; warm-up first."""
     results: dict[str, Any] = {}
     warmup = mixed_scripts(numbers, min(2000, calls), seed=11)
-    await run_closed_loop("127.0.0.1", port, warmup, 50)
+    await run_closed_loop("127.0.0.1", port, warmup, 50, fast=True)
     for concurrency in (50, 200):
         scripts = mixed_scripts(numbers, calls, seed=concurrency)
         started = time.perf_counter()
-        outcome = await run_closed_loop("127.0.0.1", port, scripts, concurrency)
+        outcome = await run_closed_loop("127.0.0.1", port, scripts, concurrency, fast=True)
         results[f"closed_{concurrency}"] = summarize(outcome, time.perf_counter() - started)
     scripts = mixed_scripts(numbers, int(rate * 10), seed=99)
     started = time.perf_counter()
-    outcome = await run_open_loop("127.0.0.1", port, scripts, rate)
+    outcome = await run_open_loop("127.0.0.1", port, scripts, rate, fast=True)
     results[f"open_{int(rate)}"] = summarize(outcome, time.perf_counter() - started)
     return results
 

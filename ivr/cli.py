@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     sim = sub.add_parser("simulate", help="place simulated Asterisk calls against a FastAGI server")
-    sim.add_argument("--calls", type=int, default=100)
+    sim.add_argument("--calls", type=int, default=100, help="how many calls to place (default 100)")
     sim.add_argument("--concurrency", type=int, default=10, help="callers at once (closed loop)")
     sim.add_argument("--rate", type=float, help="offer new calls at this rate per second (open loop)")
     sim.add_argument("--host", help="FastAGI host (default: from the configuration)")
@@ -117,7 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--dtmf", default="1", help="what callers press when asked (empty: nothing)")
     sim.add_argument("--hangup-rate", type=float, default=0.0, help="share of callers hanging up mid-call")
     sim.add_argument("--garbage-rate", type=float, default=0.05, help="share of calls with garbage caller IDs")
-    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--seed", type=int, default=1,
+                     help="seed of the random mix of numbers, lines and hang-ups (the same seed, the same calls)")
+    sim.add_argument("--fast", action="store_true",
+                     help="answer every AGI command at once instead of after its prompt and key wait, "
+                          "as Asterisk does (for load tests)")
     sim.add_argument("--verbose", "-v", action="store_true", help="print every call")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.set_defaults(handler=_simulate)
@@ -405,9 +409,9 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
     async def go() -> tuple[list[Any], float]:
         started = time.perf_counter()
         if args.rate:
-            results = await run_open_loop(host, port, scripts, args.rate)
+            results = await run_open_loop(host, port, scripts, args.rate, fast=args.fast)
         else:
-            results = await run_closed_loop(host, port, scripts, args.concurrency)
+            results = await run_closed_loop(host, port, scripts, args.concurrency, fast=args.fast)
         return results, time.perf_counter() - started
 
     results, wall = asyncio.run(go())

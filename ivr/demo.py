@@ -296,6 +296,7 @@ class Pace:
     wrapup: float = 3.0  # an agent's pause after a call
     retry: float = 1.0  # after a ring-out, before the caller's next agent rings
     no_answer: float = 0.12  # share of rings that ring out
+    prompts_at_once: bool = False  # AGI prompts answered at once instead of after they play (tests)
 
 
 class CallGenerator:
@@ -366,7 +367,8 @@ class CallGenerator:
             delivered = rng.choice((number[1:], "8" + number[2:], number))
         script = CallScript(number=delivered, line=line.name, dtmf=list(call.keys))
         try:
-            result = await place_call("127.0.0.1", self.config.agi.port, script, timeout=60)
+            result = await place_call("127.0.0.1", self.config.agi.port, script, timeout=120,
+                                      fast=self.pace.prompts_at_once)
         except asyncio.CancelledError:
             call.outcome = "stopped"
             raise

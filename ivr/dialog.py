@@ -36,6 +36,10 @@ class ChannelFailed(Exception):
     """The channel cannot go on (speech broke); the dialog may go on over another."""
 
 
+class TimeUp(Exception):
+    """The dialog's time (``settings.max_seconds``) runs out before the step could end."""
+
+
 @dataclass(frozen=True)
 class Question:
     """One step's question: what to say and what the answers mean."""
@@ -60,12 +64,15 @@ class Reply:
 
 
 class Channel(Protocol):
+    """Both methods raise TimeUp when they cannot end within `within` seconds (None: no limit):
+    a channel that can stop a prompt stops it then, one that cannot does not start it."""
+
     mode: str  # "speech" or "dtmf"
 
-    async def say(self, text: str, language: str) -> None:
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         """Play `text` to the end (the caller may cut it short)."""
 
-    async def ask(self, question: Question, language: str) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
         """Play the question and return the caller's answer."""
 
 
@@ -189,14 +196,14 @@ class Dialog:
         self.outcome.modes.append(channel.mode)
         try:
             while self.step != DONE:
-                if self._clock() - self._started > self.script.settings.max_seconds and self.step not in (
-                        TRANSFER, GOODBYE):
-                    if self.outcome.contained:  # helped already: goodbye, the dialplan does not queue
-                        self.step = GOODBYE
-                    else:
-                        self._end_with("time_limit")
+                closing = self.step in (TRANSFER, GOODBYE)  # short, and played whatever the time
+                if self._left() < 0 and not closing:
+                    self._time_up()
                     continue
-                await getattr(self, "_" + self.step)(channel)
+                try:
+                    await getattr(self, "_" + self.step)(channel)
+                except TimeUp:  # the step was cut short or not started
+                    self._time_up()
         finally:
             self.outcome.seconds = self._clock() - self._started
         return self.outcome
@@ -209,6 +216,17 @@ class Dialog:
         if self._started is not None:
             self.outcome.seconds = self._clock() - self._started
         return self.outcome
+
+    def _time_up(self) -> None:
+        if self.outcome.contained:  # helped already: goodbye, the dialplan does not queue
+            self.step = GOODBYE
+        else:
+            self._end_with("time_limit")
+
+    def _left(self) -> float:
+        """Seconds the dialog may still take."""
+        assert self._started is not None
+        return self.script.settings.max_seconds - (self._clock() - self._started)
 
     # -- steps ----------------------------------------------------------------
     def _text(self, prompt: str, **values: Any) -> str:
@@ -257,7 +275,7 @@ class Dialog:
         offer = self._current
         assert offer is not None and offer.answer is not None
         self.transcript.append({"step": "answer", "intent": offer.intent.intent, "said": offer.answer})
-        await channel.say(offer.answer, self.plan.language)
+        await channel.say(offer.answer, self.plan.language, within=self._left())
         self.step = HELPED
 
     async def _helped(self, channel: Channel) -> None:
@@ -326,7 +344,7 @@ class Dialog:
         if self._misses:
             text = self._text("not_understood") + " " + text
         question = Question(step=step, name=name, text=text.strip(), keys_text=keys_text, digits=digits)
-        reply = await channel.ask(question, self.plan.language)
+        reply = await channel.ask(question, self.plan.language, within=self._left())
         self.transcript.append({
             "step": name, "said": question.text_for(channel.mode),
             "heard": reply.heard, "via": reply.via, "meaning": reply.meaning,

@@ -16,17 +16,15 @@ import logging
 from typing import Any
 
 from ivr.audiosocket import AudioFrame, AudioSocketCall, CallEnded, DtmfFrame
-from ivr.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Question, Reply
+from ivr.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Question, Reply, TimeUp
 from ivr.dialog_script import OPERATOR, DialogScript
-from ivr.fastagi import AgiCall, AgiError, ChannelGone
+from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 from speech.asr import Final, NoInput, SpeechStarted
+from speech.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds: how often a quiet line is checked for the end of a prompt or the no-input time
-_WAV_HEADER = 44
-_BYTES_PER_SECOND = 16000  # 8 kHz 16-bit
-_AGI_MARGIN = 10.0  # seconds an AGI command may take beyond its prompt and key wait
 
 
 class SpeechChannel:
@@ -40,11 +38,13 @@ class SpeechChannel:
         self.no_input_timeout = script.settings.no_input_timeout
         self.barge_ins = 0
 
-    async def say(self, text: str, language: str) -> None:
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         """Play `text`; the caller speaking or pressing a key stops it."""
         playback = self.call.play(await self._pcm(text, language))
         await self._listen(self.script.grammars(language)["confirm"])
+        deadline = _deadline(within)
         while not playback.done:
+            await self._stop_at(deadline, playback)
             event = await self._next_event(_POLL)
             if isinstance(event, DtmfFrame):
                 self._barge_in(playback)
@@ -54,15 +54,17 @@ class SpeechChannel:
                         self._barge_in(playback)
         await self._stop_listening()
 
-    async def ask(self, question: Question, language: str) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
         meanings = self.script.meanings(question.step, language)
         grammar = self.script.grammars(language)[question.step]
         pcm = await self._pcm(question.text, language)
         await self._listen(grammar)
         playback = self.call.play(pcm)
         loop = asyncio.get_running_loop()
+        limit = _deadline(within)
         deadline: float | None = None
         while True:
+            await self._stop_at(limit, playback)
             if playback.done and not self.recognizer.is_in_speech:
                 deadline = deadline or loop.time() + self.no_input_timeout
                 if loop.time() >= deadline:
@@ -87,6 +89,14 @@ class SpeechChannel:
                 deadline = None
 
     # -- helpers ---------------------------------------------------------------
+    async def _stop_at(self, deadline: float | None, playback: Any) -> None:
+        """At `deadline` (loop time) the prompt stops and the step ends with TimeUp."""
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            if not playback.done:
+                playback.stop()
+            await self._stop_listening()
+            raise TimeUp("the dialog's time ran out during the prompt")
+
     async def _pcm(self, text: str, language: str) -> bytes:
         try:
             return await self.prompts.pcm8(text, language)
@@ -128,6 +138,10 @@ class SpeechChannel:
             self.barge_ins += 1
 
 
+def _deadline(within: float | None) -> float | None:
+    return None if within is None else asyncio.get_running_loop().time() + within
+
+
 def _meaning_of(final: Final, meanings: dict[str, str]) -> Reply:
     said = [meanings[p] for p in final.phrases if p in meanings]
     if OPERATOR in said:
@@ -147,26 +161,25 @@ class KeypadChannel:
         self.prompts = prompts
         self.no_input_ms = int(script.settings.no_input_timeout * 1000)
 
-    async def say(self, text: str, language: str) -> None:
-        name, seconds = await self._prompt(text, language)
-        await self._agi(self.call.stream_file(name, timeout=seconds + _AGI_MARGIN))
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
+        prompt = await self._prompt(text, language)
+        _fits(prompt.seconds, within)
+        await self._agi(self.call.stream_file(prompt.name, seconds=prompt.seconds))
 
-    async def ask(self, question: Question, language: str) -> Reply:
-        name, seconds = await self._prompt(question.text_for(self.mode), language)
-        digits, _timed_out = await self._agi(self.call.get_data(
-            name, self.no_input_ms, 1, timeout=seconds + self.no_input_ms / 1000 + _AGI_MARGIN))
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+        prompt = await self._prompt(question.text_for(self.mode), language)
+        _fits(prompt.seconds + self.no_input_ms / 1000, within)
+        digits, _timed_out = await self._agi(self.call.get_data(prompt.name, self.no_input_ms, 1,
+                                                                seconds=prompt.seconds))
         if not digits:
             return Reply(NO_INPUT, via="dtmf")
         return Reply(question.digits.get(digits, NOT_UNDERSTOOD), heard=digits, via="dtmf")
 
-    async def _prompt(self, text: str, language: str) -> tuple[str, float]:
-        """The sound name for Asterisk and its length in seconds."""
+    async def _prompt(self, text: str, language: str) -> Prompt:
         try:
-            path = await self.prompts.path_for(text, language, "wav8")
+            return await self.prompts.for_asterisk(text, language)
         except Exception as exc:  # noqa: BLE001
             raise ChannelFailed(f"prompt synthesis failed: {exc}") from exc
-        seconds = max(0, path.stat().st_size - _WAV_HEADER) / _BYTES_PER_SECOND
-        return self.prompts.name_for_asterisk(path), seconds
 
     @staticmethod
     async def _agi(command: Any) -> Any:
@@ -174,5 +187,14 @@ class KeypadChannel:
             return await command
         except ChannelGone as exc:
             raise CallerGone(str(exc)) from exc
+        except AgiTimeout:
+            raise  # Asterisk is taken for dead: the call fails open, no other channel is tried
         except AgiError as exc:
             raise ChannelFailed(str(exc)) from exc
+
+
+def _fits(seconds: float, within: float | None) -> None:
+    """Asterisk cannot be stopped in the middle of an AGI command: one that would outlast the
+    dialog's time is not started."""
+    if within is not None and seconds > within:
+        raise TimeUp(f"a {seconds:.1f} s prompt and wait do not fit in the {max(within, 0):.1f} s left")

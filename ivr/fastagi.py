@@ -37,6 +37,30 @@ class ChannelGone(AgiError):
     """The channel is dead (511) or the connection to Asterisk closed."""
 
 
+class AgiTimeout(AgiError):
+    """No reply within the command's own time: Asterisk is taken for dead and the session closed."""
+
+
+class PromptNotPlayed(AgiError):
+    """Asterisk could not open the sound (``result=-1`` on a channel that is still up): the
+    prompt's file is not where Asterisk looks (see ``prompts.asterisk_directory``)."""
+
+
+# What Asterisk waits for keys when GET DATA has no timeout of its own: the dialplan's
+# TIMEOUT(response) before the first key and TIMEOUT(digit) between keys, 10 s and 5 s unless changed.
+DEFAULT_FIRST_KEY_WAIT = 10.0
+DEFAULT_NEXT_KEY_WAIT = 5.0
+
+
+def key_wait(timeout_ms: int, max_digits: int) -> float:
+    """The longest GET DATA waits for keys after its prompt: the timeout before the first key
+    and again after each key until `max_digits` (ast_app_getdata_full)."""
+    keys = max(1, max_digits)
+    if timeout_ms > 0:
+        return timeout_ms / 1000 * keys
+    return DEFAULT_FIRST_KEY_WAIT + DEFAULT_NEXT_KEY_WAIT * (keys - 1)
+
+
 class AgiCall:
     """One FastAGI session as the script sees it."""
 
@@ -51,10 +75,12 @@ class AgiCall:
         return self._protocol.hung_up
 
     async def send(self, command: Command, timeout: float | None = None) -> Reply:
-        """Send one command and wait for its reply.
+        """Send one command and wait for its reply, at most `timeout` seconds (the server's
+        ``command_timeout`` when None).
 
-        Raises ChannelGone on 511 or a closed connection and AgiError on
-        510/520 or a timeout (the connection is then unusable and closed).
+        Raises ChannelGone on 511 or a closed connection, AgiTimeout when no reply
+        comes in time (the connection is then unusable and closed) and AgiError on
+        510/520.
         """
         reply = await self._protocol.request(command.encode(), timeout)
         if reply.code == 200:
@@ -78,24 +104,49 @@ class AgiCall:
     async def verbose(self, message: str, level: int = 1) -> None:
         await self.send(agi.verbose(message, level))
 
-    async def stream_file(self, name: str, escape_digits: str = "", timeout: float | None = None) -> str | None:
-        """Play a sound file; the digit pressed to interrupt it, if any."""
-        reply = await self.send(agi.stream_file(name, escape_digits), timeout)
+    def busy_for(self, seconds: float) -> float:
+        """The time to wait for the reply of a command that keeps Asterisk busy for `seconds`
+        (a prompt playing, keys awaited): that, plus the server's ``command_timeout``."""
+        return max(0.0, seconds) + self._protocol.command_timeout
+
+    async def stream_file(self, name: str, escape_digits: str = "", *, seconds: float) -> str | None:
+        """Play a sound file that lasts `seconds`; the digit pressed to interrupt it, if any.
+
+        Asterisk replies when the file has played (or a digit stopped it), so the
+        reply is awaited that long plus the command timeout.
+        """
+        reply = await self.send(agi.stream_file(name, escape_digits), self.busy_for(seconds))
         code = reply.result_int
         if code is None or code == 0:
             return None
         if code < 0:
-            raise ChannelGone("playback failed or the caller hung up", reply)
+            await self._not_played(name, reply)
         return chr(code)
 
-    async def get_data(
-        self, name: str, timeout_ms: int, max_digits: int, timeout: float | None = None
-    ) -> tuple[str, bool]:
-        """Play a prompt and collect digits: (digits, timed_out)."""
-        reply = await self.send(agi.get_data(name, timeout_ms, max_digits), timeout)
+    async def get_data(self, name: str, timeout_ms: int, max_digits: int, *, seconds: float) -> tuple[str, bool]:
+        """Play a prompt of `seconds` and collect up to `max_digits` keys: (digits, timed_out).
+
+        Asterisk replies after the prompt and the key wait (`key_wait`), so the
+        reply is awaited that long plus the command timeout.
+        """
+        reply = await self.send(agi.get_data(name, timeout_ms, max_digits),
+                                self.busy_for(seconds + key_wait(timeout_ms, max_digits)))
         if reply.result == "-1":
-            raise ChannelGone("caller hung up during GET DATA", reply)
+            await self._not_played(name, reply)
         return reply.result or "", reply.data == "timeout"
+
+    async def _not_played(self, name: str, reply: Reply) -> None:
+        """``result=-1``: the caller hung up, or Asterisk could not open the sound.  A channel
+        that still answers CHANNEL STATUS is up, so the file is the trouble."""
+        if not self.hung_up:  # its HANGUP line may still be on the way
+            try:
+                await self.send(Command(("CHANNEL", "STATUS")))
+            except ChannelGone:  # 511: the caller is gone
+                pass
+            else:
+                if not self.hung_up:
+                    raise PromptNotPlayed(f"Asterisk could not play {name!r}", reply)
+        raise ChannelGone("the caller hung up during the prompt", reply)
 
     def close(self) -> None:
         """End the session: Asterisk continues the dialplan."""
@@ -113,6 +164,7 @@ class _AgiProtocol(asyncio.Protocol):
         self._closed = False
         self.peer = "?"
         self.hung_up = False
+        self.command_timeout = server.command_timeout
         self._stale = 0  # replies still due to commands whose waiters were cancelled
 
     # -- asyncio callbacks --------------------------------------------------
@@ -225,13 +277,13 @@ class _AgiProtocol(asyncio.Protocol):
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending = future
         self._transport.write(line)
-        limit = self._server.command_timeout if timeout is None else timeout
+        limit = self.command_timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(future, limit)
         except asyncio.TimeoutError:
             self._pending = None
             self.close()  # the reply stream can no longer be trusted
-            raise AgiError(f"no reply in {limit:.1f} s") from None
+            raise AgiTimeout(f"no reply in {limit:.1f} s") from None
         except asyncio.CancelledError:
             if self._pending is future:
                 self._pending = None

@@ -23,7 +23,8 @@ from caller_id.normalise import mask
 from caller_id.profile import Role
 from ivr import metrics
 from ivr.decision import Decision, decide, with_intent
-from ivr.fastagi import AgiCall, AgiError, ChannelGone
+from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from speech.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ _ROLE_TEXT = {
     "ru": {
         "intro": "Здравствуйте!",
         "private": "Если вы звоните как частное лицо, нажмите {digit}.",
-        "employee": "Если по делам компании {org}, нажмите {digit}.",
-        "director": "Если как руководитель компании {org}, нажмите {digit}.",
+        "employee": "По делам компании {org} — нажмите {digit}.",
+        "director": "Как руководитель компании {org} — нажмите {digit}.",
     },
     "en": {
         "intro": "Hello!",
@@ -119,26 +120,34 @@ class InboundScript:
         return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
 
     async def _ask_role(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> Decision:
-        s = self.services
+        """Ask once which role the caller calls in.  No answer (or no way to ask) keeps the role
+        the line and the CRM make most likely, already in `decision`, noted as not confirmed."""
         roles = decision.question[:9]
         language = decision.view.language or decision.line.language
         pressed, chosen = "", None
         try:
             prompt = await self._prompt(role_question_text(roles, language), language)
-            pressed, _timed_out = await call.get_data(prompt, ROLE_QUESTION_TIMEOUT_MS, 1)
+            pressed, _timed_out = await call.get_data(prompt.name, ROLE_QUESTION_TIMEOUT_MS, 1,
+                                                      seconds=prompt.seconds)
             if pressed.isdigit() and 1 <= int(pressed) <= len(roles):
                 chosen = roles[int(pressed) - 1]
-        except (ChannelGone, AgiError):
+        except (ChannelGone, AgiTimeout):
             raise
+        except AgiError as exc:  # Asterisk refused the command or the file: the session goes on
+            self._fail_open(state, "role_question_error", call_id, exc)
         except Exception as exc:  # noqa: BLE001 - synthesis trouble: assume the default role
             self._fail_open(state, "prompt_error", call_id, exc)
         state["dtmf"].append({"step": "role", "pressed": pressed})
+        assumed = decision.view.role
         state["role_question"] = {
             "asked": [r.label for r in roles], "pressed": pressed,
             "chosen": chosen.label if chosen else None,
+            "confirmed": chosen is not None,
+            "assumed": None if chosen is not None or assumed is None else assumed.label,
         }
         if chosen is None:
-            return decision  # the default role, already decided
+            log.info("call %s: role not confirmed; routed as %s", call_id, assumed.kind if assumed else "-")
+            return decision
         return self._decide_for(decision.lookup, decision.line, chosen)
 
     async def _self_service(self, call: AgiCall, decision: Decision, state: dict[str, Any],
@@ -171,13 +180,12 @@ class InboundScript:
             decision = with_intent(decision, intent, rules=s.rules.current, now=s.now())
         return decision
 
-    async def _prompt(self, text: str, language: str) -> str:
-        """A synthesised prompt as the name Asterisk's STREAM FILE / GET DATA take."""
+    async def _prompt(self, text: str, language: str) -> Prompt:
+        """A synthesised prompt as Asterisk's STREAM FILE / GET DATA take it, with its length."""
         s = self.services
         if s.prompts is None:
             raise RuntimeError("prompt synthesis is disabled")
-        path = await s.prompts.path_for(text, language, "wav8")
-        return s.prompts.name_for_asterisk(path)
+        return await s.prompts.for_asterisk(text, language)
 
     async def _set_route(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> None:
         route = decision.route
@@ -214,7 +222,7 @@ class InboundScript:
             return name  # an Asterisk sound name
         text = name if texts is None else texts.get(language) or next(iter(texts.values()))
         try:
-            return await self._prompt(text, language)
+            return (await self._prompt(text, language)).name
         except Exception as exc:  # noqa: BLE001 - no announcement rather than no call
             self._fail_open(state, "prompt_error", call_id, exc)
             return ""

@@ -33,7 +33,7 @@ from ivr.audiosocket import AudioSocketCall, AudioSocketServer
 from ivr.dialog import CallerGone, ChannelFailed, Dialog, make_plan, static_prompts
 from ivr.dialog_channels import KeypadChannel, SpeechChannel
 from ivr.dialog_script import DialogScript, load_dialog_script
-from ivr.fastagi import AgiCall, AgiError, ChannelGone
+from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ class SelfService:
         waiting = _Waiting(dialog, call_id, asyncio.Event(), loop.create_future())
         self._waiting[key] = waiting
         command = agi.exec_app("AudioSocket", f"{key},{self.audiosocket_address}")
-        exec_task = asyncio.ensure_future(call.send(command, timeout=self.script.settings.max_seconds + 30))
+        # AudioSocket() returns when the dialog closes the socket, by max_seconds (and the hand-over prompt)
+        exec_task = asyncio.ensure_future(call.send(command, timeout=call.busy_for(self.script.settings.max_seconds)))
         connected = asyncio.ensure_future(waiting.connected.wait())
         try:
             await asyncio.wait({exec_task, connected}, timeout=self.connect_timeout,
@@ -187,6 +188,8 @@ class SelfService:
                 log.warning("call %s: AudioSocket() failed in Asterisk; DTMF mode", call_id)
         except ChannelGone:
             raise CallerGone("the channel is gone") from None
+        except AgiTimeout:
+            raise  # Asterisk is taken for dead: the call fails open
         except AgiError as exc:
             raise ChannelFailed(f"EXEC AudioSocket: {exc}") from exc
         finally:

@@ -5,7 +5,20 @@ the traces of Asterisk 23): case-insensitive command words, ``510`` for
 unknown commands, the multi-line ``520`` usage block (its text in a later
 TCP segment), ``511`` for channel commands once the caller is gone and a
 bare ``HANGUP`` line written on its own after the hangup and again when the
-server closes the session.  `place_call` drives one call over real TCP;
+server closes the session.
+
+Time is part of the protocol: Asterisk answers a command only when it is
+done.  ``STREAM FILE`` replies once the file has played (or an escape digit
+stopped it), ``GET DATA`` once the prompt has played and the caller has
+pressed enough keys, ``#``, or nothing for the key timeout (restarted after
+each key), ``GET OPTION`` after the file and then its own wait for a key,
+``WAIT FOR DIGIT`` after its timeout, ``SAY *`` after the spoken items.  The
+length of a file comes from the file the server names (`speech.audio.
+sound_seconds`); a name Asterisk cannot open gets ``result=-1`` at once, as
+res_agi answers.  The caller's keys (`Keys`) come at given moments of a
+command, so a key pressed during a prompt interrupts it.  `place_call` waits
+those seconds before it writes the reply; ``fast=True`` writes every reply
+at once, for load tests.  `place_call` drives one call over real TCP;
 `run_closed_loop` / `run_open_loop` drive many and time them from the TCP
 connect to the moment IVR_QUEUE is set (the last routing variable).
 
@@ -26,12 +39,13 @@ import random
 import statistics
 import time
 import uuid as uuid_module
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.agi import encode_environment, split_command
 from ivr.audiosocket_peer import AsteriskAudioSocket
+from speech.audio import TELEPHONE_RATE, sound_seconds
 
 DEAD_CHANNEL = b"511 Command Not Permitted on a dead channel or intercept routine\n"
 UNKNOWN = b"510 Invalid or unknown command\n"
@@ -54,8 +68,38 @@ _ARGC = {
     "SET VARIABLE": (4, 4), "GET VARIABLE": (3, 3), "GET FULL VARIABLE": (4, 5),
     "CHANNEL STATUS": (2, 3), "EXEC": (2, 99), "STREAM FILE": (4, 5),
     "GET DATA": (3, 5), "WAIT FOR DIGIT": (4, 4), "GET OPTION": (4, 5),
+    "SAY DIGITS": (4, 4), "SAY NUMBER": (4, 5), "SAY ALPHA": (4, 4), "SAY PHONETIC": (4, 4),
+    "SAY DATE": (4, 4), "SAY TIME": (4, 4), "SAY DATETIME": (4, 6),
 }
+# What res_agi waits when a command gives no time of its own: the dialplan's TIMEOUT(response)
+# before the first key of GET DATA, TIMEOUT(digit) between keys and for GET OPTION.
+RESPONSE_TIMEOUT = 10.0
+DIGIT_TIMEOUT = 5.0
+SAY_ITEM_SECONDS = 0.6  # one digit, letter or word of SAY *: the length of a core sound file
+# Spoken items of SAY DATE / TIME / DATETIME (weekday, month, day, year / hour, minutes, am-pm).
+_SAY_ITEMS = {"SAY DATE": 5, "SAY TIME": 4, "SAY DATETIME": 9}
 _COMMANDS = sorted(_ARGC, key=lambda c: -len(c.split()))
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys a caller presses during one command: the first `after` seconds into it,
+    each next one `gap` seconds later.  A plain string in `CallScript.dtmf` is pressed at once."""
+
+    digits: str
+    after: float = 0.0
+    gap: float = 0.35
+
+    def times(self) -> list[tuple[float, str]]:
+        return [(self.after + n * self.gap, digit) for n, digit in enumerate(self.digits)]
+
+
+@dataclass(frozen=True)
+class Response:
+    """Asterisk's reply to one command: the chunks it writes, `after` seconds of work."""
+
+    chunks: list[bytes]
+    after: float = 0.0
 
 
 @dataclass
@@ -82,7 +126,7 @@ class CallScript:
     line: str | None = "general"  # first AGI argument (None: no argument)
     dnid: str | None = None
     script: str = "inbound"
-    dtmf: list[str] = field(default_factory=list)  # answers to GET DATA / WAIT FOR DIGIT, in order
+    dtmf: list[str | Keys] = field(default_factory=list)  # keys for GET DATA, WAIT FOR DIGIT, ..., in order
     hangup_at: int | None = None  # hang up during the Nth command (0-based)
     close_before_env: bool = False  # connect, send half the environment, close
     voice: list[Turn] = field(default_factory=list)  # answers on the AudioSocket, in order
@@ -108,17 +152,23 @@ class CallResult:
 
 
 class AsteriskChannel:
-    """One channel's AGI session, Asterisk's side, without I/O."""
+    """One channel's AGI session, Asterisk's side, without I/O.
+
+    `sounds` tells how many seconds a sound name plays (None: Asterisk cannot open it);
+    by default it reads the files the names point to.
+    """
 
     _ids = itertools.count(1)
 
-    def __init__(self, script: CallScript, variables: dict[str, str] | None = None):
+    def __init__(self, script: CallScript, variables: dict[str, str] | None = None,
+                 sounds: Callable[[str], float | None] = sound_seconds):
         self.script = script
         self.variables: dict[str, str] = dict(variables or {})
         self.hung_up = False
         self.commands: list[str] = []
         self.prompts: list[str] = []
-        self._dtmf = list(script.dtmf)
+        self._sounds = sounds
+        self._dtmf = [keys if isinstance(keys, Keys) else Keys(keys) for keys in script.dtmf]
         n = next(self._ids)
         self.uniqueid = f"{int(time.time())}.{n}"
         self.channel = f"PJSIP/trunk-{n:08x}"
@@ -154,28 +204,122 @@ class AsteriskChannel:
         return encode_environment(values)
 
     def handle(self, line: str) -> list[bytes]:
-        """The reply to one command line, as the chunks Asterisk writes."""
+        """The reply to one command line, as the chunks Asterisk writes (its timing left out)."""
+        return self.respond(line).chunks
+
+    def respond(self, line: str) -> Response:
+        """The reply to one command line and the seconds Asterisk works before writing it."""
         index = len(self.commands)
         self.commands.append(line)
         words = split_command(line)
         command = _match(words)
         if command is None:
-            return [UNKNOWN]
+            return Response([UNKNOWN])
         if self.hung_up and command not in _DEAD_OK:
-            return [DEAD_CHANNEL]
+            return Response([DEAD_CHANNEL])
         low, high = _ARGC[command]
         if not low <= len(words) <= high:
             usage = _USAGE.get(command, "Usage text.")
-            return [USAGE_HEAD, (usage + USAGE_TAIL).encode()]
+            return Response([USAGE_HEAD, (usage + USAGE_TAIL).encode()])
         args = words[len(command.split()):]
         if self.script.hangup_at is not None and index >= self.script.hangup_at and not self.hung_up:
             if command in _DEAD_OK:
                 self.hung_up = True
-                return [self._reply(command, args), b"HANGUP\n"]
+                return Response([self._reply(command, args), b"HANGUP\n"])
             self.hung_up = True
             endpos = " endpos=12160" if command in ("STREAM FILE", "GET OPTION") else ""
-            return [f"200 result=-1{endpos}\n".encode(), b"HANGUP\n"]
-        return [self._reply(command, args)]
+            return Response([f"200 result=-1{endpos}\n".encode(), b"HANGUP\n"])
+        timed = self._timed(command, args)
+        if timed is not None:
+            return timed
+        return Response([self._reply(command, args)])
+
+    # -- commands that take time ---------------------------------------------------------------
+    def _timed(self, command: str, args: list[str]) -> Response | None:
+        if command == "GET DATA":
+            return self._get_data(args)
+        if command in ("STREAM FILE", "GET OPTION"):
+            return self._stream(command, args)
+        if command == "WAIT FOR DIGIT":
+            return self._wait_for_digit(args)
+        if command.startswith("SAY "):
+            return self._say(command, args)
+        return None
+
+    def _keys(self) -> list[tuple[float, str]]:
+        """The caller's keys for this command (consumed), as (seconds into it, digit)."""
+        return self._dtmf.pop(0).times() if self._dtmf else []
+
+    def _escape(self, escape: str, until: float) -> tuple[float, str] | None:
+        """The caller's next key when it is one of `escape` pressed before `until` (consumed then);
+        otherwise it is left for a later command, as the answer to a later question."""
+        if not self._dtmf:
+            return None
+        at, digit = self._dtmf[0].times()[0] if self._dtmf[0].digits else (0.0, "")
+        if digit and digit in escape and at < until:
+            self._dtmf.pop(0)
+            return at, digit
+        return None
+
+    def _get_data(self, args: list[str]) -> Response:
+        # ast_app_getdata_full: the prompt (stopped by any key), then ast_readstring.
+        self.prompts.append(args[0])
+        plays = self._sounds(args[0])
+        if plays is None:
+            return Response([b"200 result=-1\n"])
+        timeout = _number(args[1]) / 1000 if len(args) > 1 else 0.0
+        first, between = (timeout, timeout) if timeout > 0 else (RESPONSE_TIMEOUT, DIGIT_TIMEOUT)
+        maximum = int(args[2]) if len(args) > 2 and args[2].isdigit() and int(args[2]) > 0 else 1024
+        keys = self._keys()
+        deadline = plays + first  # the first key by then (one during the prompt stops it), else "(timeout)"
+        digits = ""
+        for at, digit in keys:
+            if at > deadline:
+                break  # pressed after Asterisk stopped listening
+            if digit == "#":
+                return Response([f"200 result={digits}\n".encode()], at)
+            digits += digit
+            if len(digits) >= maximum:
+                return Response([f"200 result={digits}\n".encode()], at)
+            deadline = at + between
+        return Response([f"200 result={digits} (timeout)\n".encode()], deadline)
+
+    def _stream(self, command: str, args: list[str]) -> Response:
+        # handle_streamfile / handle_getoption: the file (an escape digit stops it), and for GET
+        # OPTION then a wait for one key of its own timeout (ms, TIMEOUT(digit) by default).
+        self.prompts.append(args[0])
+        plays = self._sounds(args[0])
+        if plays is None:
+            return Response([b"200 result=-1 endpos=0\n"])
+        escape = args[1] if len(args) > 1 else ""
+        wait = 0.0
+        if command == "GET OPTION":
+            wait = _number(args[2]) / 1000 if len(args) > 2 else DIGIT_TIMEOUT
+        pressed = self._escape(escape, plays + wait)
+        endpos = round(plays * TELEPHONE_RATE)
+        if pressed is None:
+            return Response([f"200 result=0 endpos={endpos}\n".encode()], plays + wait)
+        at, digit = pressed
+        if at < plays:
+            endpos = round(at * TELEPHONE_RATE)
+        return Response([f"200 result={ord(digit)} endpos={endpos}\n".encode()], at)
+
+    def _wait_for_digit(self, args: list[str]) -> Response:
+        timeout = _number(args[0]) / 1000
+        forever = timeout < 0
+        for at, digit in self._keys():
+            if forever or at < timeout:
+                return Response([f"200 result={ord(digit)}\n".encode()], at)
+        return Response([b"200 result=0\n"], 0.0 if forever else timeout)
+
+    def _say(self, command: str, args: list[str]) -> Response:
+        if command == "SAY NUMBER" and not args[0].lstrip("-").isdigit():
+            return Response([USAGE_HEAD, ("Say a given number." + USAGE_TAIL).encode()])
+        plays = _SAY_ITEMS.get(command, len(args[0])) * SAY_ITEM_SECONDS
+        pressed = self._escape(args[1], plays)
+        if pressed is None:
+            return Response([b"200 result=0\n"], plays)
+        return Response([f"200 result={ord(pressed[1])}\n".encode()], pressed[0])
 
     def _reply(self, command: str, args: list[str]) -> bytes:
         if command == "SET VARIABLE":
@@ -190,25 +334,6 @@ class AsteriskChannel:
             return b"200 result=1\n"
         if command == "CHANNEL STATUS":
             return b"200 result=6\n"
-        if command == "GET DATA":
-            self.prompts.append(args[0])
-            maximum = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
-            digits = self._dtmf.pop(0) if self._dtmf else ""
-            if not digits:
-                return b"200 result= (timeout)\n"
-            if len(digits) > maximum:
-                return f"200 result={digits[:maximum]}\n".encode()
-            return f"200 result={digits}\n".encode()
-        if command == "WAIT FOR DIGIT":
-            digits = self._dtmf.pop(0) if self._dtmf else ""
-            return f"200 result={ord(digits[0]) if digits else 0}\n".encode()
-        if command in ("STREAM FILE", "GET OPTION"):
-            self.prompts.append(args[0])
-            escape = args[1] if len(args) > 1 else ""
-            if self._dtmf and self._dtmf[0] and self._dtmf[0][0] in escape:
-                digit = self._dtmf.pop(0)[0]
-                return f"200 result={ord(digit)} endpos=7520\n".encode()
-            return b"200 result=0 endpos=12160\n"
         if command == "HANGUP":
             self.hung_up = True
             return b"200 result=1\n"
@@ -296,6 +421,17 @@ async def prompt_ended(peer: AsteriskAudioSocket, since: float, quiet: float = 0
     raise ConnectionError("the AudioSocket session ended")
 
 
+def _number(text: str) -> float:
+    """A millisecond argument as res_agi reads it (atoi: leading digits, else 0)."""
+    digits = ""
+    for n, char in enumerate(text.strip()):
+        if char.isdigit() or (n == 0 and char == "-"):
+            digits += char
+        else:
+            break
+    return float(digits) if digits not in ("", "-") else 0.0
+
+
 def _match(words: list[str]) -> str | None:
     upper = [w.upper() for w in words]
     for command in _COMMANDS:
@@ -305,8 +441,10 @@ def _match(words: list[str]) -> str | None:
     return None
 
 
-async def place_call(host: str, port: int, script: CallScript, *, timeout: float = 30.0) -> CallResult:
-    """One call over real TCP, Asterisk's way."""
+async def place_call(host: str, port: int, script: CallScript, *, timeout: float = 120.0,
+                     fast: bool = False) -> CallResult:
+    """One call over real TCP, Asterisk's way: each reply written when Asterisk would write it,
+    or at once with `fast` (load tests)."""
     channel = AsteriskChannel(script)
     result = CallResult(script=script, uniqueid=channel.uniqueid)
     started = time.perf_counter()
@@ -342,7 +480,10 @@ async def place_call(host: str, port: int, script: CallScript, *, timeout: float
                 else:
                     chunks = [reply]
             else:
-                chunks = channel.handle(line)
+                response = channel.respond(line)
+                if response.after > 0 and not fast:
+                    await asyncio.sleep(response.after)
+                chunks = response.chunks
             for chunk in chunks:
                 writer.write(chunk)
             if "IVR_QUEUE" in channel.variables and result.routed_after is None:
@@ -367,7 +508,7 @@ async def place_call(host: str, port: int, script: CallScript, *, timeout: float
 
 
 async def run_closed_loop(
-    host: str, port: int, scripts: Sequence[CallScript], concurrency: int
+    host: str, port: int, scripts: Sequence[CallScript], concurrency: int, *, fast: bool = False
 ) -> list[CallResult]:
     """`concurrency` callers, each placing its next call as soon as one ends."""
     queue = iter(scripts)
@@ -375,13 +516,14 @@ async def run_closed_loop(
 
     async def caller() -> None:
         for script in queue:
-            results.append(await place_call(host, port, script))
+            results.append(await place_call(host, port, script, fast=fast))
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return results
 
 
-async def run_open_loop(host: str, port: int, scripts: Sequence[CallScript], rate: float) -> list[CallResult]:
+async def run_open_loop(host: str, port: int, scripts: Sequence[CallScript], rate: float, *,
+                        fast: bool = False) -> list[CallResult]:
     """New calls at a fixed rate whatever the server does (no coordinated omission)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -390,7 +532,7 @@ async def run_open_loop(host: str, port: int, scripts: Sequence[CallScript], rat
         delay = start + n / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(loop.create_task(place_call(host, port, script)))
+        tasks.append(loop.create_task(place_call(host, port, script, fast=fast)))
     return list(await asyncio.gather(*tasks))
 
 

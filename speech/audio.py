@@ -139,6 +139,29 @@ def write_wav(target: str | os.PathLike | BinaryIO, audio: Audio) -> None:
         wav.writeframes(audio.pcm)
 
 
+# Bytes per second of the headerless formats Asterisk plays, by extension (GSM: 33 bytes per 20 ms).
+_RAW_RATES = {".sln": 16000, ".raw": 16000, ".sln16": 32000, ".ulaw": 8000, ".alaw": 8000, ".gsm": 1650}
+
+
+def sound_seconds(name: str | os.PathLike) -> float | None:
+    """How long Asterisk plays the sound `name` (a path without extension, as STREAM FILE
+    takes it), from the first of its files found; None when there is none or it is unreadable."""
+    base = os.fspath(name)
+    wav = base + ".wav"
+    if os.path.isfile(wav):
+        try:
+            with wave.open(wav, "rb") as file:
+                return file.getnframes() / file.getframerate()
+        except (OSError, EOFError, wave.Error, ZeroDivisionError):
+            return None
+    for extension, per_second in _RAW_RATES.items():
+        try:
+            return os.path.getsize(base + extension) / per_second
+        except OSError:
+            continue
+    return None
+
+
 def pcm_duration(pcm: bytes | int, rate: int) -> float:
     """Seconds of 16-bit mono PCM, given the bytes or their count."""
     size = pcm if isinstance(pcm, int) else len(pcm)

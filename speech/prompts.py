@@ -33,18 +33,29 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypeVar
 
-from speech.audio import RECOGNISER_RATE, TELEPHONE_RATE, Audio, write_wav
+from speech.audio import RECOGNISER_RATE, TELEPHONE_RATE, Audio, sound_seconds, write_wav
 from speech.tts import Synthesizer
 
 FORMATS = {"wav8": ".wav", "sln": ".sln", "sln16": ".sln16"}
 _RATES = {"wav8": TELEPHONE_RATE, "sln": TELEPHONE_RATE, "sln16": RECOGNISER_RATE}
 PCM8 = "pcm8"  # in memory only, for prerender()
+_SECONDS_KEPT = 4096
 _KEY_VERSION = 1  # change it when rendering changes, so old files are not reused
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt as Asterisk plays it: the sound name for STREAM FILE / GET DATA and
+    how long it plays, so each AGI command can wait as long as Asterisk legitimately takes."""
+
+    name: str
+    seconds: float
 
 
 class PromptCache:
@@ -70,6 +81,7 @@ class PromptCache:
         self._memory_items = memory_items
         self._memory: OrderedDict[str, bytes] = OrderedDict()  # base name -> 8 kHz PCM
         self._in_flight: dict[object, asyncio.Task] = {}
+        self._seconds: OrderedDict[Path, float] = OrderedDict()  # lengths of the WAV prompts read so far
 
     async def path_for(self, text: str, language: str, fmt: str = "wav8") -> Path:
         """The file of this prompt in format `fmt`, rendered first if missing."""
@@ -80,6 +92,21 @@ class PromptCache:
         if not path.exists():
             await self._once(path, lambda: self._render(text, language, base, path, fmt))
         return path
+
+    async def for_asterisk(self, text: str, language: str) -> Prompt:
+        """The prompt as an 8 kHz WAV, named for Asterisk, with its length."""
+        path = await self.path_for(text, language, "wav8")
+        seconds = self._seconds.get(path)
+        if seconds is None:
+            seconds = sound_seconds(path.with_suffix(""))
+            if seconds is None:
+                raise ValueError(f"cannot read the rendered prompt {path}")
+            self._seconds[path] = seconds
+            if len(self._seconds) > _SECONDS_KEPT:
+                self._seconds.popitem(last=False)
+        else:
+            self._seconds.move_to_end(path)
+        return Prompt(self.name_for_asterisk(path), seconds)
 
     def name_for_asterisk(self, path: str | os.PathLike) -> str:
         """The sound name for STREAM FILE / GET DATA: the path without extension."""

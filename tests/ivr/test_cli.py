@@ -448,6 +448,23 @@ def test_db_import_with_bad_rows_names_them_and_imports_nothing(site: Site, tmp_
         assert count(database, table) == 0, table
 
 
+def test_db_import_of_oversized_and_over_deep_rows_names_them_without_a_traceback(site: Site, tmp_path: Path) -> None:
+    csv_file = tmp_path / "huge.csv"
+    csv_file.write_text("kind,id,name,notes\ncustomer,C-1,Анна,\ncustomer,C-2,Олег," + "x" * 1_048_576 + "\n",
+                        encoding="utf-8")
+    jsonl_file = tmp_path / "deep.jsonl"
+    jsonl_file.write_text('{"kind": "customer", "id": "C-1", "name": "Анна"}\n' + "[" * 100_000 + "]" * 100_000
+                          + "\n", encoding="utf-8")
+    database = tmp_path / "crm.sqlite3"
+    big, deep = site.ivr_together([(["db", "import", str(path)], {"IVR_DATABASE_URL": sqlite_url(database)})
+                                   for path in (csv_file, jsonl_file)])
+    for result, line, reason in ((big, 3, "field larger than field limit"), (deep, 2, "JSON nested too deeply")):
+        assert result.returncode == 1 and "nothing imported" in result.stderr
+        assert re.search(rf"line {line}: .*{re.escape(reason)}", result.stderr), result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr) < 2000
+    assert count(database, "customers") == 0
+
+
 # -- ivr rules ------------------------------------------------------------------
 
 
@@ -526,7 +543,7 @@ def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
         server = subprocess.Popen([*IVR, "run"], env=env, cwd=site.cwd, stdout=stdout, stderr=stderr)
     try:
         _wait_for_port(port, server, err)
-        result = run_ivr(["simulate", "--calls", "30", "--concurrency", "5", "--json"], env, site.cwd)
+        result = run_ivr(["simulate", "--calls", "30", "--concurrency", "5", "--fast", "--json"], env, site.cwd)
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
@@ -583,6 +600,19 @@ def test_user_add_creates_logins_and_refuses_mistakes(site: Site, tmp_path: Path
     assert again.returncode == 1 and "exists already" in again.stderr
     assert unknown.returncode == 1 and "no agent with interface 'PJSIP/9999'" in unknown.stderr
     assert short.returncode == 1 and "cannot read" in short.stderr
+
+
+def test_user_add_logs_no_hash_or_password_even_at_debug(site: Site, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("debug-level secret password\n", encoding="utf-8")
+    result = site.ivr("user", "add", "debugged", "--role", "supervisor", "--password-file", str(secret),
+                      IVR_LOG_LEVEL="DEBUG")
+    assert result.returncode == 0, result.stderr
+    stored = query(site.crm, "SELECT password_hash FROM users WHERE username = 'debugged'")[0][0]
+    output = result.stdout + result.stderr
+    assert "DEBUG" in output  # the level was on
+    for secret_part in (stored, stored.split("$")[-1], stored.split("$")[-2], "debug-level secret password"):
+        assert secret_part not in output
 
 
 def _on_a_terminal(args: Sequence[str], env: dict[str, str], cwd: Path, typed: Sequence[str]) -> tuple[int, str]:

@@ -36,9 +36,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("ivr")
 IVR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ivr.cli"]
 
-# Compressed further than the demo's default so that a few seconds hold every kind of call.
+# Compressed further than the demo's default so that a few seconds hold every kind of call
+# (prompts too: their real timing is proven in tests/ivr/test_inbound.py and test_simulate.py).
 FAST = Pace(talk=(0.5, 2.0), announcement=(0.3, 1.0), ring=(0.15, 0.4), patience=(0.3, 3.0), wrapup=0.2,
-            retry=0.2, no_answer=0.15)
+            retry=0.2, no_answer=0.15, prompts_at_once=True)
 
 
 # --- outsiders' views ----------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 from caller_id.catalogue import load_catalogue
 from caller_id.predict import Intent
 from ivr.decision import decide
-from ivr.dialog import (NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Dialog, Offer, Outcome, Plan, Question,
+from ivr.dialog import (NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Dialog, TimeUp, Offer, Outcome, Plan, Question,
                         Reply, address, make_plan, static_prompts)
 from ivr.dialog_script import OPERATOR, DialogScript, load_dialog_script
 from ivr.services import build_services
@@ -77,13 +77,18 @@ class ScriptedCaller:
         self.seconds = list(seconds or [])  # how long each answer takes
         self.events: list[tuple[str, Any, str]] = []
 
-    async def say(self, text: str, language: str) -> None:
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         self.events.append(("say", text, language))
 
-    async def ask(self, question: Question, language: str) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+        """An answer that would take longer than `within` is cut off there, as a channel does."""
         self.events.append(("ask", question, language))
         if self.clock is not None and self.seconds:
-            self.clock.now += self.seconds.pop(0)
+            took = self.seconds.pop(0)
+            if within is not None and took > within:
+                self.clock.now += max(within, 0.0)
+                raise TimeUp("cut off")
+            self.clock.now += took
         assert self.answers, f"the dialog asked more than scripted: {question.text_for(self.mode)!r}"
         answer = self.answers.pop(0)
         if isinstance(answer, BaseException):
@@ -431,12 +436,20 @@ def test_stop_as_keeps_a_reason_already_given(script) -> None:
 
 async def test_the_time_limit_hands_the_caller_over(script) -> None:
     clock = Clock()
-    caller = ScriptedCaller(script, "speech", ["нет"], clock=clock, seconds=[241.0])
+    caller = ScriptedCaller(script, "speech", ["нет", "справка"], clock=clock, seconds=[200.0, 41.0])
     outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
-    assert [q.name for q in caller.asked] == ["offer"]  # the open question is not asked
+    assert [q.name for q in caller.asked] == ["offer", "open_question"]
     assert caller.said == [text(script, "transfer")]
     assert (outcome.reason, outcome.declined, outcome.contained) == ("time_limit", "card_ready", False)
-    assert outcome.seconds == 241.0
+    assert outcome.seconds == 240.0  # the open question was cut off at the limit, not answered at 241 s
+
+
+async def test_a_step_that_would_outlast_the_time_limit_is_cut_off_there(script) -> None:
+    clock = Clock()
+    caller = ScriptedCaller(script, "speech", ["нет"], clock=clock, seconds=[500.0])
+    outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
+    assert caller.said == [text(script, "transfer")]
+    assert (outcome.reason, outcome.declined, outcome.seconds) == ("time_limit", None, 240.0)
 
 
 async def test_the_time_limit_is_counted_across_channels(script) -> None:
@@ -455,7 +468,7 @@ async def test_the_time_limit_is_counted_across_channels(script) -> None:
 async def test_up_to_the_time_limit_the_dialog_goes_on(script) -> None:
     clock = Clock()
     caller = ScriptedCaller(script, "speech", ["нет", "справка", "да", "пять"], clock=clock,
-                            seconds=[100.0, 100.0, 40.0, 100.0])
+                            seconds=[100.0, 100.0, 39.0, 1.0])
     outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
     assert outcome.contained and outcome.rating == 5  # 240 s exactly is not over 240
 
@@ -466,9 +479,9 @@ async def test_the_time_limit_after_being_helped_says_goodbye_not_transfer(scrip
     TRANSFER, so they hear "Соединяю со специалистом" and are then hung up on.
     Operator or silence at the rating step end with goodbye; the limit should too."""
     clock = Clock()
-    caller = ScriptedCaller(script, "speech", ["да", "да"], clock=clock, seconds=[10.0, 300.0])
+    caller = ScriptedCaller(script, "speech", ["да", "да", "пять"], clock=clock, seconds=[10.0, 229.0, 5.0])
     outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
-    assert outcome.contained and outcome.reason == "helped"
+    assert outcome.contained and outcome.reason == "helped" and outcome.rating is None
     assert caller.said == [CARD_ANSWER, text(script, "goodbye")]
 
 

@@ -94,10 +94,10 @@ class ScriptedCaller:
         self.fail_at = fail_at
         self.hang_up_at = hang_up_at
 
-    async def say(self, text: str, language: str) -> None:
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         self.said.append(text)
 
-    async def ask(self, question: Question, language: str) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
         if self.fail_at is not None and len(self.asked) == self.fail_at:
             raise ChannelFailed("recognition broke")
         if self.hang_up_at is not None and len(self.asked) == self.hang_up_at:

@@ -15,12 +15,23 @@ import socket
 import pytest
 
 from ivr.agi import MAX_LINE, Command, encode_environment
-from ivr.fastagi import AgiCall, AgiError, ChannelGone, FastAgiServer
+from ivr.fastagi import (
+    DEFAULT_FIRST_KEY_WAIT,
+    DEFAULT_NEXT_KEY_WAIT,
+    AgiCall,
+    AgiError,
+    AgiTimeout,
+    ChannelGone,
+    FastAgiServer,
+    PromptNotPlayed,
+    key_wait,
+)
 from ivr.simulate import CallScript, place_call
 from tests.ivr import traces
 from tests.waiting import LOOPBACK, LIMIT, within, eventually as wait_until
 
 SOUND = "/var/lib/asterisk/sounds/custom/utterance-en"
+SOUND_SECONDS = 4.64
 DEAD = b"511 Command Not Permitted on a dead channel or intercept routine\n"
 
 
@@ -140,10 +151,10 @@ async def test_dtmf_replies_become_digits_and_timeouts(agi_server):
     got: list = []
 
     async def menu(call: AgiCall) -> None:
-        got.append(await call.stream_file(SOUND, "#5"))
-        got.append(await call.stream_file(SOUND))
+        got.append(await call.stream_file(SOUND, "#5", seconds=SOUND_SECONDS))
+        got.append(await call.stream_file(SOUND, seconds=SOUND_SECONDS))
         for _ in range(4):
-            got.append(await call.get_data(SOUND, 3000, 4))
+            got.append(await call.get_data(SOUND, 3000, 4, seconds=SOUND_SECONDS))
 
     server = await agi_server({"ivr": menu})
     asterisk = await FakeAsterisk.connect(server)
@@ -215,24 +226,28 @@ REPLY_ON_HANGUP = b"200 result=-1 endpos=12160\n"
 STEP_REPLY = b"200 result=1 (menu1)\n"
 
 # (what Asterisk writes after STREAM FILE, what it writes after the next command)
+# Where the HANGUP line lands after the ``result=-1`` of a hangup.  When it has not come with the
+# reply, the server asks CHANNEL STATUS (a -1 on a live channel is a sound Asterisk cannot
+# open), which Asterisk answers 511: (after the reply, to the probe, to the next command).
 HANGUP_PLACEMENTS = {
-    "hangup_in_the_reply_segment": ([REPLY_ON_HANGUP + b"HANGUP\n"], [STEP_REPLY]),
-    "hangup_in_its_own_segment": ([REPLY_ON_HANGUP, b"HANGUP\n"], [STEP_REPLY]),
-    "hangup_after_the_next_command_was_sent": ([REPLY_ON_HANGUP], [b"HANGUP\n", STEP_REPLY]),
-    "hangup_with_the_next_reply": ([REPLY_ON_HANGUP], [b"HANGUP\n" + STEP_REPLY]),
-    "hangup_split_across_segments": ([REPLY_ON_HANGUP + b"HAN"], [b"GUP\n" + STEP_REPLY[:9], STEP_REPLY[9:]]),
+    "hangup_in_the_reply_segment": ([REPLY_ON_HANGUP + b"HANGUP\n"], None, [STEP_REPLY]),
+    "hangup_in_its_own_segment": ([REPLY_ON_HANGUP, b"HANGUP\n"], [DEAD], [STEP_REPLY]),
+    "hangup_after_the_probe_was_sent": ([REPLY_ON_HANGUP], [b"HANGUP\n", DEAD], [STEP_REPLY]),
+    "hangup_with_the_probe_reply": ([REPLY_ON_HANGUP], [b"HANGUP\n" + DEAD], [STEP_REPLY]),
+    "hangup_split_across_segments": ([REPLY_ON_HANGUP + b"HAN"], [b"GUP\n" + DEAD[:9], DEAD[9:]],
+                                     [STEP_REPLY[:9], STEP_REPLY[9:]]),
 }
 
 
 @pytest.mark.parametrize("placement", list(HANGUP_PLACEMENTS))
 async def test_hangup_during_stream_file_keeps_replies_in_step(agi_server, placement):
-    after_stream, after_next = HANGUP_PLACEMENTS[placement]
+    after_stream, after_probe, after_next = HANGUP_PLACEMENTS[placement]
     seen: dict = {}
 
     async def menu(call: AgiCall) -> None:
         await call.set_variable("IVR_STEP", "menu1")
         try:
-            seen["pressed"] = await call.stream_file(SOUND)
+            seen["pressed"] = await call.stream_file(SOUND, seconds=SOUND_SECONDS)
         except ChannelGone as exc:
             seen["stream"] = exc.reply
         seen["step"] = await call.get_variable("IVR_STEP")
@@ -246,6 +261,9 @@ async def test_hangup_during_stream_file_keeps_replies_in_step(agi_server, place
     await asterisk.write(b"200 result=1\n")
     assert await asterisk.command() == f'STREAM FILE {SOUND} ""\n'
     await asterisk.write(*after_stream)
+    if after_probe is not None:
+        assert await asterisk.command() == "CHANNEL STATUS\n"
+        await asterisk.write(*after_probe)
     assert await asterisk.command() == "GET VARIABLE IVR_STEP\n"
     await asterisk.write(*after_next)
     assert await asterisk.command() == "SET VARIABLE IVR_RESULT caller-gone\n"
@@ -263,11 +281,11 @@ async def test_channel_command_after_hangup_raises_channel_gone_while_set_variab
     async def menu(call: AgiCall) -> None:
         await call.set_variable("IVR_STEP", "menu1")
         try:
-            await call.stream_file(SOUND)
+            await call.stream_file(SOUND, seconds=SOUND_SECONDS)
         except ChannelGone:
             seen["first"] = "gone"
         with pytest.raises(ChannelGone) as dead:
-            await call.stream_file(SOUND)
+            await call.stream_file(SOUND, seconds=SOUND_SECONDS)
         seen["dead_code"] = dead.value.reply.code
         seen["hung_up"] = call.hung_up  # the HANGUP line came before the 511
         with pytest.raises(ChannelGone):
@@ -283,7 +301,7 @@ async def test_channel_command_after_hangup_raises_channel_gone_while_set_variab
     await asterisk.write(b"200 result=1\n")
     await asterisk.command()
     await asterisk.write(REPLY_ON_HANGUP, b"HANGUP\n")
-    for expected in (f'STREAM FILE {SOUND} ""\n', "ANSWER\n"):
+    for expected in ("CHANNEL STATUS\n", f'STREAM FILE {SOUND} ""\n', "ANSWER\n"):
         assert await asterisk.command() == expected
         await asterisk.write(DEAD)
     assert await asterisk.command() == "GET VARIABLE IVR_STEP\n"
@@ -358,6 +376,66 @@ async def test_command_without_reply_raises_agi_error_after_command_timeout(agi_
     # no reply: the server gives up on the command and on the connection
     assert await asterisk.closed_by_server() == b""
     assert isinstance(seen["error"], AgiError)
+
+
+async def test_a_prompt_and_its_key_wait_are_waited_for_beyond_the_command_timeout(agi_server):
+    """GET DATA's reply comes after the prompt and the key timeout: longer than command_timeout,
+    and still no dead peer.  The same command with no reply at all fails after that time."""
+    seen: dict = {}
+    loop = asyncio.get_running_loop()
+
+    async def script(call: AgiCall) -> None:
+        seen["digits"] = await call.get_data(SOUND, 500, 1, seconds=1.0)
+        started = loop.time()
+        try:
+            await call.get_data(SOUND, 500, 1, seconds=1.0)
+        except AgiTimeout as exc:
+            seen["error"], seen["waited"] = exc, loop.time() - started
+
+    server = await agi_server({"ivr": script}, command_timeout=0.3)
+    asterisk = await FakeAsterisk.connect(server)
+    await asterisk.write(environment())
+    assert await asterisk.command() == f"GET DATA {SOUND} 500 1\n"
+    await asyncio.sleep(1.5)  # Asterisk plays 1 s, then waits 0.5 s for a key
+    await asterisk.write(b"200 result= (timeout)\n")
+    assert await asterisk.command() == f"GET DATA {SOUND} 500 1\n"
+    assert await asterisk.closed_by_server() == b""  # no reply: taken for dead
+    assert seen["digits"] == ("", True)
+    assert isinstance(seen["error"], AgiTimeout)
+    assert 1.0 + 0.5 + 0.3 - 0.05 <= seen["waited"] <= 1.0 + 0.5 + 0.3 + 1.0
+
+
+def test_key_wait_is_the_timeout_per_key_or_the_dialplan_defaults():
+    assert key_wait(5000, 1) == 5.0
+    assert key_wait(3000, 4) == 12.0  # the timeout starts again after each key
+    assert key_wait(0, 1) == DEFAULT_FIRST_KEY_WAIT
+    assert key_wait(0, 3) == DEFAULT_FIRST_KEY_WAIT + 2 * DEFAULT_NEXT_KEY_WAIT
+
+
+async def test_a_sound_asterisk_cannot_open_is_told_from_a_hangup(agi_server):
+    """``result=-1`` with the channel still up (CHANNEL STATUS answers 200): the file is missing."""
+    seen: dict = {}
+
+    async def script(call: AgiCall) -> None:
+        try:
+            await call.stream_file("no-such-file", seconds=1.0)
+        except PromptNotPlayed as exc:
+            seen["error"] = exc
+        seen["hung_up"] = call.hung_up
+        await call.set_variable("IVR_QUEUE", "support")
+
+    server = await agi_server({"ivr": script})
+    asterisk = await FakeAsterisk.connect(server)
+    await asterisk.write(environment())
+    assert await asterisk.command() == 'STREAM FILE no-such-file ""\n'
+    await asterisk.write(b"200 result=-1 endpos=0\n")
+    assert await asterisk.command() == "CHANNEL STATUS\n"
+    await asterisk.write(b"200 result=6\n")
+    assert await asterisk.command() == "SET VARIABLE IVR_QUEUE support\n"
+    await asterisk.write(b"200 result=1\n")
+    assert await asterisk.closed_by_server() == b""
+    assert isinstance(seen["error"], PromptNotPlayed) and "no-such-file" in str(seen["error"])
+    assert seen["hung_up"] is False
 
 
 async def test_per_command_timeout_overrides_command_timeout(agi_server):

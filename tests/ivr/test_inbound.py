@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from ivr import metrics
 from ivr.decision import decide
-from ivr.simulate import GARBAGE_NUMBERS, CallScript, place_call, run_closed_loop
+from ivr.inbound import ROLE_QUESTION_TIMEOUT_MS, role_question_text
+from ivr.screenpop import build_card
+from ivr.simulate import GARBAGE_NUMBERS, AsteriskChannel, CallScript, place_call, run_closed_loop
+from speech.audio import sound_seconds
 from tests.ivr.conftest import numbers_with_roles
 
 ROUTING_VARIABLES = {"IVR_CALL_ID", "IVR_QUEUE", "QUEUE_PRIO", "IVR_INTENT"}
@@ -101,6 +105,62 @@ async def test_caller_with_several_roles_is_asked_once_and_routed_in_the_role_th
         assert context["decision"]["role"]["label"] == expected.view.role.label
 
 
+THREE_ROLES = "+79000000005"  # the showcase number: private client, director of two companies
+
+
+async def test_a_silent_caller_with_three_roles_is_routed_with_their_customer_and_card(base_config, start_server):
+    """Real prompt files, real playback time: Asterisk answers GET DATA only after the whole role
+    question has played and the key timeout has run, longer than agi.command_timeout.  The server
+    waits for it, then routes in the most likely role with the customer on the card."""
+    config = replace(base_config, agi=replace(base_config.agi, command_timeout=3.0))
+    server = await start_server(config, speech=True)
+    decision = await expected_decision(server, THREE_ROLES, "general")
+    assert len(decision.question) == 3
+    result = await place_call("127.0.0.1", server.port, CallScript(number=THREE_ROLES, line="general"))
+    assert result.error is None and not result.hung_up
+    plays = sound_seconds(result.prompts[0])
+    assert plays is not None and plays + ROLE_QUESTION_TIMEOUT_MS / 1000 > config.agi.command_timeout
+    assert result.routed_after >= plays + ROLE_QUESTION_TIMEOUT_MS / 1000  # the caller really waited
+    assert result.variables["IVR_QUEUE"] == decision.route.queue
+    assert result.variables["IVR_CUSTOMER_ID"] == str(decision.view.customer.id)
+    assert result.variables["IVR_INTENT"] == decision.intent
+    context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
+    assert context["outcome"] == "routed" and context["degraded"] == []
+    assert context["role_question"] == {
+        "asked": [r.label for r in decision.question], "pressed": "", "chosen": None,
+        "confirmed": False, "assumed": decision.view.role.label}
+    card = build_card(context)
+    assert card["customer"]["id"] == decision.view.customer.id
+    assert card["role"]["label"] == decision.view.role.label
+    assert card["ivr"]["role_question"]["confirmed"] is False
+
+
+async def test_asterisk_that_stops_answering_mid_question_fails_open_within_the_timeout(base_config, start_server):
+    """A peer that never replies to GET DATA is still taken for dead: after the prompt, the key
+    wait and agi.command_timeout, no later; the call keeps the dialplan's default queue."""
+    config = replace(base_config, agi=replace(base_config.agi, command_timeout=1.0))
+    server = await start_server(config, speech=True)
+    prompt = await server.services.prompts.for_asterisk(
+        role_question_text((await expected_decision(server, THREE_ROLES, "general")).question, "ru"), "ru")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    channel = AsteriskChannel(CallScript(number=THREE_ROLES, line="general"))
+    writer.write(channel.environment("127.0.0.1", server.port))
+    loop = asyncio.get_running_loop()
+    try:
+        while not (line := (await asyncio.wait_for(reader.readline(), 10)).decode()).upper().startswith("GET DATA"):
+            writer.write(b"".join(channel.handle(line)))
+        asked = loop.time()
+        closed = await asyncio.wait_for(reader.read(), 60)  # Asterisk says nothing from here on
+        waited = loop.time() - asked
+    finally:
+        writer.close()
+    assert closed == b""
+    expected = prompt.seconds + ROLE_QUESTION_TIMEOUT_MS / 1000 + config.agi.command_timeout
+    assert expected - 0.2 <= waited <= expected + 2.0
+    assert "IVR_QUEUE" not in channel.variables  # the dialplan's default queue stays
+    assert metrics.FAIL_OPEN.labels(reason="agi_error")._value.get() >= 1
+
+
 async def test_no_answer_to_the_role_question_routes_in_the_most_likely_role(base_config, start_server):
     server = await start_server(base_config, speech=True)
     candidates = await numbers_with_roles(base_config.database_url, min_roles=2)
@@ -108,7 +168,8 @@ async def test_no_answer_to_the_role_question_routes_in_the_most_likely_role(bas
         decision = await expected_decision(server, number, "general")
         if decision.question:
             break
-    result = await place_call("127.0.0.1", server.port, CallScript(number=number, line="general", dtmf=[""]))
+    result = await place_call("127.0.0.1", server.port, CallScript(number=number, line="general", dtmf=[""]),
+                              fast=True)
     assert result.variables["IVR_QUEUE"] == decision.route.queue
     assert result.variables["IVR_CUSTOMER_ID"] == str(decision.view.customer.id)
 

@@ -276,3 +276,33 @@ async def test_dtmf_only_line_never_opens_an_audiosocket(korean_config, start_se
     context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
     assert [t["step"] for t in context["transcript"]][:2] == ["offer", "open_question"]
     assert result.variables["IVR_INTENT"] == "documents_missing"  # the second item of the menu
+
+
+def with_max_seconds(config, tmp_path: Path, seconds: float, mode: str):
+    dialog = tmp_path / "short-dialog.yaml"
+    dialog.write_text(KOREAN_DIALOG.replace("max_seconds: 120", f"max_seconds: {seconds}"), encoding="utf-8")
+    return replace(config, speech=replace(config.speech, dialog_file=dialog),
+                   lines=tuple(replace(line, self_service=mode) if line.name == "general" else line
+                               for line in config.lines))
+
+
+@pytest.mark.parametrize("mode", ["speech", "dtmf"])
+async def test_the_dialog_never_outlasts_max_seconds_and_the_caller_is_routed(korean_config, start_server,
+                                                                              tmp_path, mode):
+    """The limit holds in the middle of a step: by voice the prompt is stopped at the limit and the
+    AudioSocket closed; by keys (an AGI command cannot be stopped) a prompt that would end past the
+    limit is not started.  Either way the caller hears the hand-over and leaves with IVR_QUEUE."""
+    limit = 2.0
+    server = await start_server(with_max_seconds(korean_config, tmp_path, limit, mode), speech=True)
+    result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY), timeout=60)
+    assert result.error is None and result.queue and "IVR_CONTAINED" not in result.variables
+    context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
+    offer = context["transcript"][0]["said"] if context["transcript"] else "안녕하세요"
+    offer_lasts = (await server.services.prompts.for_asterisk(offer, "ko")).seconds + 2.0  # and the key wait
+    transfer = (await server.services.prompts.for_asterisk("상담원을 연결합니다", "ko")).seconds
+    assert offer_lasts > limit  # the first question alone would outlast the limit
+    assert context["self_service"]["reason"] == "time_limit"
+    assert context["self_service"]["seconds"] <= limit + transfer + 1.0
+    assert result.routed_after <= limit + transfer + 2.5
+    if mode == "speech":
+        assert result.audiosocket is not None and result.audiosocket.outcome == "returned"

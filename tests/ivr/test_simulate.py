@@ -17,6 +17,11 @@ from ivr.agi import AgiParser, Hangup, Reply, encode_environment
 from ivr.fastagi import AgiCall, ChannelGone, FastAgiServer
 from ivr.simulate import (
     DEAD_CHANNEL,
+    DIGIT_TIMEOUT,
+    RESPONSE_TIMEOUT,
+    SAY_ITEM_SECONDS,
+    Keys,
+    Response,
     UNKNOWN,
     USAGE_HEAD,
     AsteriskChannel,
@@ -29,10 +34,21 @@ from ivr.simulate import (
     run_open_loop,
     summarize,
 )
+from speech.audio import TELEPHONE_RATE, Audio, silence, write_wav
 from tests.ivr import traces
 from tests.waiting import LOOPBACK, LIMIT, within
 
 SOUND = "/var/lib/asterisk/sounds/custom/utterance-en"
+SOUND_SECONDS = 4.64  # the recorded utterance: GET DATA 1500 with no key answered 6.135 s after it began
+
+
+def recorded_sounds(name: str) -> float | None:
+    """The sounds of the recording machine, which this one does not have."""
+    return SOUND_SECONDS if name == SOUND else None
+
+
+def channel_for(script: CallScript, **options) -> AsteriskChannel:
+    return AsteriskChannel(script, sounds=recorded_sounds, **options)
 
 
 def _events(chunks: list[bytes]) -> list:
@@ -49,12 +65,13 @@ def _shape(events: list) -> list:
     return [("HANGUP",) if isinstance(e, Hangup) else (e.code, e.result, e.data) for e in events]
 
 
-# What the simulator knows that the recorded channel knew, and what it cannot do:
-# it does not evaluate ${...} expressions (GET FULL VARIABLE echoes them) and
-# never ends GET DATA with "(timeout)" after some digits.
+# What the simulator knows that the recorded channel knew (the keys: when the
+# observer's PlayDTMF ended, seconds into each command), and what it cannot
+# do: it does not evaluate ${...} expressions (GET FULL VARIABLE echoes them).
 RECORDED = {
-    "agi-basic": CallScript(), "agi-errors": CallScript(), "agi-dtmf": CallScript(
-        dtmf=["5", "", "12", "78", "12345", "", "5", "9"]),
+    "agi-basic": CallScript(), "agi-errors": CallScript(), "agi-dtmf": CallScript(dtmf=[
+        Keys("5", after=1.12), "", Keys("12#", after=1.12, gap=0.35), Keys("78", after=1.12, gap=0.35),
+        Keys("1234", after=0.92, gap=0.3), "", Keys("5", after=1.34), Keys("9", after=0.94)]),
     "agi-hangup-mid-command": CallScript(hangup_at=1),
 }
 KNOWN_VARIABLES = {"CALLERID(num)": "79161234567", "CHANNEL": "Local/101@from-test-00000001;2"}
@@ -62,15 +79,13 @@ KNOWN_VARIABLES = {"CALLERID(num)": "79161234567", "CHANNEL": "Local/101@from-te
 
 @pytest.mark.parametrize("name", list(RECORDED))
 def test_channel_answers_the_recorded_commands_like_asterisk(name):
-    channel = AsteriskChannel(RECORDED[name], variables=KNOWN_VARIABLES)
+    channel = channel_for(RECORDED[name], variables=KNOWN_VARIABLES)
     _, steps, _ = traces.session(name).steps()
     for line, recorded in steps:
         chunks = channel.handle(line)
         ours, theirs = _shape(_events(chunks)), _shape(_events(recorded))
         if line.upper().startswith("GET FULL VARIABLE"):
             assert [e[0] for e in ours] == [e[0] for e in theirs], line
-        elif recorded == [b"200 result=78 (timeout)\n"]:
-            assert ours == [(200, "78", None)]
         else:
             assert ours == theirs, line
         if recorded[0].startswith(b"520-"):
@@ -78,10 +93,22 @@ def test_channel_answers_the_recorded_commands_like_asterisk(name):
             assert chunks[1].endswith(b"\n520 End of proper usage.\n")
         elif any(c.startswith(b"HANGUP") for c in recorded):
             assert chunks == recorded, line  # the reply, then HANGUP in its own write
-        elif not line.upper().startswith(("GET FULL VARIABLE", "STREAM FILE", "GET DATA")):
-            assert chunks == recorded, line  # byte for byte
+        elif name == "agi-dtmf" or not line.upper().startswith(("GET FULL VARIABLE", "STREAM FILE", "GET DATA")):
+            assert chunks == recorded, line  # byte for byte, endpos included
     assert channel.commands == [line for line, _ in steps]
 
+
+def test_channel_takes_the_time_asterisk_took_in_the_recording():
+    """Each reply of agi-dtmf comes as many seconds after its command as Asterisk's did: the
+    prompt plays, a key stops it, GET DATA waits its timeout after the last key, and so on."""
+    channel = channel_for(RECORDED["agi-dtmf"])
+    session = traces.session("agi-dtmf")
+    sent = [c for c in session.chunks if c.from_server and c.data]
+    replies = [c for c in session.chunks if c.from_asterisk and c.data.startswith(b"200 ")]
+    assert len(sent) == len(replies) == 8
+    for command, reply in zip(sent, replies):
+        took = reply.t - command.t
+        assert channel.respond(command.data.decode()).after == pytest.approx(took, abs=0.12), command.data
 
 def test_command_words_are_case_insensitive():
     channel = AsteriskChannel(CallScript())
@@ -116,7 +143,7 @@ def test_wrong_argument_count_gets_the_usage_block_in_two_chunks(line):
 
 
 def _dead_channel() -> AsteriskChannel:
-    channel = AsteriskChannel(CallScript(hangup_at=0))
+    channel = channel_for(CallScript(hangup_at=0))
     assert channel.handle("ANSWER\n") == [b"200 result=-1\n", b"HANGUP\n"]
     assert channel.hung_up
     return channel
@@ -144,7 +171,7 @@ def test_channel_commands_after_hangup_get_511(line):
     ],
 )
 def test_variable_and_log_commands_still_work_after_hangup(line, reply):
-    channel = AsteriskChannel(CallScript(hangup_at=1))
+    channel = channel_for(CallScript(hangup_at=1))
     channel.handle("SET VARIABLE IVR_STEP menu1\n")
     assert channel.handle(f'STREAM FILE {SOUND} ""\n') == [b"200 result=-1 endpos=12160\n", b"HANGUP\n"]
     chunks = channel.handle(line)
@@ -175,7 +202,7 @@ def test_dead_channel_refuses_channel_commands_before_checking_arguments():
     ],
 )
 def test_hangup_at_answers_the_running_command_then_writes_hangup_separately(line, first, second):
-    channel = AsteriskChannel(CallScript(hangup_at=2))
+    channel = channel_for(CallScript(hangup_at=2))
     assert channel.handle("ANSWER\n") == [b"200 result=0\n"]
     assert channel.handle("NOOP\n") == [b"200 result=0\n"]
     assert not channel.hung_up
@@ -188,24 +215,60 @@ def test_hangup_at_answers_the_running_command_then_writes_hangup_separately(lin
 
 
 def test_get_data_answers_digits_max_digits_and_timeout():
-    channel = AsteriskChannel(CallScript(dtmf=["12", "", "123456", "9"]))
-    assert channel.handle(f"GET DATA {SOUND} 3000 4\n") == [b"200 result=12\n"]
-    assert channel.handle(f"GET DATA {SOUND} 3000 4\n") == [b"200 result= (timeout)\n"]
-    assert channel.handle(f"GET DATA {SOUND} 3000 4\n") == [b"200 result=1234\n"]
-    assert channel.handle(f"GET DATA {SOUND}\n") == [b"200 result=9\n"]
-    assert channel.handle(f"GET DATA {SOUND} 3000 4\n") == [b"200 result= (timeout)\n"]  # no more input
-    assert channel.prompts == [SOUND] * 5
+    channel = channel_for(CallScript(dtmf=["12", "", "123456", "9", Keys("3", after=30.0)]))
+    replies = [channel.respond(line) for line in [f"GET DATA {SOUND} 3000 4\n"] * 3 + [
+        f"GET DATA {SOUND}\n", f"GET DATA {SOUND} 3000 4\n", f"GET DATA {SOUND} 3000 4\n"]]
+    assert [r.chunks for r in replies] == [
+        [b"200 result=12 (timeout)\n"],  # two keys at once, then 3 s without a third
+        [b"200 result= (timeout)\n"], [b"200 result=1234\n"],
+        [b"200 result=9 (timeout)\n"],  # no maximum: TIMEOUT(digit) after the key
+        [b"200 result= (timeout)\n"],  # a key 30 s in comes after Asterisk stopped listening
+        [b"200 result= (timeout)\n"]]  # no more keys
+    assert [r.after for r in replies] == pytest.approx([0.35 + 3.0, SOUND_SECONDS + 3.0, 1.05, DIGIT_TIMEOUT,
+                                                        SOUND_SECONDS + 3.0, SOUND_SECONDS + 3.0])
+    assert channel.prompts == [SOUND] * 6
     reply = _events([b"200 result= (timeout)\n"])[0]
     assert (reply.result, reply.data) == ("", "timeout")  # the form recorded in agi-dtmf
 
 
+def test_get_data_without_a_timeout_waits_the_dialplan_timeouts():
+    channel = channel_for(CallScript(dtmf=["", Keys("12", after=SOUND_SECONDS + 1.0, gap=1.0)]))
+    silent = channel.respond(f"GET DATA {SOUND}\n")
+    assert (silent.chunks, silent.after) == ([b"200 result= (timeout)\n"], SOUND_SECONDS + RESPONSE_TIMEOUT)
+    two = channel.respond(f"GET DATA {SOUND} 0 4\n")
+    assert two.chunks == [b"200 result=12 (timeout)\n"]
+    assert two.after == pytest.approx(SOUND_SECONDS + 2.0 + DIGIT_TIMEOUT)
+
+
+def test_a_sound_asterisk_cannot_open_fails_at_once():
+    """res_agi: ast_openstream fails -> ``200 result=-1 endpos=0``; GET DATA's stream fails -> -1."""
+    channel = channel_for(CallScript(dtmf=["1"]))
+    assert channel.respond('STREAM FILE no-such-sound ""\n') == Response([b"200 result=-1 endpos=0\n"])
+    assert channel.respond("GET DATA no-such-sound 3000 1\n") == Response([b"200 result=-1\n"])
+    assert channel.respond('GET OPTION no-such-sound "1" 2000\n') == Response([b"200 result=-1 endpos=0\n"])
+    assert not channel.hung_up
+
+
 def test_wait_for_digit_and_stream_file_escape_digits():
-    channel = AsteriskChannel(CallScript(dtmf=["5", "3", "9"]))
-    assert channel.handle("WAIT FOR DIGIT 5000\n") == [b"200 result=53\n"]  # '5', as recorded
-    assert channel.handle(f'STREAM FILE {SOUND} "#5"\n') == [b"200 result=0 endpos=12160\n"]  # '3' is no escape
-    assert channel.handle("WAIT FOR DIGIT 1500\n") == [b"200 result=51\n"]  # '3' was left for later
-    assert channel.handle(f'GET OPTION {SOUND} "89" 2000\n') == [b"200 result=57 endpos=7520\n"]
-    assert channel.handle("WAIT FOR DIGIT 1500\n") == [b"200 result=0\n"]
+    channel = channel_for(CallScript(dtmf=["5", "3", "9", Keys("7", after=SOUND_SECONDS + 1.0)]))
+    assert channel.respond("WAIT FOR DIGIT 5000\n") == Response([b"200 result=53\n"], 0.0)  # '5', as recorded
+    played = channel.respond(f'STREAM FILE {SOUND} "#5"\n')  # '3' is no escape digit: the file plays out
+    assert played == Response([b"200 result=0 endpos=37120\n"], SOUND_SECONDS)
+    assert channel.respond("WAIT FOR DIGIT 1500\n") == Response([b"200 result=51\n"], 0.0)  # '3' was left for it
+    assert channel.respond(f'GET OPTION {SOUND} "89" 2000\n') == Response([b"200 result=57 endpos=0\n"], 0.0)
+    late = channel.respond(f'GET OPTION {SOUND} "789" 2000\n')  # pressed in the wait after the file
+    assert late == Response([b"200 result=55 endpos=37120\n"], SOUND_SECONDS + 1.0)
+    no_option = channel.respond(f'GET OPTION {SOUND} "89" 2000\n')  # nothing: the file, then 2 s
+    assert no_option == Response([b"200 result=0 endpos=37120\n"], SOUND_SECONDS + 2.0)
+    assert channel.respond("WAIT FOR DIGIT 1500\n") == Response([b"200 result=0\n"], 1.5)
+
+
+def test_say_commands_take_the_time_of_their_items():
+    channel = channel_for(CallScript(dtmf=[Keys("#", after=1.0)]))  # no escape digit in the first: kept
+    assert channel.respond('SAY DIGITS 4567 ""\n') == Response([b"200 result=0\n"], 4 * SAY_ITEM_SECONDS)
+    assert channel.respond('SAY ALPHA abcdef "#"\n') == Response([b"200 result=35\n"], 1.0)
+    assert channel.respond('SAY NUMBER twelve ""\n').chunks[0] == USAGE_HEAD
+    assert channel.respond('SAY DATE 1795333685 ""\n').after > 0
 
 
 def test_environment_is_a_block_the_parser_accepts():
@@ -267,16 +330,44 @@ async def test_place_call_has_no_routing_time_when_ivr_queue_is_never_set(agi_se
     assert result.routed_after is None and result.queue is None
 
 
-async def test_place_call_plays_the_caller_digits_and_records_prompts(agi_server):
+def sound(directory, name: str, seconds: float) -> str:
+    """An 8 kHz WAV file of `seconds` of silence; its name as STREAM FILE takes it."""
+    path = directory / f"{name}.wav"
+    write_wav(path, Audio(silence(seconds), TELEPHONE_RATE))
+    return str(path.with_suffix(""))
+
+
+async def test_place_call_plays_the_caller_digits_and_records_prompts(agi_server, tmp_path):
+    welcome, account = sound(tmp_path, "welcome", 1.0), sound(tmp_path, "enter-account", 2.0)
+
     async def menu(call: AgiCall) -> None:
-        pressed = await call.stream_file("welcome", "12")
-        digits, timed_out = await call.get_data("enter-account", 3000, 4)
+        pressed = await call.stream_file(welcome, "12", seconds=1.0)
+        digits, timed_out = await call.get_data(account, 3000, 4, seconds=2.0)
         await call.set_variable("IVR_QUEUE", f"{pressed}-{digits}-{timed_out}")
 
     server = await agi_server({"inbound": menu})
     result = await place_call(LOOPBACK, server.port, CallScript(dtmf=["2", "4321"]), timeout=LIMIT)
     assert result.queue == "2-4321-False"
-    assert result.prompts == ["welcome", "enter-account"]
+    assert result.prompts == [welcome, account]
+
+
+async def test_place_call_answers_when_asterisk_would_and_fast_mode_at_once(agi_server, tmp_path):
+    """The caller who presses nothing waits for the prompt and the key timeout, a key during the
+    prompt cuts it short, and fast mode (load tests) skips the waiting, with the same replies."""
+    prompt = sound(tmp_path, "menu", 1.2)
+
+    async def menu(call: AgiCall) -> None:
+        digits, _ = await call.get_data(prompt, 800, 1, seconds=1.2)
+        await call.set_variable("IVR_QUEUE", digits or "none")
+
+    server = await agi_server({"inbound": menu})
+    silent = await place_call(LOOPBACK, server.port, CallScript(), timeout=LIMIT)
+    pressed = await place_call(LOOPBACK, server.port, CallScript(dtmf=[Keys("3", after=0.4)]), timeout=LIMIT)
+    fast = await place_call(LOOPBACK, server.port, CallScript(), timeout=LIMIT, fast=True)
+    assert (silent.queue, pressed.queue, fast.queue) == ("none", "3", "none")
+    assert 1.2 + 0.8 <= silent.routed_after < 1.2 + 0.8 + 1.0
+    assert 0.4 <= pressed.routed_after < 1.2
+    assert fast.routed_after < 1.0
 
 
 async def test_place_call_hangs_up_during_the_chosen_command(agi_server):
@@ -285,7 +376,7 @@ async def test_place_call_hangs_up_during_the_chosen_command(agi_server):
     async def menu(call: AgiCall) -> None:
         await call.set_variable("IVR_STEP", "menu1")
         try:
-            await call.get_data("enter-account", 3000, 4)
+            await call.get_data("enter-account", 3000, 4, seconds=1.0)
         except ChannelGone as exc:
             seen["gone"] = exc.reply.result
         await call.set_variable("IVR_QUEUE", "support")  # still allowed on a dead channel
