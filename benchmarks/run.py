@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.call_path import BENCH_DIR, main_call_path
 from benchmarks.agents import main_agents
+from benchmarks.dialog_timing import main_dialog_timing, render_dialog_timing
 from benchmarks.idle import main_idle
 from benchmarks.speech import main_speech
 
@@ -160,6 +161,9 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{verdict(steady['p99_ms'], 50)} |",
                 "", f"Burst ingestion: {burst['events']} AMI events from {burst['calls']} calls at "
                 f"{burst['events_per_second']} events/s."]
+    dialog = report.get("dialog")
+    if dialog:
+        out += render_dialog_timing(dialog)
     return "\n".join(out)
 
 
@@ -179,6 +183,7 @@ def main() -> None:
         report["speech"] = main_speech()
     report["idle"] = main_idle()
     report["agents"] = main_agents()
+    report["dialog"] = main_dialog_timing()
     report["load_before"] = load_before
     report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     BENCH_DIR.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,8 @@ case            id* (its key), customer*, organisation, product*, title*,
                 customer_owes_next_step, facts, notes
 ==============  ===========================================================
 
-- ``segment``: A, B, C or D (default C).  ``language``: a language code such
-  as ``ru`` or ``en`` (default ru).
+- ``segment``: A, B, C or D (default C).  ``language``: an ISO 639-1 code
+  (two letters, `LANGUAGES`) such as ``ru`` or ``en`` (default ru).
 - ``manager``: the ``interface`` of an agent (in the file or already in the
   database): the personal or key-account manager.
 - ``number``: a phone number in any usual form (``8 916 123-45-67``,
@@ -34,7 +34,9 @@ case            id* (its key), customer*, organisation, product*, title*,
 - ``case``: ``customer`` is the customer's ``id``; ``organisation`` (an inn)
   makes it a case of that organisation handled with the customer.
   ``product`` and ``status`` are codes (lower case letters, digits, ``_``)
-  the intent catalogue matches on; ``priority`` 1 (highest) .. 5, default 3.
+  the intent catalogue matches on; ``status`` is one of `CASE_STATUSES`
+  (the caller passes more, e.g. the statuses its catalogue names);
+  ``priority`` 1 (highest) .. 5, default 3.
   ``opened_at`` / ``due_at``: ISO 8601 dates or date-times; without a time
   zone they are UTC; a bare date opens at the start of that day and is due
   at its end.  A missing ``opened_at`` means now for a new case and keeps
@@ -70,6 +72,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import io
 import json
 import re
@@ -83,12 +86,14 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tqdm import tqdm
 
+from caller_id.lookup import CLOSED_STATUSES
 from caller_id.models import Agent, Case, CrmVersion, Customer, NumberRole, Organisation, PhoneNumber
 from caller_id.normalise import mask, normalise
 from caller_id.profile import ROLE_KINDS, ROLE_PRIVATE, SEGMENTS
 from caller_id.store import Database, bump_crm_version
 
-__all__ = ["ImportRowsError", "ImportSummary", "KINDS", "import_file", "inn_check_digits"]
+__all__ = ["CASE_STATUSES", "FORMAT_HELP", "ImportRowsError", "ImportSummary", "KINDS", "LANGUAGES",
+           "import_file", "inn_check_digits"]
 
 KINDS = ("agent", "organisation", "customer", "number", "case")
 _FIELDS = {
@@ -99,11 +104,31 @@ _FIELDS = {
     "case": ("id", "customer", "organisation", "product", "title", "status", "priority",
              "opened_at", "due_at", "customer_owes_next_step", "facts", "notes"),
 }
+_REQUIRED = {
+    "agent": ("interface", "name"),
+    "organisation": ("inn", "name"),
+    "customer": ("id", "name"),
+    "number": ("number", "customer"),
+    "case": ("id", "customer", "product", "title", "status"),
+}
 _ALL_FIELDS = {"kind", *(name for names in _FIELDS.values() for name in names)}
+# The case statuses of the CRM's case life cycle: open ones, then the closed ones.
+OPEN_STATUSES = ("new", "in_progress", "waiting_customer", "ready", "blocked", "overdue", "escalated")
+CASE_STATUSES = (*OPEN_STATUSES, *CLOSED_STATUSES)
+# ISO 639-1: the two-letter language codes.
+LANGUAGES = frozenset("""
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch
+co cr cs cu cv cy da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga
+gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is it iu ja
+jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv
+mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om or
+os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr
+ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi
+vo wa wo xh yi yo za zh zu
+""".split())
 _TRUE = {"true", "yes", "y", "1", "t", "да", "д"}
 _FALSE = {"false", "no", "n", "0", "f", "нет", "н", ""}
 _CODE = re.compile(r"[a-z][a-z0-9_]*")
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
 _INN_WEIGHTS = {
     9: (2, 4, 10, 3, 5, 9, 4, 6, 8),
     10: (7, 2, 4, 10, 3, 5, 9, 4, 6, 8),
@@ -272,11 +297,10 @@ class _Row:
             value = value.strip() or None
         return value
 
-    def text(self, name: str, *, required: bool = False, limit: int | None = None,
-             multiline: bool = False) -> str | None:
+    def text(self, name: str, *, limit: int | None = None, multiline: bool = False) -> str | None:
         value = self._raw(name)
         if value is None:
-            if required:
+            if name in _REQUIRED[self.kind]:
                 self.problems.append(f"{name} is missing")
             return None
         if isinstance(value, (dict, list, bool)):
@@ -292,8 +316,8 @@ class _Row:
             self.problems.append(f"{name} is not valid Unicode text")
         return value
 
-    def code(self, name: str, *, required: bool = False, limit: int | None = None) -> str | None:
-        value = self.text(name, required=required, limit=limit)
+    def code(self, name: str, *, limit: int | None = None) -> str | None:
+        value = self.text(name, limit=limit)
         if value is not None and not _CODE.fullmatch(value):
             self.problems.append(f"{name} {_shown(value)} is not a code (lower-case letters, digits, _)")
         return value
@@ -319,6 +343,25 @@ class _Row:
         if value not in choices:
             self.problems.append(f"{name} {_shown(value)} is not one of {', '.join(choices)}")
         return value
+
+    def status(self, name: str, known: frozenset[str]) -> str | None:
+        value = self.code(name, limit=_limit(Case, name))
+        if value is not None and _CODE.fullmatch(value) and value not in known:
+            close = difflib.get_close_matches(value, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problems.append(f"{name} {_shown(value)} is not a known case status{hint}; "
+                                 f"known: {', '.join(_ordered(known))}")
+        return value
+
+    def language(self, name: str, default: str) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        code = value.lower()
+        if code not in LANGUAGES:
+            self.problems.append(f"{name} {_shown(value)} is not an ISO 639-1 language code "
+                                 "(two letters, such as ru or en)")
+        return code
 
     def integer(self, name: str, low: int, high: int, default: int) -> int:
         value = self._raw(name)
@@ -382,8 +425,8 @@ class _Row:
             return {}
         return value
 
-    def inn(self, name: str, *, required: bool = False) -> str | None:
-        value = self.text(name, required=required)
+    def inn(self, name: str) -> str | None:
+        value = self.text(name)
         if value is None:
             return None
         if not (value.isascii() and value.isdigit() and len(value) in (10, 12)):
@@ -438,6 +481,7 @@ class _Parsed:
     numbers: dict[tuple, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     cases: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    statuses: frozenset[str] = frozenset(CASE_STATUSES)  # the case statuses rows may have
 
     def rows(self) -> dict[str, int]:
         return {"agent": len(self.agents), "organisation": len(self.organisations),
@@ -469,8 +513,8 @@ def _check(line: int, record: dict[str, Any], region: str, parsed: _Parsed) -> N
 
 def _check_agent(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str]:
     values = {
-        "interface": row.text("interface", required=True, limit=_limit(Agent, "interface")),
-        "name": row.text("name", required=True, limit=_limit(Agent, "name")),
+        "interface": row.text("interface", limit=_limit(Agent, "interface")),
+        "name": row.text("name", limit=_limit(Agent, "name")),
         "extension": row.text("extension", limit=_limit(Agent, "extension")),
         "is_manager": row.boolean("is_manager"),
         "team": row.text("team", limit=_limit(Agent, "team")),
@@ -480,8 +524,8 @@ def _check_agent(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, st
 
 def _check_organisation(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str]:
     values = {
-        "inn": row.inn("inn", required=True),
-        "name": row.text("name", required=True, limit=_limit(Organisation, "name")),
+        "inn": row.inn("inn"),
+        "name": row.text("name", limit=_limit(Organisation, "name")),
         "segment": row.choice("segment", SEGMENTS, "C", upper=True),
         "is_vip": row.boolean("is_vip"),
         "manager": row.text("manager"),
@@ -491,20 +535,18 @@ def _check_organisation(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, d
 
 def _check_customer(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str]:
     values = {
-        "external_id": row.text("id", required=True, limit=_limit(Customer, "external_id")),
-        "name": row.text("name", required=True, limit=_limit(Customer, "name")),
+        "external_id": row.text("id", limit=_limit(Customer, "external_id")),
+        "name": row.text("name", limit=_limit(Customer, "name")),
         "segment": row.choice("segment", SEGMENTS, "C", upper=True),
         "is_vip": row.boolean("is_vip"),
-        "language": (row.text("language") or "ru").lower(),
+        "language": row.language("language", "ru"),
         "manager": row.text("manager"),
     }
-    if not _LANGUAGE.fullmatch(values["language"]):
-        row.problems.append(f"language {_shown(values['language'])} is not a language code such as ru or en")
     return values["external_id"], values, "customers"
 
 
 def _check_number(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str]:
-    raw = row.text("number", required=True)
+    raw = row.text("number")
     e164 = normalise(raw, region) if raw is not None else None
     if e164 is not None and not phonenumbers.is_valid_number(phonenumbers.parse(e164)):
         e164 = None
@@ -516,19 +558,19 @@ def _check_number(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, s
         row.problems.append("a private role takes no organisation")
     elif kind != ROLE_PRIVATE and organisation is None and kind in ROLE_KINDS:
         row.problems.append(f"a {kind} role needs the organisation's inn")
-    values = {"e164": e164, "customer": row.text("customer", required=True), "kind": kind,
+    values = {"e164": e164, "customer": row.text("customer"), "kind": kind,
               "organisation": organisation}
     return (e164, values["customer"], kind, organisation), values, "numbers"
 
 
 def _check_case(row: _Row, region: str, parsed: _Parsed) -> tuple[Any, dict, str]:
     values = {
-        "external_id": row.text("id", required=True, limit=_limit(Case, "external_id")),
-        "customer": row.text("customer", required=True),
+        "external_id": row.text("id", limit=_limit(Case, "external_id")),
+        "customer": row.text("customer"),
         "organisation": row.inn("organisation"),
-        "product": row.code("product", required=True, limit=_limit(Case, "product")),
-        "title": row.text("title", required=True, limit=_limit(Case, "title")),
-        "status": row.code("status", required=True, limit=_limit(Case, "status")),
+        "product": row.code("product", limit=_limit(Case, "product")),
+        "title": row.text("title", limit=_limit(Case, "title")),
+        "status": row.status("status", parsed.statuses),
         "priority": row.integer("priority", 1, 5, 3),
         "opened_at": row.moment("opened_at"),
         "due_at": row.moment("due_at", end_of_day=True),
@@ -741,16 +783,18 @@ async def _managed(conn: AsyncConnection, model: type, agents: set[int]) -> list
 
 async def import_file(
     db: Database, path: str | Path, *, region: str = "RU", progress: bool = False,
+    statuses: Iterable[str] = CASE_STATUSES,
 ) -> ImportSummary:
     """Check every row of `path`, then write all of it in one transaction.
 
-    Raises ImportRowsError (nothing written) when a row is wrong, and
-    ValueError for a file that is neither ``.csv`` nor JSON lines.
+    `statuses`: the case statuses a row may have (by default the life cycle's,
+    `CASE_STATUSES`).  Raises ImportRowsError (nothing written) when a row is
+    wrong, and ValueError for a file that is neither ``.csv`` nor JSON lines.
     """
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .jsonl or .ndjson")
-    parsed = _Parsed()
+    parsed = _Parsed(statuses=frozenset(statuses))
     with tqdm(desc="checking", unit=" rows", disable=not progress) as bar:
         for line, record in _records(path):
             _check(line, record, region, parsed)
@@ -767,3 +811,65 @@ async def import_file(
     return ImportSummary(
         rows=parsed.rows(), created=created, updated=updated, numbers=frozenset(numbers), crm_version=version,
     )
+
+
+def _ordered(statuses: Iterable[str]) -> list[str]:
+    """The life cycle's statuses in their order, then any others alphabetically."""
+    known = set(statuses)
+    return [s for s in CASE_STATUSES if s in known] + sorted(known - set(CASE_STATUSES))
+
+
+def _format_help() -> str:
+    width = max(map(len, KINDS)) + 2
+    rows = []
+    for kind in KINDS:
+        names = [name + ("*" if name in _REQUIRED[kind] else "") for name in _FIELDS[kind]]
+        text, lines = "", []
+        for name in names:
+            if text and len(text) + len(name) + 2 > 62:
+                lines.append(text + ",")
+                text = ""
+            text = f"{text}, {name}" if text else name
+        lines.append(text)
+        rows.append(f"  {kind:<{width}}{lines[0]}")
+        rows += [f"  {'':<{width}}{more}" for more in lines[1:]]
+    return "\n".join([
+        "file format:",
+        "  One record per row (CSV) or per line (JSON lines, .jsonl or .ndjson, one object a line;",
+        "  blank lines are skipped). The kind field says what a record is; records refer to each",
+        "  other by the ids of the source CRM, so they may come in any order and across files.",
+        "",
+        f"  {'kind':<{width}}fields (* required)",
+        *rows,
+        "",
+        f"  segment       {', '.join(SEGMENTS)} (default C)",
+        "  language      an ISO 639-1 code such as ru or en (default ru)",
+        "  manager       the interface of an agent (in the file or already in the database)",
+        "  inn           the organisation's tax id: 10 or 12 digits with valid check digits",
+        "  number        a phone number in any usual form (8 916 123-45-67, +44 20 7946 0123);",
+        "                national numbers are read in the configured region",
+        "  customer      (of a number or case) the customer's id",
+        "  organisation  (of a number or case) the organisation's inn",
+        f"  role          {', '.join(ROLE_KINDS)} (default {ROLE_PRIVATE}); employee and director",
+        "                need organisation, private takes none",
+        "  product       a code (lower-case letters, digits, _) the intent catalogue matches on",
+        f"  status        open: {', '.join(OPEN_STATUSES)};",
+        f"                closed: {', '.join(CLOSED_STATUSES)}; or a status the intent catalogue names",
+        "  priority      1 (highest) .. 5, default 3",
+        "  opened_at, due_at  ISO 8601 dates or date-times, UTC without a time zone",
+        "  facts         a JSON object (in CSV, its JSON text)",
+        "  is_manager, is_vip, customer_owes_next_step  true/false, yes/no, 1/0, да/нет; empty is false",
+        "",
+        "  CSV: the first line is the header, kind and any of the fields, separated by commas",
+        "  (semicolons and tabs are recognised too); a cell that does not apply to the row's kind",
+        "  stays empty:",
+        "    kind,id,name,segment,number,customer",
+        "    customer,CRM-1001,Петров Иван Сергеевич,B,,",
+        "    number,,,,8 916 123-45-67,CRM-1001",
+        "  JSON lines: the same records as objects:",
+        '    {"kind": "customer", "id": "CRM-1001", "name": "Петров Иван Сергеевич", "segment": "B"}',
+        '    {"kind": "number", "number": "8 916 123-45-67", "customer": "CRM-1001"}',
+    ])
+
+
+FORMAT_HELP = _format_help()

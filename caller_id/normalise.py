@@ -159,9 +159,13 @@ _KEEP = (
     r"|(?<!\d)(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!-?\d)"
     r"|(?<![\d.])\d{10}\.\d{1,6}(?!\.?\d)"
 )
-# Six or more digits, optionally after "+", with up to two separators between.
-_PHONE_LIKE = r"\+?\d(?:[ \-.()]{0,2}\d){5,}"
-_LOG_PATTERN = re.compile(f"(?P<keep>{_KEEP})|(?P<phone>{_PHONE_LIKE})")
+# Six or more digits, optionally after "+", with up to two separators between, not part of a
+# longer word: identifiers such as channel names (PJSIP/1001-0000001a) and hex ids stay whole.
+_PHONE_LIKE = r"(?<![^\W_])\+?\d(?:[ \-.()]{0,2}\d){5,}(?![^\W_])"
+# An Asterisk channel name: technology/resource-sequence (PJSIP/1001-0000001a, Local/x@ctx-00000001;1).
+# The resource may hold a number and is masked; the sequence is an identifier and kept.
+_CHANNEL = r"\b(?P<tech>[A-Za-z]+/)(?P<resource>[^\s,/]+?)(?P<sequence>-[0-9a-fA-F]{8}(?:;[12])?)(?![^\W_])"
+_LOG_PATTERN = re.compile(f"(?P<keep>{_KEEP})|{_CHANNEL}|(?P<phone>{_PHONE_LIKE})")
 
 
 def mask_text(text: str) -> str:
@@ -170,6 +174,8 @@ def mask_text(text: str) -> str:
 
 
 def _mask_match(match: re.Match[str]) -> str:
+    if match.group("tech") is not None:
+        return match.group("tech") + mask_text(match.group("resource")) + match.group("sequence")
     phone = match.group("phone")
     if phone is None:
         return match.group(0)

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--customers", type=int, default=2000, help="how many customers (default 2000)")
     seed.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
     seed.set_defaults(handler=_db_seed)
-    imp = db_sub.add_parser("import", help="import customers, numbers and cases from CSV or JSON lines")
-    imp.add_argument("file", type=Path)
+    imp = db_sub.add_parser(
+        "import", help="import customers, numbers and cases from CSV or JSON lines",
+        description=textwrap.fill(
+            "Import CRM data, all or nothing: every row is checked first, and when any is wrong the "
+            "command lists each bad row by its line and writes nothing. A record whose key is already in "
+            "the database is updated, otherwise created; nothing is deleted.", 90),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", type=Path, help="a .csv file, or JSON lines (.jsonl or .ndjson)")
     imp.set_defaults(handler=_db_import)
+    _epilog_when_shown(imp, _import_file_format)
 
     lookup = sub.add_parser("lookup", help="show what a call from NUMBER would get")
     lookup.add_argument("number", help="the calling number as Asterisk would deliver it")
@@ -68,8 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true", help="one JSON object")
     lookup.set_defaults(handler=_lookup)
 
-    rules = sub.add_parser("rules", help="check the routing rules file")
+    rules = sub.add_parser(
+        "rules", help="check the routing rules file",
+        description="Check a routing rules file as the server loads it: conditions, the lines of the "
+        "configuration, the intents of the catalogue, and every queue against the queues Asterisk's "
+        "queues.conf defines. Errors name the file and line.")
     rules.add_argument("file", nargs="?", type=Path, help="default: the configured rules file")
+    rules.add_argument("--queues-conf", type=Path, metavar="FILE",
+                       help="Asterisk's queues.conf to check the queues against (default: $IVR_QUEUES_CONF, "
+                            "else the shipped asterisk_conf/queues.conf; when the file is absent the check "
+                            "is skipped with a warning)")
     rules.set_defaults(handler=_rules_check)
 
     user = sub.add_parser("user", help="manage the logins of the web pages")
@@ -80,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         "--password-file, else is asked twice on a terminal, else is the first line of standard input.")
     _config_option(add)
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=("agent", "supervisor", "admin"))
+    add.add_argument("--role", required=True, choices=("agent", "supervisor", "admin"),
+                     help="agent: the agent's screen of the calls that ring them; supervisor: also the "
+                          "wallboard, every call and the queue actions; admin: everything a supervisor may")
     who = add.add_mutually_exclusive_group()
     who.add_argument("--agent-id", type=int, help="the agent (agents table id) an agent login acts as")
     who.add_argument("--agent-interface", help="the same, by Asterisk interface, e.g. PJSIP/1001")
@@ -126,6 +144,24 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.set_defaults(handler=_simulate)
     return parser
+
+
+def _epilog_when_shown(parser: argparse.ArgumentParser, epilog: Any) -> None:
+    """Give `parser` the text `epilog()` returns, computed only when its help is shown (the importer's
+    file format needs the database modules, which every other command would pay for)."""
+    shown = parser.format_help
+
+    def format_help() -> str:
+        parser.epilog = epilog()
+        return shown()
+
+    parser.format_help = format_help  # type: ignore[method-assign]
+
+
+def _import_file_format() -> str:
+    from caller_id.importer import FORMAT_HELP
+
+    return FORMAT_HELP
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -285,25 +321,36 @@ def _db_seed(args: argparse.Namespace, config: Config) -> int:
 
 
 def _db_import(args: argparse.Namespace, config: Config) -> int:
-    from caller_id.importer import ImportRowsError, import_file
+    from caller_id.catalogue import load_catalogue
+    from caller_id.importer import CASE_STATUSES, ImportRowsError, import_file
     from caller_id.store import Database
+
+    # A status the catalogue matches on is known too: the administrator who adds one there can import it.
+    catalogue = load_catalogue(config.intents_file)
+    statuses = set(CASE_STATUSES).union(*(spec.cases.statuses for spec in catalogue.intents
+                                          if spec.cases is not None and spec.cases.statuses))
 
     async def go() -> Any:
         db = Database(config.database_url)
         try:
             await db.migrate()
-            return await import_file(db, args.file, progress=sys.stderr.isatty(), region=config.region)
+            return await import_file(db, args.file, progress=sys.stderr.isatty(), region=config.region,
+                                     statuses=statuses)
         finally:
             await db.dispose()
 
     try:
         summary = asyncio.run(go())
     except ImportRowsError as exc:
-        print(f"{args.file}: nothing imported:", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
+        print(str(exc), file=sys.stderr)  # "<file>: N bad rows, nothing imported" and the rows
         return 1
     except OSError as exc:
-        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{args.file}: {exc.strerror or exc}; nothing imported", file=sys.stderr)
+        return 1
+    except ConfigError:
+        raise
+    except ValueError as exc:  # not a file type the importer reads
+        print(f"{exc}; nothing imported", file=sys.stderr)
         return 1
     print(f"imported {args.file}: {summary}")
     return 0
@@ -311,13 +358,21 @@ def _db_import(args: argparse.Namespace, config: Config) -> int:
 
 def _lookup(args: argparse.Namespace, config: Config) -> int:
     from ivr.decision import decide
-    from ivr.inbound import role_question_text
+    from ivr.inbound import role_question, role_question_text
     from ivr.services import build_services
 
+    line = _line_named(config, args.line) if args.line is not None else config.line_for(None)
+    if line is None:
+        from ivr.conffile import did_you_mean
+
+        names = [candidate.name for candidate in config.lines]
+        print(f"ivr lookup: unknown line {args.line!r}{did_you_mean(args.line, names)}; the lines of "
+              f"{config.source} are: {_lines_listed(config)}", file=sys.stderr)
+        return 2
+
     async def go() -> dict[str, Any]:
-        services = await build_services(config, speech=False)
+        services = await build_services(config, listen=False)  # prompts: the dialog's timing
         try:
-            line = config.line_for(args.line)
             lookup = await services.directory.lookup(args.number, region=config.region)
             decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
                               now=services.now())
@@ -328,10 +383,19 @@ def _lookup(args: argparse.Namespace, config: Config) -> int:
                 decision = decide(lookup, line, catalogue=services.catalogue, rules=services.rules.current,
                                   now=services.now(), role=asked[args.role - 1])
             result = decision.to_dict()
+            result["caller_id"] = args.number
+            # No usable number: "withheld" when the caller ID carries no digits (anonymous, restricted, empty).
+            result["number_withheld"] = lookup.number is None and not any(ch.isdigit() for ch in args.number)
             result["question"] = [role.label for role in asked]
-            if asked:
+            before = 0.0
+            if asked and services.prompts is not None:
                 language = decision.view.language or line.language
+                prompt, wait_ms = await role_question(services, asked, language, elapsed=0.0)
                 result["question_prompt"] = role_question_text(asked, language)
+                result["question_seconds"] = {"prompt": round(prompt.seconds, 2), "wait": wait_ms / 1000}
+                if args.role is None:  # the caller presses nothing at it
+                    before = prompt.seconds + wait_ms / 1000
+            result["silent_caller"] = await _silent_caller(services, decision, before)
             return result
         finally:
             await services.close()
@@ -344,14 +408,56 @@ def _lookup(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _silent_caller(services: Any, decision: Any, before: float) -> dict[str, Any]:
+    """What a caller of this decision who answers nothing hears, with its timing (`ivr lookup`)."""
+    why = None
+    if decision.line.self_service == "off":
+        why = f"line {decision.line.name} has no self-service dialog"
+    elif not decision.route.self_service:
+        why = f"rule {decision.route.rule} sends the caller to a person"
+    elif services.selfservice is None:
+        why = "prompt synthesis is off"
+    path = None if why else await services.selfservice.silent_path(decision, services.now(), before=before)
+    if path is None:
+        return {"dialog": None, "why": why or "no dialog for this caller", "to_queue": round(before, 2)}
+    return {"dialog": [{"step": h.step, "prompt": round(h.prompt, 2), "wait": h.wait} for h in path.heard],
+            "before": round(path.before, 2), "to_queue": round(path.to_queue, 2), "budget": path.budget,
+            "reason": path.reason, "described": path.describe()}
+
+
+def _line_named(config: Config, name_or_number: str) -> Any:
+    """The line called by this name or dialled number, or None (`Config.line_for` falls back instead)."""
+    digits = name_or_number.lstrip("+")
+    for line in config.lines:
+        if name_or_number == line.name or (digits and digits in (n.lstrip("+") for n in line.numbers)):
+            return line
+    return None
+
+
+def _lines_listed(config: Config) -> str:
+    return ", ".join(line.name + (f" ({', '.join(line.numbers)})" if line.numbers else "") for line in config.lines)
+
+
 def _format_lookup(r: dict[str, Any]) -> str:
-    out = [f"number    : {r['number'] or 'unknown'}   line: {r['line']}   "
+    if r["number"]:
+        number = r["number"]
+    elif r.get("number_withheld"):
+        number = f"withheld (caller ID {r.get('caller_id', '')!r})"
+    else:
+        number = f"no usable number (caller ID {r.get('caller_id', '')!r})"
+    out = [f"number    : {number}   line: {r['line']}   "
            f"(lookup: {r['lookup']['source']}, {r['lookup']['elapsed_ms']} ms)"]
     if r["lookup"]["degraded"]:
         out.append(f"degraded  : {r['lookup']['degraded']}")
     customer = r["customer"]
     if customer is None:
-        out.append("customer  : unknown caller")
+        if r["lookup"]["source"] == "invalid_number":
+            why = "the number is withheld" if r.get("number_withheld") else "the caller ID is not a phone number"
+            out.append(f"customer  : unknown caller ({why}: the CRM was not asked)")
+        elif r["lookup"]["degraded"]:
+            out.append("customer  : unknown caller (the CRM did not answer)")
+        else:
+            out.append("customer  : unknown caller (the number is not in the CRM)")
     else:
         out.append(f"customer  : #{customer['id']} {customer['name']} (language {customer['language']})")
         out.append(f"segment   : {r['segment']}{'   VIP' if r['is_vip'] else ''}")
@@ -362,7 +468,9 @@ def _format_lookup(r: dict[str, Any]) -> str:
     if r["role"]:
         out.append(f"this call : as {r['role']['label']}")
     if r["question"]:
-        out.append("asked     : " + r.get("question_prompt", ""))
+        timing = r.get("question_seconds")
+        heard = f"   ({timing['prompt']:.1f} s, wait {timing['wait']:g} s)" if timing else ""
+        out.append("asked     : " + r.get("question_prompt", "") + heard)
     if r["open_cases"]:
         out.append("open cases:")
         for case in r["open_cases"]:
@@ -379,15 +487,38 @@ def _format_lookup(r: dict[str, Any]) -> str:
         out.append(f"            manager first: {route['manager_interface']} for {route['manager_timeout']} s")
     if route.get("announcement"):
         out.append(f"            announcement: {route['announcement']}")
+    silent = r.get("silent_caller") or {}
+    if silent.get("dialog") is not None:
+        out.append(f"if silent : {silent['described']}")
+    elif silent.get("why"):
+        out.append(f"dialog    : none ({silent['why']})")
+        if silent.get("to_queue"):
+            out.append(f"if silent : to queue after the role question, {silent['to_queue']:.1f} s")
     return "\n".join(out)
 
 
 def _rules_check(args: argparse.Namespace, config: Config) -> int:
-    from queues.rules import load_rules
+    from caller_id.catalogue import load_catalogue
+    from queues.rules import QueuesNotChecked, load_asterisk_queues, load_rules, queues_conf_path
 
     path = args.file or config.rules_file
-    rules = load_rules(path)
+    queues_file = args.queues_conf if args.queues_conf is not None else queues_conf_path()
+    queues = None
+    if queues_file is None:
+        print("note: the queues were not checked against Asterisk's queues.conf (IVR_QUEUES_CONF is empty)",
+              file=sys.stderr)
+    else:
+        try:
+            queues = load_asterisk_queues(queues_file)
+        except QueuesNotChecked as why:
+            print(f"warning: the queues were not checked against Asterisk's queues.conf ({why}); "
+                  "name the file with --queues-conf FILE or IVR_QUEUES_CONF", file=sys.stderr)
+    # As the server loads them: with the configured lines and the catalogue's intents.
+    intents = load_catalogue(config.intents_file).names
+    rules = load_rules(path, lines=[line.name for line in config.lines], intents=intents, queues=queues)
     print(f"{path}: {len(rules.rules)} rules, queues: {', '.join(sorted(rules.queues))}")
+    if queues is not None:
+        print(f"  every queue is defined in {queues.source}")
     return 0
 
 

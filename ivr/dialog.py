@@ -7,6 +7,15 @@ talks to a `Channel` that either speaks and listens over AudioSocket
 caller's name and language, the predicted intents and, for the ones the
 catalogue can answer, the answer filled from the case.
 
+Time is the caller's: until the caller gives an answer, the dialog keeps to
+``settings.time_to_person`` counted from the AGI start (the hand-over prompt
+included), so a caller who presses and says nothing reaches a person in
+seconds; a prompt and its wait that cannot end in time are not started, and
+a question is asked again only when the repeat still fits.  After an answer,
+``max_seconds`` bounds the whole dialog.  The same code, run on a virtual
+clock by `ivr.dialog_timing`, tells before a call what a silent caller hears
+and when they reach the queue.
+
 The dialog keeps its place in `step`, so when speech fails in the middle
 (recognition error, AudioSocket lost) the same dialog goes on from that step
 in DTMF mode.  It never ends in silence: any step not understood is asked
@@ -38,6 +47,10 @@ class ChannelFailed(Exception):
 
 class TimeUp(Exception):
     """The dialog's time (``settings.max_seconds``) runs out before the step could end."""
+
+
+class WouldNotFit(TimeUp):
+    """The step was not started: its prompt and wait cannot end in the time left."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ class Plan:
     offer: Offer | None  # the predicted reason worth offering
     answers: dict[str, Offer]  # intent -> what self-service knows about it
     titles: dict[str, str]  # intent -> title, for the menu and examples
-    menu: tuple[str, ...]  # intents on keys 1..n in DTMF mode
+    menu: tuple[str, ...]  # intents for keys 1..n in DTMF mode, the likeliest first (at most menu_size are read)
     examples: tuple[str, ...]  # titles named in the open question
 
 
@@ -122,7 +135,8 @@ def make_plan(decision: Any, catalogue: Any, script: DialogScript, *, now: dt.da
             and top.score >= script.settings.offer_min_score):
         offer = answers[top.intent]
     known = set(catalogue.names)
-    menu = tuple(name for name in script.menu if name in known)
+    predicted = [i.intent for i in decision.intents if i.intent != catalogue.fallback.name]
+    menu = tuple(dict.fromkeys(name for name in (*predicted, *script.menu) if name in known))
     titles = {name: title_of(name) for name in catalogue.names}
     with_answers = [name for name in catalogue.names
                     if catalogue.intent(name).is_self_service and name in script.intent_phrases
@@ -169,9 +183,16 @@ def static_prompts(script: DialogScript) -> list[tuple[str, str, str]]:
 
 
 class Dialog:
-    def __init__(self, plan: Plan, script: DialogScript, *, clock=time.monotonic):
+    """`started`: when the call began on `clock` (default: when the dialog starts), for
+    ``time_to_person``; `reserve`: the seconds of the hand-over prompt, kept out of that budget."""
+
+    def __init__(self, plan: Plan, script: DialogScript, *, clock=time.monotonic, started: float | None = None,
+                 reserve: float = 0.0):
         self.plan = plan
         self.script = script
+        self.reserve = reserve
+        self._call_started = started
+        self._answered = False  # the caller has given an answer: time_to_person no longer applies
         self.step = GREET
         self.outcome = Outcome()
         self.transcript: list[dict[str, Any]] = []
@@ -193,11 +214,13 @@ class Dialog:
         """
         if self._started is None:
             self._started = self._clock()
+            if self._call_started is None:
+                self._call_started = self._started
         self.outcome.modes.append(channel.mode)
         try:
             while self.step != DONE:
                 closing = self.step in (TRANSFER, GOODBYE)  # short, and played whatever the time
-                if self._left() < 0 and not closing:
+                if self._within() <= 0 and not closing:
                     self._time_up()
                     continue
                 try:
@@ -220,13 +243,24 @@ class Dialog:
     def _time_up(self) -> None:
         if self.outcome.contained:  # helped already: goodbye, the dialplan does not queue
             self.step = GOODBYE
+        elif not self._answered and self._to_person() < self._left():
+            self._end_with("no_answer")  # to a person with the predicted reason, in time_to_person
         else:
             self._end_with("time_limit")
 
     def _left(self) -> float:
-        """Seconds the dialog may still take."""
+        """Seconds the dialog may still take (max_seconds)."""
         assert self._started is not None
         return self.script.settings.max_seconds - (self._clock() - self._started)
+
+    def _to_person(self) -> float:
+        """Seconds left of time_to_person before the hand-over prompt must start."""
+        assert self._call_started is not None
+        return self.script.settings.time_to_person - (self._clock() - self._call_started) - self.reserve
+
+    def _within(self) -> float:
+        """Seconds the next step may take."""
+        return self._left() if self._answered else min(self._left(), self._to_person())
 
     # -- steps ----------------------------------------------------------------
     def _text(self, prompt: str, **values: Any) -> str:
@@ -246,9 +280,17 @@ class Dialog:
     async def _offer(self, channel: Channel) -> None:
         offer = self.plan.offer
         assert offer is not None
-        reply = await self._ask(channel, "confirm", "offer",
-                                self._greeting() + self._text("offer", intent=offer.title),
-                                self._text("offer_keys"), {"1": YES, "2": NO})
+        greeting = self._greeting()
+        question = self._text("offer", intent=offer.title)
+        try:
+            reply = await self._ask(channel, "confirm", "offer", greeting + question,
+                                    self._text("offer_keys"), {"1": YES, "2": NO})
+        except WouldNotFit:
+            if not greeting:
+                raise
+            # the question rather than the greeting, when only one fits the time left
+            reply = await self._ask(channel, "confirm", "offer", question, self._text("offer_keys"),
+                                    {"1": YES, "2": NO})
         if reply is None:
             return
         if reply.meaning == YES:
@@ -262,12 +304,22 @@ class Dialog:
             text = self._text("open_question", examples=", ".join(self.plan.examples))
         else:
             text = ""
-        menu = " ".join(self._text("menu_item", title=self.plan.titles[name], digit=digit)
-                        for digit, name in enumerate(self.plan.menu, start=1))
-        keys_text = self._text("open_question_keys", menu=menu)
-        digits = {str(digit): name for digit, name in enumerate(self.plan.menu, start=1)}
-        reply = await self._ask(channel, "open_question", "open_question", self._greeting() + text,
-                                keys_text, digits)
+        offered = [name for name in self.plan.menu if name != self.outcome.declined]
+        greeting = self._greeting()
+        size = self.script.settings.menu_size
+        while True:  # the likeliest reasons that fit the time left; at least one
+            menu_intents = offered[:size]
+            menu = " ".join(self._text("menu_item", title=self.plan.titles[name], digit=digit)
+                            for digit, name in enumerate(menu_intents, start=1))
+            digits = {str(digit): name for digit, name in enumerate(menu_intents, start=1)}
+            try:
+                reply = await self._ask(channel, "open_question", "open_question", greeting + text,
+                                        self._text("open_question_keys", menu=menu), digits)
+                break
+            except WouldNotFit:
+                if size <= 1 or len(menu_intents) <= 1:
+                    raise
+                size = min(size, len(menu_intents)) - 1
         if reply is not None:
             self._chose(self.plan.answers.get(reply.meaning) or self._offer_for(reply.meaning))
 
@@ -275,7 +327,7 @@ class Dialog:
         offer = self._current
         assert offer is not None and offer.answer is not None
         self.transcript.append({"step": "answer", "intent": offer.intent.intent, "said": offer.answer})
-        await channel.say(offer.answer, self.plan.language, within=self._left())
+        await channel.say(offer.answer, self.plan.language, within=self._within())
         self.step = HELPED
 
     async def _helped(self, channel: Channel) -> None:
@@ -344,7 +396,7 @@ class Dialog:
         if self._misses:
             text = self._text("not_understood") + " " + text
         question = Question(step=step, name=name, text=text.strip(), keys_text=keys_text, digits=digits)
-        reply = await channel.ask(question, self.plan.language, within=self._left())
+        reply = await channel.ask(question, self.plan.language, within=self._within())
         self.transcript.append({
             "step": name, "said": question.text_for(channel.mode),
             "heard": reply.heard, "via": reply.via, "meaning": reply.meaning,
@@ -360,4 +412,5 @@ class Dialog:
             self._not_understood(give_up_to=TRANSFER if transfer_on_failure else GOODBYE)
             return None
         self._misses = 0
+        self._answered = True
         return reply

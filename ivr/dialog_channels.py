@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from ivr.audiosocket import AudioFrame, AudioSocketCall, CallEnded, DtmfFrame
-from ivr.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Question, Reply, TimeUp
+from ivr.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Question, Reply, TimeUp, WouldNotFit
 from ivr.dialog_script import OPERATOR, DialogScript
 from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 from speech.asr import Final, NoInput, SpeechStarted
@@ -24,6 +24,7 @@ from speech.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
+_PCM8_BYTES_PER_SECOND = 16_000  # 8 kHz, 16-bit mono
 _POLL = 0.1  # seconds: how often a quiet line is checked for the end of a prompt or the no-input time
 
 
@@ -40,7 +41,9 @@ class SpeechChannel:
 
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         """Play `text`; the caller speaking or pressing a key stops it."""
-        playback = self.call.play(await self._pcm(text, language))
+        pcm = await self._pcm(text, language)
+        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND, within)
+        playback = self.call.play(pcm)
         await self._listen(self.script.grammars(language)["confirm"])
         deadline = _deadline(within)
         while not playback.done:
@@ -58,6 +61,7 @@ class SpeechChannel:
         meanings = self.script.meanings(question.step, language)
         grammar = self.script.grammars(language)[question.step]
         pcm = await self._pcm(question.text, language)
+        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND + self.no_input_timeout, within)
         await self._listen(grammar)
         playback = self.call.play(pcm)
         loop = asyncio.get_running_loop()
@@ -194,7 +198,7 @@ class KeypadChannel:
 
 
 def _fits(seconds: float, within: float | None) -> None:
-    """Asterisk cannot be stopped in the middle of an AGI command: one that would outlast the
-    dialog's time is not started."""
+    """A prompt and wait that would outlast the time left is not started: Asterisk cannot be
+    stopped in the middle of an AGI command, and a caller cut off mid-question has heard nothing."""
     if within is not None and seconds > within:
-        raise TimeUp(f"a {seconds:.1f} s prompt and wait do not fit in the {max(within, 0):.1f} s left")
+        raise WouldNotFit(f"a {seconds:.1f} s prompt and wait do not fit in the {max(within, 0):.1f} s left")

@@ -35,11 +35,13 @@ STEPS = {"confirm": (YES, NO), "open_question": ("intents",), "rating": ("rating
 @dataclass(frozen=True)
 class DialogSettings:
     retries: int = 1
-    no_input_timeout: float = 5.0
+    no_input_timeout: float = 4.0
     max_seconds: float = 240.0
     offer_min_score: float = 0.35
     rating: bool = True
     examples: int = 3
+    time_to_person: float = 15.0  # a caller who answers nothing is queued this long after the AGI start
+    menu_size: int = 3  # reasons offered by key in the open question (the likeliest first)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class DialogScript:
     words: Mapping[str, Mapping[str, tuple[str, ...]]]  # yes/no/operator -> language -> phrases
     rating_words: Mapping[str, Mapping[int, tuple[str, ...]]]  # language -> rating -> phrases
     intent_phrases: Mapping[str, Mapping[str, tuple[str, ...]]]  # intent -> language -> phrases
+    lines: Mapping[str, int | None] = field(default_factory=dict)  # "settings.x" / "prompts.x" -> line in source
     _grammars: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def language_for(self, *preferences: str | None) -> str:
@@ -118,6 +121,10 @@ class _Reader:
                 raise self.fail(None, f"the dialog file needs a {key!r} section")
         self.languages = self.phrases(top["languages"], line_of(top, "languages"), "languages")
         settings = self.settings(top.get("settings"), line_of(top, "settings"))
+        settings_node = top.get("settings") if isinstance(top.get("settings"), dict) else {}
+        lines = {"settings": line_of(top, "settings"),
+                 **{f"settings.{key}": line_of(settings_node, key) for key in settings_node},
+                 **{f"prompts.{name}": line_of(top["prompts"], name) for name in PROMPTS}}
         return DialogScript(
             source=self.source,
             languages=self.languages,
@@ -127,6 +134,7 @@ class _Reader:
             words=self.words(top["words"], line_of(top, "words")),
             rating_words=self.rating_words(top["words"]),
             intent_phrases=self.intent_phrases(top.get("intents") or {}, line_of(top, "intents")),
+            lines=lines,
         )
 
     def settings(self, node: Any, line: int | None) -> DialogSettings:
@@ -148,9 +156,12 @@ class _Reader:
                 raise self.fail(at, f"{key} must be a whole number, got {value!r}")
             values[key] = type(sample)(value)
         settings = DialogSettings(**values)
-        for key in ("no_input_timeout", "max_seconds"):
+        for key in ("no_input_timeout", "max_seconds", "time_to_person"):
             if getattr(settings, key) <= 0:
                 raise self.fail(line_of(node, key), f"{key} must be positive")
+        if not 1 <= settings.menu_size <= 3:
+            raise self.fail(line_of(node, "menu_size"),
+                            "menu_size must be 1 to 3: a caller keeps no more reasons in mind than that")
         if settings.offer_min_score > 1:
             raise self.fail(line_of(node, "offer_min_score"), "offer_min_score is a score from 0 to 1")
         return settings

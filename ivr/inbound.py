@@ -24,35 +24,53 @@ from caller_id.profile import Role
 from ivr import metrics
 from ivr.decision import Decision, decide, with_intent
 from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from ivr.dialog_timing import hand_over_reserve
 from speech.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-ROLE_QUESTION_TIMEOUT_MS = 5000
+ROLE_QUESTION_TIMEOUT_MS = 4000
+ROLE_QUESTION_MIN_WAIT_MS = 2000  # the key wait is cut down to fit time_to_person, never below this
 
 _ROLE_TEXT = {
     "ru": {
         "intro": "Здравствуйте!",
-        "private": "Если вы звоните как частное лицо, нажмите {digit}.",
-        "employee": "По делам компании {org} — нажмите {digit}.",
-        "director": "Как руководитель компании {org} — нажмите {digit}.",
+        "private": "Как частное лицо — {digit},",
+        "employee": "по делам компании {org} — {digit},",
+        "director": "как руководитель компании {org} — {digit},",
     },
     "en": {
         "intro": "Hello!",
-        "private": "If you are calling as a private client, press {digit}.",
-        "employee": "If you are calling for {org}, press {digit}.",
-        "director": "If you are calling as the director of {org}, press {digit}.",
+        "private": "as a private client, {digit},",
+        "employee": "for {org}, {digit},",
+        "director": "as the director of {org}, {digit},",
     },
 }
 
 
 def role_question_text(roles: tuple[Role, ...], language: str) -> str:
     texts = _ROLE_TEXT.get(language, _ROLE_TEXT["en"])
-    parts = [texts["intro"]]
-    for digit, role in enumerate(roles, start=1):
-        org = role.organisation.name if role.organisation else ""
-        parts.append(texts[role.kind].format(digit=digit, org=org))
-    return " ".join(parts)
+    choices = " ".join(texts[role.kind].format(digit=digit, org=role.organisation.name if role.organisation else "")
+                       for digit, role in enumerate(roles, start=1))
+    choices = choices[:1].upper() + choices[1:]
+    return f"{texts['intro']} {choices.rstrip(',')}."
+
+
+async def role_question(services: Any, roles: tuple[Role, ...], language: str, *,
+                        elapsed: float) -> tuple[Prompt, int]:
+    """The role question as Asterisk plays it, asked `elapsed` seconds after the AGI start, and its
+    key wait in ms: what is left of the dialog's time_to_person after the prompt and the hand-over
+    reserve, between ROLE_QUESTION_MIN_WAIT_MS and ROLE_QUESTION_TIMEOUT_MS."""
+    if services.prompts is None:
+        raise RuntimeError("prompt synthesis is disabled")
+    prompt = await services.prompts.for_asterisk(role_question_text(roles, language), language)
+    selfservice = services.selfservice
+    if selfservice is None:
+        return prompt, ROLE_QUESTION_TIMEOUT_MS
+    script = selfservice.script
+    reserve = await hand_over_reserve(services.prompts, script, script.language_for(language))
+    left_ms = (script.settings.time_to_person - elapsed - prompt.seconds - reserve) * 1000
+    return prompt, int(max(ROLE_QUESTION_MIN_WAIT_MS, min(ROLE_QUESTION_TIMEOUT_MS, left_ms)))
 
 
 def new_call_id() -> str:
@@ -79,9 +97,16 @@ class InboundScript:
             if decision is not None and decision.lookup.degraded:
                 self._fail_open(state, f"lookup_{decision.lookup.source}", call_id, decision.lookup.degraded)
             if decision is not None and decision.question:
-                decision = await self._ask_role(call, decision, state, call_id)
-            if decision is not None and s.selfservice is not None:
-                decision = await self._self_service(call, decision, state, call_id)
+                decision = await self._ask_role(call, decision, state, call_id,
+                                                elapsed=time.perf_counter() - started)
+            if decision is not None and s.selfservice is not None and decision.line.self_service != "off":
+                if state.get("wants_person"):
+                    state["dialog_skipped"] = "caller pressed 0"
+                elif not decision.route.self_service:
+                    state["dialog_skipped"] = f"rule {decision.route.rule}"
+                else:
+                    decision = await self._self_service(call, decision, state, call_id,
+                                                        elapsed=time.perf_counter() - started)
             if decision is not None:
                 await self._set_route(call, decision, state, call_id)
         except ChannelGone as exc:
@@ -119,18 +144,21 @@ class InboundScript:
         s = self.services
         return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
 
-    async def _ask_role(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> Decision:
-        """Ask once which role the caller calls in.  No answer (or no way to ask) keeps the role
-        the line and the CRM make most likely, already in `decision`, noted as not confirmed."""
+    async def _ask_role(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str, *,
+                        elapsed: float) -> Decision:
+        """Ask once which role the caller calls in, `elapsed` seconds after the AGI start.  No answer
+        (or no way to ask) keeps the role the line and the CRM make most likely, already in
+        `decision`, noted as not confirmed."""
         roles = decision.question[:9]
         language = decision.view.language or decision.line.language
         pressed, chosen = "", None
         try:
-            prompt = await self._prompt(role_question_text(roles, language), language)
-            pressed, _timed_out = await call.get_data(prompt.name, ROLE_QUESTION_TIMEOUT_MS, 1,
-                                                      seconds=prompt.seconds)
+            prompt, wait_ms = await role_question(self.services, roles, language, elapsed=elapsed)
+            pressed, _timed_out = await call.get_data(prompt.name, wait_ms, 1, seconds=prompt.seconds)
             if pressed.isdigit() and 1 <= int(pressed) <= len(roles):
                 chosen = roles[int(pressed) - 1]
+            elif pressed == "0":  # a person, as 0 means in every question: no menu after this one
+                state["wants_person"] = True
         except (ChannelGone, AgiTimeout):
             raise
         except AgiError as exc:  # Asterisk refused the command or the file: the session goes on
@@ -151,11 +179,12 @@ class InboundScript:
         return self._decide_for(decision.lookup, decision.line, chosen)
 
     async def _self_service(self, call: AgiCall, decision: Decision, state: dict[str, Any],
-                            call_id: str) -> Decision:
-        """The self-service dialog; the decision routed again for the reason the caller gave."""
+                            call_id: str, *, elapsed: float) -> Decision:
+        """The self-service dialog, `elapsed` seconds after the AGI start; the decision routed again
+        for the reason the caller gave."""
         s = self.services
         try:
-            dialog = await s.selfservice.converse(call, decision, call_id, s.now())
+            dialog = await s.selfservice.converse(call, decision, call_id, s.now(), elapsed=elapsed)
         except ChannelGone as exc:
             state["dialog"] = getattr(exc, "dialog", None)
             raise
@@ -252,6 +281,7 @@ class InboundScript:
                 "degraded": state["degraded"],
                 "dtmf": state["dtmf"],
                 "role_question": state.get("role_question"),
+                "dialog_skipped": state.get("dialog_skipped"),  # why no self-service: straight to a person
                 "decision_ms": round(elapsed * 1000, 2),
             }
             dialog = state.get("dialog")

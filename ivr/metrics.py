@@ -17,12 +17,27 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+# The outcomes of a call (ivr.inbound) and the reasons the call path fails open with
+# (`InboundScript._fail_open`; "lookup_<source>" for a caller lookup that degraded, see
+# caller_id.directory.LookupResult).  Their label sets exist from the start, so a dashboard or an
+# alert on rate() sees 0, not "no data", before the first one happens; tests/ivr/test_metrics.py
+# checks that ivr/inbound.py uses no other.
+CALL_OUTCOMES = ("routed", "self_served", "fail_open", "hangup")
+FAIL_OPEN_REASONS = (
+    "lookup_timeout", "lookup_error", "decision_timeout", "decision_error", "role_question_error",
+    "prompt_error", "dialog_error", "agi_error", "internal_error",
+)
+
 CALLS = Counter("ivr_calls_total", "Inbound calls handled by the FastAGI flow", ["outcome"])
 FAIL_OPEN = Counter(
     "ivr_fail_open_total",
     "Times the call path degraded to the dialplan default or an unknown caller",
     ["reason"],
 )
+for _outcome in CALL_OUTCOMES:
+    CALLS.labels(outcome=_outcome)
+for _reason in FAIL_OPEN_REASONS:
+    FAIL_OPEN.labels(reason=_reason)
 CALL_PATH_SECONDS = Histogram(
     "ivr_call_path_seconds",
     "AGI connect to routing variables set",
@@ -30,6 +45,17 @@ CALL_PATH_SECONDS = Histogram(
 )
 
 AGENT_STATES = ("logged_in", "available", "ringing", "in_call", "busy", "paused", "unavailable")
+
+
+def calls_handled() -> dict[str, int]:
+    """Calls this process's FastAGI flow has handled so far, by outcome (from `CALLS`)."""
+    counts: dict[str, int] = {}
+    for metric in CALLS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                outcome = sample.labels["outcome"]
+                counts[outcome] = counts.get(outcome, 0) + int(sample.value)
+    return counts
 
 
 def exposition(*registries: CollectorRegistry) -> bytes:
@@ -84,18 +110,39 @@ class AgentSideCollector:
         return counters
 
     def _queues(self) -> Iterator[Metric]:
+        stats = self.agent_side.queue_stats
         live = self.agent_side.queue_state.snapshot()["queues"]
-        figures = self.agent_side.queue_stats.snapshot()
+        figures = stats.snapshot()
         waiting = GaugeMetricFamily("ivr_queue_callers_waiting", "Callers waiting in the queue now", labels=["queue"])
         longest = GaugeMetricFamily("ivr_queue_longest_wait_seconds", "Wait of the caller waiting longest now",
                                     labels=["queue"])
         agents = GaugeMetricFamily("ivr_queue_agents", "Queue members by state now", labels=["queue", "state"])
+        asterisk_level = GaugeMetricFamily(
+            "ivr_queue_asterisk_service_level_ratio",
+            "Share answered within the service level as Asterisk counts it since its queue statistics were "
+            "reset (QueueParams ServicelevelPerf)", labels=["queue"])
         for name, queue in live.items():
             waiting.add_metric([name], queue["callers_waiting"])
             longest.add_metric([name], queue["longest_wait"])
             for state in AGENT_STATES:
                 agents.add_metric([name, state], queue["agents"].get(state, 0))
-        yield from (waiting, longest, agents)
+            perf = queue.get("params", {}).get("service_level_perf")
+            if perf is not None:
+                asterisk_level.add_metric([name], perf / 100.0)
+        yield from (waiting, longest, agents, asterisk_level)
+
+        # A queue Asterisk reports but no call reached within the window has zeros, not no samples.
+        per_queue = dict(figures["queues"])
+        for name in live:
+            if name not in per_queue:
+                per_queue[name] = {**stats.figures(name), "segments": {}}
+        threshold = GaugeMetricFamily("ivr_queue_service_level_threshold_seconds",
+                                      "Answered within this many seconds counts for the service level",
+                                      labels=["queue"])
+        for name in sorted(per_queue):
+            if per_queue[name].get("service_level_seconds") is not None:
+                threshold.add_metric([name], per_queue[name]["service_level_seconds"])
+        yield threshold
 
         window = " over the statistics window"
         calls = GaugeMetricFamily("ivr_queue_window_calls", "Calls answered / abandoned" + window,
@@ -109,9 +156,9 @@ class AgentSideCollector:
                                  labels=["queue", "segment"])
         rows: list[tuple[str, str, Mapping[str, Any]]] = [("", "", figures["total"])]
         rows += [("", segment, f) for segment, f in figures["segments"].items()]
-        for name, per_queue in figures["queues"].items():
-            rows.append((name, "", per_queue))
-            rows += [(name, segment, f) for segment, f in per_queue.get("segments", {}).items()]
+        for name in sorted(per_queue):
+            rows.append((name, "", per_queue[name]))
+            rows += [(name, segment, f) for segment, f in per_queue[name].get("segments", {}).items()]
         for queue, segment, f in rows:  # "" stands for every queue / every segment
             labels = [queue, segment]
             calls.add_metric([*labels, "answered"], f["answered"])

@@ -144,6 +144,7 @@ def build_card(
             "role_question": ctx.get("role_question"),
             "transcript": transcript if transcript else None,
             "self_service": ctx.get("self_service"),
+            "dialog_skipped": ctx.get("dialog_skipped"),
             "outcome": ctx.get("outcome"),
             "degraded": list(ctx.get("degraded") or ()),
         },

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from ivr.audiosocket import AudioSocketCall, AudioSocketServer
 from ivr.dialog import CallerGone, ChannelFailed, Dialog, make_plan, static_prompts
 from ivr.dialog_channels import KeypadChannel, SpeechChannel
 from ivr.dialog_script import DialogScript, load_dialog_script
+from ivr.dialog_timing import SilentPath, check_time_budget, hand_over_reserve, silent_path
 from ivr.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 
 log = logging.getLogger(__name__)
@@ -132,8 +134,9 @@ class SelfService:
         return "dtmf"
 
     # -- a call ----------------------------------------------------------------
-    async def converse(self, call: AgiCall, decision: Any, call_id: str, now: Any) -> Dialog | None:
-        """Run the dialog for this call; None when the line has none.
+    async def converse(self, call: AgiCall, decision: Any, call_id: str, now: Any, *,
+                       elapsed: float = 0.0) -> Dialog | None:
+        """Run the dialog for this call, `elapsed` seconds after its AGI start; None when the line has none.
 
         Raises ChannelGone when the caller hung up (the dialog so far is in
         the exception's `dialog` attribute).
@@ -142,7 +145,8 @@ class SelfService:
         mode = self.mode_for(decision.line, plan.language)
         if mode == "off":
             return None
-        dialog = Dialog(plan, self.script)
+        reserve = await hand_over_reserve(self.prompts, self.script, plan.language)
+        dialog = Dialog(plan, self.script, started=time.monotonic() - elapsed, reserve=reserve)
         self.stats["dialogs"] += 1
         try:
             if mode == "speech":
@@ -163,6 +167,24 @@ class SelfService:
         if dialog.outcome.contained:
             self.stats["contained"] += 1
         return dialog
+
+    async def silent_path(self, decision: Any, now: Any, *, before: float = 0.0) -> SilentPath | None:
+        """What a caller of this decision who answers nothing would hear, and when they would reach
+        the queue; None when the line has no dialog."""
+        plan = make_plan(decision, self.catalogue, self.script, now=now)
+        if self.mode_for(decision.line, plan.language) == "off":
+            return None
+        return await silent_path(plan, self.script, self.prompts, before=before)
+
+    async def check_time_budget(self) -> None:
+        """Refuse (ConfigError with the dialog file's line) a script whose first question cannot fit
+        ``time_to_person``; note the worst silent caller's path per language."""
+        if self.prompts is None:
+            return
+        titles = {name: dict(self.catalogue.intent(name).title) for name in self.catalogue.names
+                  if name != self.catalogue.fallback.name}
+        for path in await check_time_budget(self.script, self.prompts, titles):
+            self.notes.append(f"silent caller ({path.language}): {path.describe()}")
 
     async def _by_speech(self, call: AgiCall, dialog: Dialog, call_id: str) -> None:
         assert self.server is not None
@@ -232,10 +254,14 @@ class SelfService:
         return Recognizer(self.models[language], executor=self.executor, endpointing=endpointing)
 
 
-async def start_self_service(config: Any, prompts: Any, catalogue: Any, *, port_offset: int = 0) -> SelfService:
-    """Load the script and the models, check them, start the AudioSocket server."""
+async def start_self_service(config: Any, prompts: Any, catalogue: Any, *, port_offset: int = 0,
+                             listen: bool = True) -> SelfService:
+    """Load the script and the models, check them, start the AudioSocket server (none of the
+    speech side without `listen`)."""
     script = load_dialog_script(config.speech.dialog_file, intents=catalogue.names)
-    models, notes = await asyncio.to_thread(_load_models, config.speech.models, script)
+    models, notes = {}, []
+    if listen:
+        models, notes = await asyncio.to_thread(_load_models, config.speech.models, script)
     executor = None
     if models:
         from speech.asr import recognition_executor
@@ -243,7 +269,9 @@ async def start_self_service(config: Any, prompts: Any, catalogue: Any, *, port_
         executor = recognition_executor(config.speech.recognition_threads or None)
     service = SelfService(config, prompts, catalogue, script, models=models, executor=executor)
     service.notes.extend(notes)
-    await service.start(port_offset)
+    await service.check_time_budget()
+    if listen:
+        await service.start(port_offset)
     return service
 
 

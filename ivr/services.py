@@ -85,8 +85,11 @@ class Services:
 
 
 async def build_services(config: Config, *, migrate: bool = True, speech: bool | None = None,
-                         worker: int = 0) -> Services:
+                         worker: int = 0, listen: bool = True) -> Services:
     """Open the database (migrating it), caches, rules, catalogue, prompts and the self-service dialog.
+
+    With `listen` false the dialog is loaded without speech models and AudioSocket server (the
+    CLI plans with it; it takes no calls).
 
     `worker` numbers the processes sharing the FastAGI port: each listens
     for AudioSocket on the configured port plus its number.
@@ -124,13 +127,13 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
         contexts=contexts, recorder=recorder, redis=redis_client, notes=notes, crm=crm,
     )
     if speech if speech is not None else config.prompts.enabled:
-        await _start_prompts(services, worker)
+        await _start_prompts(services, worker, listen)
     else:
         notes.append("prompts: disabled")
     return services
 
 
-async def _start_prompts(services: Services, worker: int = 0) -> None:
+async def _start_prompts(services: Services, worker: int = 0, listen: bool = True) -> None:
     from speech.prompts import PromptCache
     from speech.tts import Synthesizer
 
@@ -149,6 +152,6 @@ async def _start_prompts(services: Services, worker: int = 0) -> None:
     from ivr.selfservice import start_self_service
 
     services.selfservice = await start_self_service(services.config, services.prompts, services.catalogue,
-                                                    port_offset=worker)
+                                                    port_offset=worker, listen=listen)
     services.notes.extend(services.selfservice.notes)
     services.notes.append(f"self-service: {services.selfservice.describe()}")

@@ -145,6 +145,7 @@ class CallResult:
     hung_up: bool = False
     error: str | None = None
     audiosocket: AsteriskAudioSocket | None = None  # the last AudioSocket() session, to inspect
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds from connect, AGI command)
 
     @property
     def queue(self) -> str | None:
@@ -470,6 +471,7 @@ async def place_call(host: str, port: int, script: CallScript, *, timeout: float
                     pass
                 break
             line = raw.decode("utf-8", errors="replace")
+            result.timeline.append((time.perf_counter() - started, line.rstrip("\n")))
             audiosocket = _audiosocket_target(line)
             if audiosocket is not None and not channel.hung_up:
                 channel.commands.append(line.rstrip("\n"))

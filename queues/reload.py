@@ -6,6 +6,11 @@ write a new file and rename it over the old one are seen) and on SIGHUP.
 A broken edit is logged with file, line and reason, and the previous rules
 stay in force; the first load, at start-up, has nothing to fall back on and
 raises instead.
+
+Every load also checks the rules' queues against Asterisk's queues.conf
+(by default $IVR_QUEUES_CONF, else the shipped asterisk_conf/queues.conf),
+read again each time and watched like the rules file.  When that file is
+absent the check is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -18,33 +23,43 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ivr.conffile import ConfigError
-from queues.rules import RuleSet, load_rules
+from queues.rules import AsteriskQueues, QueuesNotChecked, RuleSet, load_asterisk_queues, load_rules, queues_conf_path
 
 log = logging.getLogger(__name__)
 
 _Signature = tuple[int, int, int, int]  # device, inode, size, mtime in ns
 _NOTHING = object()
+_FROM_ENVIRONMENT: object = object()
 
 
 class LiveRules:
     """The current routing rules of `path`.
 
     Raises ConfigError when the file cannot be loaded at construction.
-    `lines` and `intents` are passed to `load_rules` on every load.
+    `lines` and `intents` are passed to `load_rules` on every load, and so
+    are the queues of `queues_file` (Asterisk's queues.conf; by default
+    `queues_conf_path()`, None: no check).
     """
 
     def __init__(self, path: str | Path, *, poll_interval: float = 1.0,
-                 lines: Collection[str] | None = None, intents: Collection[str] | None = None):
+                 lines: Collection[str] | None = None, intents: Collection[str] | None = None,
+                 queues_file: str | Path | None | object = _FROM_ENVIRONMENT):
         self.path = Path(path)
         self.poll_interval = poll_interval
         self._lines = lines
         self._intents = intents
-        self._signature = _signature(self.path)
-        self._current = load_rules(self.path, lines=lines, intents=intents)
+        if queues_file is _FROM_ENVIRONMENT:
+            queues_file = queues_conf_path()
+        self.queues_file: Path | None = None if queues_file is None else Path(queues_file)  # type: ignore[arg-type]
+        self.queues: AsteriskQueues | None = None  # the queues the rules in force were checked against
+        self._warned: str | None = None
+        self._signature = self._signatures()
+        self._current = self._load()
         self._error: ConfigError | None = None
         self._task: asyncio.Task[None] | None = None
         self._signal_loop: asyncio.AbstractEventLoop | None = None
-        log.info("routing rules loaded from %s: %d rules", self.path, len(self._current.rules))
+        log.info("routing rules loaded from %s: %d rules%s", self.path, len(self._current.rules),
+                 self._checked_note())
 
     @property
     def current(self) -> RuleSet:
@@ -56,10 +71,10 @@ class LiveRules:
         return self._error
 
     def reload(self) -> bool:
-        """Re-read the file; keep the previous rules when it is broken."""
-        self._signature = _signature(self.path)
+        """Re-read the file (and queues.conf); keep the previous rules when it is broken."""
+        self._signature = self._signatures()
         try:
-            rules = load_rules(self.path, lines=self._lines, intents=self._intents)
+            rules = self._load()
         except ConfigError as exc:
             self._error = exc
             log.error("routing rules not reloaded, keeping the previous %d rules: %s",
@@ -67,8 +82,34 @@ class LiveRules:
             return False
         self._current = rules
         self._error = None
-        log.info("routing rules reloaded from %s: %d rules", self.path, len(rules.rules))
+        log.info("routing rules reloaded from %s: %d rules%s", self.path, len(rules.rules), self._checked_note())
         return True
+
+    def _load(self) -> RuleSet:
+        queues = self._asterisk_queues()
+        rules = load_rules(self.path, lines=self._lines, intents=self._intents, queues=queues)
+        self.queues = queues
+        return rules
+
+    def _asterisk_queues(self) -> AsteriskQueues | None:
+        """The queues of queues.conf, or None (with a warning, once while the reason stays) when unknown."""
+        if self.queues_file is None:
+            return None
+        try:
+            queues = load_asterisk_queues(self.queues_file)
+        except QueuesNotChecked as why:
+            if str(why) != self._warned:
+                log.warning("routing rules: queues not checked against Asterisk's queues.conf: %s", why)
+                self._warned = str(why)
+            return None
+        self._warned = None
+        return queues
+
+    def _checked_note(self) -> str:
+        return f", queues checked against {self.queues.source}" if self.queues is not None else ""
+
+    def _signatures(self) -> tuple[_Signature | None, _Signature | None]:
+        return _signature(self.path), _signature(self.queues_file) if self.queues_file is not None else None
 
     async def start(self) -> None:
         """Start watching the file (returns at once; `stop` ends it)."""
@@ -98,7 +139,7 @@ class LiveRules:
         pending: object = _NOTHING
         while True:
             await asyncio.sleep(self.poll_interval)
-            seen = _signature(self.path)
+            seen = self._signatures()
             if seen == self._signature:
                 pending = _NOTHING
             elif seen == pending:

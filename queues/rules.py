@@ -33,7 +33,10 @@ A caller that is unknown has no segment, role, organisation or language, so
 a positive condition on those is false and a negated one true.
 
 The file is validated once, when it is loaded; every mistake is a
-`ConfigError` naming the file and line.  Conditions are compiled into small
+`ConfigError` naming the file and line.  Given the queues Asterisk defines
+(`load_asterisk_queues` reads them from a ``queues.conf``), a rule or the
+defaults naming any other queue is such a mistake too: Asterisk would send
+the caller to a queue that does not exist.  Conditions are compiled into small
 closures then, so `RuleSet.decide`, which runs on every call, only calls
 them in order.
 """
@@ -41,12 +44,14 @@ them in order.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import logging
+import os
 import re
 import zoneinfo
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +68,7 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 _TOP_KEYS = ("schedules", "defaults", "rules")
 _DEFAULT_KEYS = ("queue", "priority")
-_ACTION_KEYS = ("queue", "priority", "manager_first", "announcement")
+_ACTION_KEYS = ("queue", "priority", "manager_first", "announcement", "self_service")
 _RULE_KEYS = ("name", "when", *_ACTION_KEYS)
 _SCHEDULE_KEYS = ("timezone", "open", "closed")
 _PERIOD_KEYS = ("days", "hours")
@@ -75,6 +80,11 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\Z")
 _ANNUAL_DATE = re.compile(r"(\d{2})-(\d{2})\Z")
+
+# The queues.conf the rules are checked against: $IVR_QUEUES_CONF, else the
+# one shipped in asterisk_conf/ (when the checkout has it).
+QUEUES_CONF_ENV = "IVR_QUEUES_CONF"
+SHIPPED_QUEUES_CONF = Path(__file__).resolve().parent.parent / "asterisk_conf" / "queues.conf"
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,8 @@ class RoutingFacts:
 class RouteDecision:
     """Where a call goes: `queue` at `priority` (QUEUE_PRIO, higher first),
     after ringing `manager_interface` for `manager_timeout` seconds when set,
-    after playing `announcement` when set.  `rule` names the deciding rule."""
+    after playing `announcement` when set.  `rule` names the deciding rule.  `self_service`:
+    whether the caller hears the line's self-service dialog first (False: a person at once)."""
 
     queue: str
     priority: int
@@ -100,6 +111,7 @@ class RouteDecision:
     manager_interface: str | None = None
     manager_timeout: int | None = None
     announcement: str | None = None
+    self_service: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +121,7 @@ class RouteDecision:
             "manager_interface": self.manager_interface,
             "manager_timeout": self.manager_timeout,
             "announcement": self.announcement,
+            "self_service": self.self_service,
         }
 
 
@@ -124,6 +137,7 @@ class Rule:
     when: Mapping[str, Any] = field(default_factory=dict, hash=False)
     manager_first: int | None = None
     announcement: str | None = None
+    self_service: bool | None = None  # None: yes, unless the personal manager rings first
 
     @property
     def is_catch_all(self) -> bool:
@@ -138,6 +152,7 @@ class _CompiledRule:
     tests: tuple[_Test, ...]
     decision: RouteDecision  # without a manager
     manager_timeout: int | None
+    manager_self_service: bool = False  # with the manager ringing first: no menu unless the rule says so
 
 
 class RuleSet:
@@ -166,10 +181,9 @@ class RuleSet:
                     if rule.manager_timeout is not None:
                         manager = facts.view.manager
                         if manager is not None and manager.interface:
-                            return RouteDecision(
-                                rule.decision.queue, rule.decision.priority, rule.decision.rule,
-                                manager.interface, rule.manager_timeout, rule.decision.announcement,
-                            )
+                            return replace(rule.decision, manager_interface=manager.interface,
+                                           manager_timeout=rule.manager_timeout,
+                                           self_service=rule.manager_self_service)
                     return rule.decision
             except Exception:  # fail open: the next rule or the defaults decide
                 log.exception("routing rule %r failed on this call; skipped", rule.decision.rule)
@@ -180,24 +194,179 @@ class RuleSet:
 
 
 def load_rules(path: str | Path, *, lines: Collection[str] | None = None,
-               intents: Collection[str] | None = None) -> RuleSet:
+               intents: Collection[str] | None = None, queues: AsteriskQueues | None = None) -> RuleSet:
     """Read and validate a rules file.
 
     When `lines` or `intents` are given (the line names of the server
     configuration, the intent names the predictor knows), a condition
     naming anything else is an error, so a typo cannot silently never match.
+    When `queues` is given (Asterisk's queues, `load_asterisk_queues`), so
+    is a queue Asterisk does not define.
     """
     with _value_errors_as_config_errors(str(path)):
         data = load_yaml(path)
-    return _build(data, str(path), lines, intents)
+    return _build(data, str(path), lines, intents, queues)
 
 
 def parse_rules(text: str, source: str = "<rules>", *, lines: Collection[str] | None = None,
-                intents: Collection[str] | None = None) -> RuleSet:
+                intents: Collection[str] | None = None, queues: AsteriskQueues | None = None) -> RuleSet:
     """Validate rules given as YAML text; `source` names it in errors."""
     with _value_errors_as_config_errors(source):
         data = parse_yaml(text, source)
-    return _build(data, source, lines, intents)
+    return _build(data, source, lines, intents, queues)
+
+
+# --- Asterisk's queues (queues.conf) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class AsteriskQueues:
+    """The queues an Asterisk configuration defines: name -> (file, line) of its section."""
+
+    source: str  # the queues.conf read (its #includes are in `defined`)
+    defined: Mapping[str, tuple[str, int]]
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.defined)
+
+
+class QueuesNotChecked(Exception):
+    """The queues cannot be known from the file (it is absent, or built by #exec): the check is skipped.
+    `str()` says why, naming the file."""
+
+
+def queues_conf_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The queues.conf to check rules against: $IVR_QUEUES_CONF, else the shipped one.
+
+    None when the variable is set but empty: the operator turned the check off.
+    """
+    environ = os.environ if environ is None else environ
+    if QUEUES_CONF_ENV in environ:
+        value = environ[QUEUES_CONF_ENV].strip()
+        return Path(value).expanduser() if value else None
+    return SHIPPED_QUEUES_CONF
+
+
+def load_asterisk_queues(path: str | Path) -> AsteriskQueues:
+    """The queues of an Asterisk ``queues.conf``: its ``[sections]``, #include and #tryinclude followed.
+
+    ``[general]`` and templates (``[name](!)``) are not queues; ``[name](+)``
+    adds to a queue.  Relative includes are read, as Asterisk reads them, from
+    the configuration directory, taken to be the file's own.  Raises
+    QueuesNotChecked when the file does not exist or uses #exec, and
+    ConfigError (file and line) when it cannot be read or a section header
+    or include is malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "not found"
+        raise QueuesNotChecked(f"{path}: {what}")
+    defined: dict[str, tuple[str, int]] = {}
+    _read_queues_conf(path, path.parent, defined, (), None)
+    return AsteriskQueues(str(path), defined)
+
+
+def parse_asterisk_queues(text: str, source: str = "queues.conf") -> AsteriskQueues:
+    """The queues of queues.conf text (includes are refused: there is no directory to read them from)."""
+    defined: dict[str, tuple[str, int]] = {}
+    _queues_conf_text(text, source, None, defined, ())
+    return AsteriskQueues(source, defined)
+
+
+_SECTION = re.compile(r"\[([^\[\]]+)\]\s*(?:\(([^()]*)\))?\s*\Z")
+_DIRECTIVE = re.compile(r"#\s*(include|tryinclude|exec)\b\s*(.*)\Z", re.IGNORECASE)
+_NOT_QUEUES = frozenset({"general"})
+_INCLUDE_DEPTH = 10
+
+
+def _read_queues_conf(path: Path, directory: Path, defined: dict[str, tuple[str, int]],
+                      stack: tuple[str, ...], included_at: tuple[str, int] | None) -> None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        source, line = included_at or (str(path), None)
+        raise ConfigError(source, line, f"cannot read {path}: {exc.strerror or exc}") from None
+    _queues_conf_text(text, str(path), directory, defined, (*stack, str(path.resolve())))
+
+
+def _queues_conf_text(text: str, source: str, directory: Path | None, defined: dict[str, tuple[str, int]],
+                      stack: tuple[str, ...]) -> None:
+    comment_depth = 0  # ;-- block comments --; (they nest)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line, comment_depth = _without_comments(raw, comment_depth)
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            _directive(line, source, number, directory, defined, stack)
+        elif line.startswith("["):
+            match = _SECTION.match(line)
+            if match is None:
+                raise ConfigError(source, number, f"malformed section header {line[:60]!r}; expected [name] "
+                                                  "or [name](template,...)")
+            name = match.group(1).strip()
+            options = {option.strip() for option in (match.group(2) or "").split(",")}
+            if "!" not in options and name.lower() not in _NOT_QUEUES:
+                defined.setdefault(name, (source, number))
+
+
+def _directive(line: str, source: str, number: int, directory: Path | None,
+               defined: dict[str, tuple[str, int]], stack: tuple[str, ...]) -> None:
+    match = _DIRECTIVE.match(line)
+    if match is None:
+        raise ConfigError(source, number, f"unknown directive {line[:60]!r}; expected #include or #tryinclude")
+    kind, target = match.group(1).lower(), match.group(2).strip().strip('"<>').strip()
+    if kind == "exec":
+        raise QueuesNotChecked(f"{source}, line {number}: #exec builds queues when Asterisk loads the file")
+    if not target:
+        raise ConfigError(source, number, f"#{kind} names no file")
+    if directory is None:
+        raise ConfigError(source, number, f"#{kind} {target!r}: cannot be followed from text without a directory")
+    if len(stack) >= _INCLUDE_DEPTH:
+        raise ConfigError(source, number, f"#{kind} nested more than {_INCLUDE_DEPTH} files deep")
+    pattern = Path(target).expanduser()
+    pattern = pattern if pattern.is_absolute() else directory / pattern
+    paths = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+    paths = [p for p in paths if os.path.isfile(p)]
+    if not paths:
+        if kind == "tryinclude":
+            return
+        raise ConfigError(source, number, f"#include {target!r}: {pattern} not found")
+    for found in paths:
+        if str(Path(found).resolve()) in stack:
+            raise ConfigError(source, number, f"#{kind} {target!r} includes itself")
+        _read_queues_conf(Path(found), directory, defined, stack, (source, number))
+
+
+def _without_comments(line: str, depth: int) -> tuple[str, int]:
+    """The line without ``;`` comments (``\\;`` is a semicolon) and ``;-- --;`` blocks, and the block depth after it."""
+    kept: list[str] = []
+    i = 0
+    while i < len(line):
+        if depth:
+            if line.startswith("--;", i):
+                depth -= 1
+                i += 3
+            elif line.startswith(";--", i):
+                depth += 1
+                i += 3
+            else:
+                i += 1
+            continue
+        char = line[i]
+        if char == "\\" and line.startswith(";", i + 1):
+            kept.append(";")
+            i += 2
+        elif line.startswith(";--", i):
+            depth += 1
+            i += 3
+        elif char == ";":
+            break
+        else:
+            kept.append(char)
+            i += 1
+    return "".join(kept), depth
 
 
 @contextmanager
@@ -243,10 +412,12 @@ class _Schedule:
 
 
 class _Builder:
-    def __init__(self, source: str, lines: Collection[str] | None, intents: Collection[str] | None):
+    def __init__(self, source: str, lines: Collection[str] | None, intents: Collection[str] | None,
+                 queues: AsteriskQueues | None = None):
         self.source = source
         self.lines = lines
         self.intents = intents
+        self.asterisk_queues = queues
         self.schedules: dict[str, _Schedule] = {}
 
     def fail(self, line: int | None, message: str) -> ConfigError:
@@ -485,13 +656,24 @@ class _Builder:
         announcement = item.get("announcement")
         if "announcement" in item and (not isinstance(announcement, str) or not announcement.strip()):
             raise self.fail(line_of(item, "announcement"), "announcement: expected a prompt name or text")
+        self_service = item.get("self_service")
+        if "self_service" in item and not isinstance(self_service, bool):
+            raise self.fail(line_of(item, "self_service"),
+                            f"self_service: expected true or false, got {self_service!r}")
         rule = Rule(name=name, line=line or 0, queue=queue, priority=priority, when=when,
-                    manager_first=manager_first, announcement=announcement)
+                    manager_first=manager_first, announcement=announcement, self_service=self_service)
         return rule, tests
 
     def queue(self, value: Any, line: int | None) -> str:
         if not isinstance(value, str) or not _QUEUE_NAME.match(value) or len(value) > _NAME_LENGTH:
             raise self.fail(line, f"queue: expected an Asterisk queue name (letters, digits, _ . -), got {value!r}")
+        known = self.asterisk_queues
+        if known is not None and value not in known.defined:
+            names = sorted(known.defined)
+            same = [name for name in names if name.casefold() == value.casefold()]
+            hint = f"; it is written {same[0]!r} there" if same else did_you_mean(value, names)
+            raise self.fail(line, f"queue {value!r} is not defined in {known.source}{hint}; "
+                                  f"its queues: {', '.join(names) or 'none'}")
         return value
 
     def number(self, value: Any, line: int | None, what: str, bounds: tuple[int, int]) -> int:
@@ -539,8 +721,9 @@ def _covers(broad: Any, narrow: Any) -> bool:
     return broad == narrow
 
 
-def _build(data: Any, source: str, lines: Collection[str] | None, intents: Collection[str] | None) -> RuleSet:
-    b = _Builder(source, lines, intents)
+def _build(data: Any, source: str, lines: Collection[str] | None, intents: Collection[str] | None,
+           queues: AsteriskQueues | None = None) -> RuleSet:
+    b = _Builder(source, lines, intents, queues)
     if data is None:
         raise b.fail(None, "the rules file is empty; it needs at least a 'rules' list")
     if not isinstance(data, dict):
@@ -584,8 +767,8 @@ def _build(data: Any, source: str, lines: Collection[str] | None, intents: Colle
         seen[rule.name] = rule
         rules.append(rule)
         decision = RouteDecision(queue=rule.queue, priority=rule.priority, rule=rule.name,
-                                 announcement=rule.announcement)
-        compiled.append(_CompiledRule(tuple(tests), decision, rule.manager_first))
+                                 announcement=rule.announcement, self_service=rule.self_service is not False)
+        compiled.append(_CompiledRule(tuple(tests), decision, rule.manager_first, rule.self_service is True))
 
     if defaults["queue"] is not None:
         default = RouteDecision(defaults["queue"], defaults["priority"], DEFAULT_RULE_NAME)

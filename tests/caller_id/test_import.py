@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from caller_id.importer import ImportRowsError, import_file
+from caller_id.importer import CASE_STATUSES, FORMAT_HELP, LANGUAGES, ImportRowsError, import_file
 from caller_id.models import Agent, Case, Customer, NumberRole, Organisation, PhoneNumber
 
 DATA = Path(__file__).parent / "data"
+PROJECT = Path(__file__).resolve().parents[2]
+ISO_639 = Path("/usr/share/iso-codes/json/iso_639-2.json")
 COMPANY_INN = "7712345671"
 TRADER_INN = "771234567859"
 
@@ -311,3 +314,85 @@ async def test_text_a_database_would_choke_on_is_a_bad_row(migrated_db, tmp_path
     assert "priority" in errors[5] and "is not a whole number" in errors[5]
     assert len(str(caught.value)) < 2000
     assert await _count(migrated_db, Customer) == 0
+
+
+# --- the vocabulary: case statuses, languages, required fields ----------------------------
+
+
+async def test_unknown_case_status_and_language_are_bad_rows(migrated_db, tmp_path):
+    path = _write_jsonl(tmp_path / "words.jsonl", [
+        {"kind": "customer", "id": "C-1", "name": "Анна", "language": "xx"},                        # line 1
+        {"kind": "customer", "id": "C-2", "name": "Jane", "language": "EN"},                        # read as en
+        {"kind": "customer", "id": "C-3", "name": "Олег", "language": "rus"},                       # line 3
+        {"kind": "case", "id": "K-1", "customer": "C-2", "product": "card", "title": "Карта",
+         "status": "in_progres"},                                                                  # line 4
+        {"kind": "case", "id": "K-2", "customer": "C-2", "product": "card", "title": "Карта",
+         "status": "on_hold"},                                                                     # line 5
+        {"kind": "case", "id": "K-3", "customer": "C-2", "product": "card", "title": "Карта",
+         "status": "waiting_customer"},
+    ])
+    with pytest.raises(ImportRowsError) as caught:
+        await import_file(migrated_db, path)
+    errors = dict(caught.value.errors)
+    assert sorted(errors) == [1, 3, 4, 5]
+    assert errors[1] == "language 'xx' is not an ISO 639-1 language code (two letters, such as ru or en)"
+    assert errors[3].startswith("language 'rus' is not an ISO 639-1 language code")
+    assert errors[4].startswith("status 'in_progres' is not a known case status (did you mean 'in_progress'?); "
+                                "known: new, in_progress, waiting_customer,")
+    assert errors[5].startswith("status 'on_hold' is not a known case status; known:")
+    assert str(caught.value).count("nothing imported") == 1
+    assert await _count(migrated_db, Customer) == 0
+
+    # A status the caller knows more (the CLI adds the intent catalogue's) is accepted.
+    fixed = _write_jsonl(tmp_path / "fixed.jsonl", [
+        {"kind": "customer", "id": "C-2", "name": "Jane", "language": "EN"},
+        {"kind": "case", "id": "K-2", "customer": "C-2", "product": "card", "title": "Карта", "status": "on_hold"},
+    ])
+    await import_file(migrated_db, fixed, statuses=(*CASE_STATUSES, "on_hold"))
+    async with migrated_db.session() as session:
+        assert (await session.scalar(select(Customer.language).where(Customer.external_id == "C-2"))) == "en"
+        assert (await session.scalar(select(Case.status).where(Case.external_id == "K-2"))) == "on_hold"
+
+
+def test_the_case_statuses_cover_what_the_server_gives_meaning_to():
+    from caller_id.catalogue import load_catalogue
+    from caller_id.lookup import CLOSED_STATUSES
+    from caller_id.seed import _STATUSES as SEEDED
+
+    assert set(CLOSED_STATUSES) <= set(CASE_STATUSES)
+    assert {status for status, _ in SEEDED} <= set(CASE_STATUSES)  # the demo data imports as it is
+    catalogue = load_catalogue(PROJECT / "config" / "intents.yaml")
+    named = set().union(*(spec.cases.statuses for spec in catalogue.intents if spec.cases and spec.cases.statuses))
+    assert named and named <= set(CASE_STATUSES)  # the shipped catalogue needs no addition
+
+
+@pytest.mark.skipif(not ISO_639.exists(), reason="Debian's iso-codes is not installed")
+def test_the_languages_are_the_iso_639_1_codes():
+    codes = {entry["alpha_2"] for entry in json.loads(ISO_639.read_text(encoding="utf-8"))["639-2"]
+             if "alpha_2" in entry}
+    assert LANGUAGES == codes
+    assert {"ru", "en", "de", "kk", "uk"} <= LANGUAGES
+
+
+# One valid record of each kind; each required field is dropped in turn.
+VALID = {
+    "agent": {"kind": "agent", "interface": "PJSIP/1001", "name": "Анна"},
+    "organisation": {"kind": "organisation", "inn": COMPANY_INN, "name": "ООО «Ромашка»"},
+    "customer": {"kind": "customer", "id": "C-1", "name": "Иван"},
+    "number": {"kind": "number", "number": "+79161234567", "customer": "C-1"},
+    "case": {"kind": "case", "id": "K-1", "customer": "C-1", "product": "card", "title": "Карта", "status": "new"},
+}
+
+
+@pytest.mark.parametrize("kind", VALID)
+async def test_the_required_fields_the_help_names_are_the_ones_checked(migrated_db, tmp_path, kind):
+    required = [name.rstrip("*") for name in re.search(rf"^  {kind} +(.+(?:\n {{4,}}\S.*)*)", FORMAT_HELP,
+                                                       re.MULTILINE).group(1).replace("\n", " ").split(", ")
+                if name.endswith("*")]
+    assert set(required) == {name for name in VALID[kind] if name != "kind"}
+    records = [dict(VALID["customer"])] + [{k: v for k, v in VALID[kind].items() if k != name} for name in required]
+    with pytest.raises(ImportRowsError) as caught:
+        await import_file(migrated_db, _write_jsonl(tmp_path / "missing.jsonl", records))
+    errors = dict(caught.value.errors)
+    for line, name in enumerate(required, start=2):
+        assert f"{name} is missing" in errors[line], (name, errors)

@@ -137,6 +137,19 @@ def test_mask_text_masks_numbers_and_keeps_ids_addresses_and_dates():
     )
 
 
+@pytest.mark.parametrize("text, masked", [
+    ("PJSIP/1001-0000001a rang", "PJSIP/1001-0000001a rang"),  # a channel is an identifier
+    ("agent PJSIP/1001-00000012", "agent PJSIP/1001-00000012"),
+    ("PJSIP/79161234567-00000012", "PJSIP/*******4567-00000012"),  # a trunk channel named by the number
+    ("Local/79161234567@from-internal-00000001;1", "Local/*******4567@from-internal-00000001;1"),
+    ("token deadbeef12345678 kept", "token deadbeef12345678 kept"),  # digits inside a word
+    ("number_79161234567", "number_*******4567"),
+    ("тел.89161234567,", "тел.*******4567,"),
+])
+def test_mask_text_masks_numbers_never_identifiers(text, masked):
+    assert mask_text(text) == masked
+
+
 def test_masking_filter_masks_message_args_and_traceback():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from caller_id.importer import _FIELDS as IMPORT_FIELDS
+from caller_id.importer import CASE_STATUSES
 from caller_id.seed import SHOWCASE
+from queues.rules import SHIPPED_QUEUES_CONF
 from tests.servers import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -154,6 +157,34 @@ def test_help_lists_the_commands(site: Site) -> None:
     assert db.returncode == 0, db.stderr
     for action in ("init", "seed", "import"):
         assert re.search(rf"^\s+{action}\s", db.stdout, re.MULTILINE), f"{action} missing from db --help"
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """`--help` explains each option (simulate's --calls and --seed among them)."""
+    import argparse
+
+    from ivr.cli import _parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif action.option_strings and not isinstance(action, argparse._HelpAction):
+                yield path, action
+
+    seen = set()
+    for path, action in walk(_parser(), "ivr"):
+        assert action.help and action.help != argparse.SUPPRESS, f"{path} {action.option_strings[0]} has no help"
+        seen.add((path, action.option_strings[0]))
+    assert {("ivr simulate", "--calls"), ("ivr simulate", "--seed"), ("ivr rules", "--queues-conf")} <= seen
+
+
+def test_simulate_help_explains_calls_and_seed(site: Site) -> None:
+    result = site.ivr("simulate", "--help")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"--calls CALLS\s+how many calls to place", result.stdout)
+    assert re.search(r"--seed SEED\s+seed of the random mix", result.stdout)
 
 
 # -- ivr db init / seed -----------------------------------------------------------
@@ -396,6 +427,41 @@ def test_lookup_human_output_shows_queue_and_reasons(site: Site, showcase_lookup
             assert reason in result.stdout
 
 
+def test_lookup_refuses_an_unknown_line_and_lists_the_lines(site: Site) -> None:
+    unknown, near = site.ivr_together([
+        (["lookup", VIP, "--line", "nosuch"], {}),
+        (["lookup", VIP, "--line", "b2", "--json"], {}),
+    ])
+    for result in (unknown, near):
+        assert result.returncode == 2
+        assert result.stdout == ""  # no decision for a line that does not exist
+        assert "Traceback" not in result.stderr
+        assert (f"the lines of {site.config} are: general (+74955550100), b2b (+74955550200), "
+                "b2c (+74955550300)") in result.stderr
+    assert "unknown line 'nosuch';" in unknown.stderr
+    assert "unknown line 'b2'; did you mean 'b2c'?" in near.stderr
+
+
+@pytest.mark.parametrize("name, says", [
+    ("anonymous", ["number    : withheld (caller ID 'anonymous')",
+                   "customer  : unknown caller (the number is withheld: the CRM was not asked)"]),
+    ("empty", ["number    : withheld (caller ID '')", "the number is withheld"]),
+    ("forty-digits", ["no usable number (caller ID '1111", "the caller ID is not a phone number"]),
+    ("valid-but-not-in-crm", [f"number    : {NEVER_SEEDED}", "unknown caller (the number is not in the CRM)"]),
+])
+def test_lookup_explains_why_the_caller_is_unknown(site: Site, garbage_lookups: dict, name: str,
+                                                   says: list[str]) -> None:
+    result = site.ivr("lookup", GARBAGE[name])
+    assert result.returncode == 0, result.stderr
+    for text in says:
+        assert text in result.stdout
+    if name != "valid-but-not-in-crm":
+        assert "not in the CRM" not in result.stdout.split("intents")[0]  # the header does not say so
+    decision = lookup_json(garbage_lookups[name])
+    assert decision["caller_id"] == GARBAGE[name]
+    assert decision["number_withheld"] is (name in ("anonymous", "empty"))
+
+
 # -- ivr db import ----------------------------------------------------------------
 
 
@@ -440,7 +506,8 @@ def test_db_import_with_bad_rows_names_them_and_imports_nothing(site: Site, tmp_
     database = tmp_path / "crm.sqlite3"
     result = site.ivr("db", "import", str(path), IVR_DATABASE_URL=sqlite_url(database))
     assert result.returncode != 0
-    assert "nothing imported" in result.stderr
+    assert result.stderr.count("nothing imported") == 1, result.stderr
+    assert result.stderr.startswith(f"{path}: 2 bad rows, nothing imported\n")
     for line, reason in errors.items():
         assert re.search(rf"line {line}: .*{re.escape(reason)}", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
@@ -465,6 +532,68 @@ def test_db_import_of_oversized_and_over_deep_rows_names_them_without_a_tracebac
     assert count(database, "customers") == 0
 
 
+def test_db_import_refuses_unknown_statuses_and_languages_by_row(site: Site, tmp_path: Path) -> None:
+    csv_file = tmp_path / "crm.csv"
+    csv_file.write_text(
+        "kind,id,name,language,customer,product,title,status\n"
+        "customer,C-1,Анна,xx,,,,\n"          # line 2: no such language
+        "customer,C-2,Jane,EN,,,,\n"          # fine: codes are read in lower case
+        "customer,C-3,Олег,rus,,,,\n"         # line 4: three letters
+        "case,T-1,,,C-1,card,Карта,in_progres\n"  # line 5: a misspelt status
+        "case,T-2,,,C-2,card,Карта,on_hold\n"     # line 6: a status the server does not know
+        "case,T-3,,,C-2,card,Карта,blocked\n",    # fine: the catalogue's card_blocked matches on it
+        encoding="utf-8")
+    jsonl_file = tmp_path / "crm.jsonl"
+    jsonl_file.write_text('{"kind": "customer", "id": "C-1", "name": "Анна", "language": "zz"}\n'
+                          '{"kind": "case", "id": "T-1", "customer": "C-1", "product": "card", "title": "Карта", '
+                          '"status": "waiting"}\n', encoding="utf-8")
+    database = tmp_path / "crm.sqlite3"
+    from_csv, from_jsonl = site.ivr_together([(["db", "import", str(path)], {"IVR_DATABASE_URL": sqlite_url(database)})
+                                              for path in (csv_file, jsonl_file)])
+    assert from_csv.returncode == 1 and from_jsonl.returncode == 1
+    assert from_csv.stderr.startswith(f"{csv_file}: 4 bad rows, nothing imported\n"), from_csv.stderr
+    assert "line 2: language 'xx' is not an ISO 639-1 language code" in from_csv.stderr
+    assert "line 4: language 'rus' is not an ISO 639-1 language code" in from_csv.stderr
+    assert "line 5: status 'in_progres' is not a known case status (did you mean 'in_progress'?)" in from_csv.stderr
+    assert re.search(r"line 6: status 'on_hold' is not a known case status; known: new, in_progress, .*cancelled",
+                     from_csv.stderr)
+    assert not re.search(r"line [37]:", from_csv.stderr)
+    assert from_jsonl.stderr.startswith(f"{jsonl_file}: 2 bad rows, nothing imported\n"), from_jsonl.stderr
+    assert "line 1: language 'zz'" in from_jsonl.stderr and "line 2: status 'waiting'" in from_jsonl.stderr
+    for result in (from_csv, from_jsonl):
+        assert result.stderr.count("nothing imported") == 1 and "Traceback" not in result.stderr
+    assert count(database, "customers") == 0 and count(database, "cases") == 0
+
+
+def test_db_import_of_a_missing_or_unsupported_file_says_nothing_was_imported(site: Site, tmp_path: Path) -> None:
+    text_file = tmp_path / "crm.txt"
+    text_file.write_text("kind\n", encoding="utf-8")
+    missing, unsupported = site.ivr_together([(["db", "import", str(tmp_path / "absent.csv")], {}),
+                                              (["db", "import", str(text_file)], {})])
+    assert missing.returncode == 1
+    assert missing.stderr == f"{tmp_path / 'absent.csv'}: No such file or directory; nothing imported\n"
+    assert unsupported.returncode == 1
+    assert unsupported.stderr == (f"{text_file}: unsupported file type '.txt'; use .csv, .jsonl or .ndjson; "
+                                  "nothing imported\n")
+
+
+def test_db_import_help_describes_the_file_format(site: Site) -> None:
+    result = site.ivr("db", "import", "--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "CSV" in text and "JSON lines" in text and ".jsonl" in text and "header" in text
+    table = text[text.index("fields (* required)"):]
+    for kind, fields in IMPORT_FIELDS.items():
+        row = re.search(rf"^  {kind} +(.+(?:\n {{4,}}\S.*)*)", table, re.MULTILINE)
+        assert row, kind
+        listed = [name.strip().rstrip("*") for name in row.group(1).replace("\n", " ").split(",")]
+        assert listed == list(fields), kind
+    assert "id*, name*" in table and "status*" in table
+    for status in CASE_STATUSES:
+        assert status in text
+    assert "ISO 639-1" in text
+
+
 # -- ivr rules ------------------------------------------------------------------
 
 
@@ -472,10 +601,73 @@ def test_rules_checks_the_shipped_file(site: Site) -> None:
     result = site.ivr("rules")
     assert result.returncode == 0, result.stderr
     rules_file = site.config.parent / "routing.yaml"
-    match = re.match(rf"{re.escape(str(rules_file))}: (\d+) rules, queues: (.+)$", result.stdout.strip())
+    summary, checked = result.stdout.splitlines()
+    match = re.fullmatch(rf"{re.escape(str(rules_file))}: (\d+) rules, queues: (.+)", summary)
     assert match, result.stdout
     assert int(match.group(1)) > 0
     assert set(match.group(2).split(", ")) == SHIPPED_QUEUES
+    # The site has no asterisk_conf/ of its own: the shipped queues.conf is the default.
+    assert checked == f"  every queue is defined in {SHIPPED_QUEUES_CONF}"
+    assert result.stderr == ""
+
+
+def test_rules_refuses_a_queue_asterisk_does_not_define(site: Site, tmp_path: Path) -> None:
+    shipped = (site.config.parent / "routing.yaml").read_text(encoding="utf-8")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(re.sub(r"(?m)^(\s+queue:) vip$", r"\1 vipp", shipped, count=1), encoding="utf-8")
+    typo_line = line_number(typo.read_text(encoding="utf-8"), "queue: vipp")
+    # The operator's queues.conf names the queue differently: the check follows it, not the shipped one.
+    operator = tmp_path / "etc-asterisk" / "queues.conf"
+    operator.parent.mkdir()
+    operator.write_text(SHIPPED_QUEUES_CONF.read_text(encoding="utf-8").replace("[vip](cc-queue)", "[vipp](cc-queue)"),
+                        encoding="utf-8")
+    by_default, by_option, by_environment, shipped_against_operator = site.ivr_together([
+        (["rules", str(typo)], {}),
+        (["rules", str(typo), "--queues-conf", str(operator)], {}),
+        (["rules", str(typo)], {"IVR_QUEUES_CONF": str(operator)}),
+        (["rules"], {"IVR_QUEUES_CONF": str(operator)}),
+    ])
+    assert by_default.returncode == 2 and by_default.stdout == ""
+    assert (f"{typo}, line {typo_line}: queue 'vipp' is not defined in {SHIPPED_QUEUES_CONF}; "
+            "did you mean 'vip'?") in by_default.stderr
+    assert "Traceback" not in by_default.stderr
+    for result in (by_option, by_environment):
+        assert result.returncode == 0, result.stderr
+        assert f"  every queue is defined in {operator}" in result.stdout
+    assert shipped_against_operator.returncode == 2
+    assert f"queue 'vip' is not defined in {operator}; did you mean 'vipp'?" in shipped_against_operator.stderr
+
+
+def test_rules_without_a_queues_conf_says_so_and_checks_the_rest(site: Site, tmp_path: Path) -> None:
+    absent = tmp_path / "nowhere" / "queues.conf"
+    broken = tmp_path / "broken.conf"
+    broken.write_text("[general]\n[vip\n", encoding="utf-8")
+    missing, switched_off, unreadable = site.ivr_together([
+        (["rules", "--queues-conf", str(absent)], {}),
+        (["rules"], {"IVR_QUEUES_CONF": ""}),
+        (["rules", "--queues-conf", str(broken)], {}),
+    ])
+    assert missing.returncode == 0, missing.stderr
+    assert missing.stdout.count("\n") == 1 and "rules, queues:" in missing.stdout  # no "every queue is defined"
+    assert f"warning: the queues were not checked against Asterisk's queues.conf ({absent}: not found)" in (
+        missing.stderr)
+    assert switched_off.returncode == 0 and "IVR_QUEUES_CONF is empty" in switched_off.stderr
+    assert unreadable.returncode == 2
+    assert f"{broken}, line 2: malformed section header '[vip'" in unreadable.stderr
+
+
+def test_run_refuses_to_start_with_a_queue_asterisk_does_not_define(site: Site, tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    shutil.copytree(site.config.parent, config_dir)
+    rules = config_dir / "routing.yaml"
+    rules.write_text(re.sub(r"(?m)^(\s+queue:) vip$", r"\1 vipp", rules.read_text(encoding="utf-8"), count=1),
+                     encoding="utf-8")
+    line = line_number(rules.read_text(encoding="utf-8"), "queue: vipp")
+    result = site.ivr("run", IVR_CONFIG=str(config_dir / "ivr.yaml"), IVR_AGI_PORT=str(free_port()),
+                      IVR_WEB_PORT=str(free_port()))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"configuration error: {rules}, line {line}: queue 'vipp' is not defined" in result.stderr
+    assert "is running" not in result.stdout
 
 
 def test_rules_on_a_broken_file_names_the_file_and_line(site: Site, tmp_path: Path) -> None:
@@ -570,6 +762,10 @@ def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
     assert "database" in started and str(crm) in started
     assert "AMI" in started
     assert "shutting down" in started
+    closing = started.strip().splitlines()[-1]
+    assert re.fullmatch(r"stopped after 30 calls in 0:\d\d:\d\d \((\d+ [a-z -]+(, )?)+\)", closing), closing
+    counts = dict((word, int(number)) for number, word in re.findall(r"(\d+) ([a-z -]+?)(?:,|\))", closing))
+    assert sum(counts.values()) == 30 and set(counts) <= {"routed", "self-served", "failed open", "hung up"}
 
 
 # -- ivr user add -----------------------------------------------------------------

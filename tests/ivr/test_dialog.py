@@ -49,6 +49,11 @@ def with_settings(script: DialogScript, **settings: Any) -> DialogScript:
     return replace(script, settings=replace(script.settings, **settings), _grammars={})
 
 
+def patient(script: DialogScript) -> DialogScript:
+    """The script with no time_to_person to speak of: for tests of max_seconds."""
+    return with_settings(script, time_to_person=10_000.0)
+
+
 class Clock:
     """A monotonic clock the scripted caller moves on."""
 
@@ -204,7 +209,7 @@ async def test_without_an_offer_the_greeting_opens_the_open_question(script) -> 
 async def test_an_english_plan_speaks_english(script) -> None:
     caller = ScriptedCaller(script, "speech", ["yeah", "right", "five"])
     outcome = await Dialog(a_plan(language="en", name="John Smith"), script).run(caller)
-    assert caller.asked[0].text == f"Hello, John Smith! Are you calling about: {CARD_TITLE}?"
+    assert caller.asked[0].text == f"Hello, John Smith! Is it about: {CARD_TITLE}?"
     assert caller.said[-1] == "Thank you for calling. Goodbye."
     assert {language for _, _, language in caller.events} == {"en"}
     assert outcome.contained and outcome.rating == 5
@@ -322,7 +327,7 @@ async def test_the_greeting_is_said_once_in_the_whole_dialog(script) -> None:
 
 
 async def test_dtmf_mode_plays_the_key_instructions_and_the_menu(script) -> None:
-    caller = ScriptedCaller(script, "dtmf", ["2", "2", "1", "5"])
+    caller = ScriptedCaller(script, "dtmf", ["2", "1", "1", "5"])
     dialog = Dialog(a_plan(), script)
     outcome = await dialog.run(caller)
     offer, menu, helped, rating = caller.asked
@@ -330,17 +335,17 @@ async def test_dtmf_mode_plays_the_key_instructions_and_the_menu(script) -> None
                                       f"{text(script, 'offer_keys')}")
     assert offer.digits == {"0": OPERATOR, "1": "yes", "2": "no"}
     items = " ".join(text(script, "menu_item", title=title, digit=digit)
-                     for digit, title in enumerate((CARD_TITLE, DOCS_TITLE, LOAN_TITLE), start=1))
-    assert menu.text_for("dtmf") == text(script, "open_question_keys", menu=items)
-    assert f"{LOAN_TITLE}: нажмите 3." in menu.text_for("dtmf")
+                     for digit, title in enumerate((DOCS_TITLE, LOAN_TITLE), start=1))
+    assert menu.text_for("dtmf") == text(script, "open_question_keys", menu=items)  # not the declined one again
+    assert text(script, "menu_item", title=LOAN_TITLE, digit=2) in menu.text_for("dtmf")
     assert text(script, "open_question", examples=f"{CARD_TITLE}, {DOCS_TITLE}") not in menu.text_for("dtmf")
-    assert menu.digits == {"0": OPERATOR, "1": "card_ready", "2": "documents_missing", "3": "loan_payment"}
+    assert menu.digits == {"0": OPERATOR, "1": "documents_missing", "2": "loan_payment"}
     assert helped.text_for("dtmf") == f"{text(script, 'helped')} {text(script, 'helped_keys')}"
     assert rating.text_for("dtmf") == f"{text(script, 'rating')} {text(script, 'rating_keys')}"
     assert rating.digits == {"0": OPERATOR, "1": "1", "2": "2", "3": "3", "4": "4", "5": "5"}
     assert (outcome.contained, outcome.intent, outcome.declined, outcome.rating, outcome.modes) == (
         True, "documents_missing", "card_ready", 5, ["dtmf"])
-    assert dialog.transcript[1]["via"] == "dtmf" and dialog.transcript[1]["heard"] == "2"
+    assert dialog.transcript[1]["via"] == "dtmf" and dialog.transcript[1]["heard"] == "1"
     assert "confidence" not in dialog.transcript[1]
 
 
@@ -409,9 +414,10 @@ async def test_a_failure_at_the_open_question_goes_on_there_by_keys(script) -> N
     with pytest.raises(ChannelFailed):
         await dialog.run(ScriptedCaller(script, "speech", ["нет", ChannelFailed("socket lost")]))
     assert dialog.step == "open_question" and dialog.outcome.declined == "card_ready"
-    keys = ScriptedCaller(script, "dtmf", ["3"])
+    keys = ScriptedCaller(script, "dtmf", ["2"])
     outcome = await dialog.run(keys)
-    assert keys.asked[0].name == "open_question" and "нажмите 3" in keys.asked[0].text_for("dtmf")
+    assert keys.asked[0].name == "open_question"
+    assert text(script, "menu_item", title=LOAN_TITLE, digit=2) in keys.asked[0].text_for("dtmf")
     assert (outcome.intent, outcome.reason, outcome.modes) == ("loan_payment", "needs_person", ["speech", "dtmf"])
 
 
@@ -437,7 +443,7 @@ def test_stop_as_keeps_a_reason_already_given(script) -> None:
 async def test_the_time_limit_hands_the_caller_over(script) -> None:
     clock = Clock()
     caller = ScriptedCaller(script, "speech", ["нет", "справка"], clock=clock, seconds=[200.0, 41.0])
-    outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
+    outcome = await Dialog(a_plan(), patient(script), clock=clock).run(caller)
     assert [q.name for q in caller.asked] == ["offer", "open_question"]
     assert caller.said == [text(script, "transfer")]
     assert (outcome.reason, outcome.declined, outcome.contained) == ("time_limit", "card_ready", False)
@@ -447,14 +453,14 @@ async def test_the_time_limit_hands_the_caller_over(script) -> None:
 async def test_a_step_that_would_outlast_the_time_limit_is_cut_off_there(script) -> None:
     clock = Clock()
     caller = ScriptedCaller(script, "speech", ["нет"], clock=clock, seconds=[500.0])
-    outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
+    outcome = await Dialog(a_plan(), patient(script), clock=clock).run(caller)
     assert caller.said == [text(script, "transfer")]
     assert (outcome.reason, outcome.declined, outcome.seconds) == ("time_limit", None, 240.0)
 
 
 async def test_the_time_limit_is_counted_across_channels(script) -> None:
     clock = Clock()
-    dialog = Dialog(a_plan(), with_settings(script, max_seconds=60.0), clock=clock)
+    dialog = Dialog(a_plan(), with_settings(script, max_seconds=60.0, time_to_person=1000.0), clock=clock)
     with pytest.raises(ChannelFailed):
         await dialog.run(ScriptedCaller(script, "speech", ["нет", ChannelFailed("x")], clock=clock,
                                         seconds=[20.0, 30.0]))
@@ -469,7 +475,7 @@ async def test_up_to_the_time_limit_the_dialog_goes_on(script) -> None:
     clock = Clock()
     caller = ScriptedCaller(script, "speech", ["нет", "справка", "да", "пять"], clock=clock,
                             seconds=[100.0, 100.0, 39.0, 1.0])
-    outcome = await Dialog(a_plan(), script, clock=clock).run(caller)
+    outcome = await Dialog(a_plan(), patient(script), clock=clock).run(caller)
     assert outcome.contained and outcome.rating == 5  # 240 s exactly is not over 240
 
 
@@ -538,8 +544,10 @@ async def test_the_plan_offers_the_ready_card_with_its_answer_from_the_case(crm,
     assert "Тверская" in answer and "{" not in answer  # the branch filled from the case's facts
     assert set(plan.answers) == {intent.intent for intent in decision.intents}
     assert plan.answers["general_question"].answer is None  # the fallback has no answer
-    # The menu and examples come from the script and the catalogue.
-    assert plan.menu == real_script.menu
+    # The menu: the predicted reasons first, the likeliest first, then the script's; the examples from the catalogue.
+    predicted = tuple(i.intent for i in decision.intents if i.intent != "general_question")
+    assert plan.menu[: len(predicted)] == predicted and plan.menu[0] == "card_pickup"
+    assert plan.menu == tuple(dict.fromkeys(predicted + real_script.menu))
     assert set(plan.titles) == set(crm.catalogue.names)
     assert plan.titles["loan_payment"] == "Платёж по кредиту"
     assert plan.examples == ("Когда будет готова карта", "Недостающие документы", "Статус заявки на кредит")
@@ -547,7 +555,7 @@ async def test_the_plan_offers_the_ready_card_with_its_answer_from_the_case(crm,
     caller = ScriptedCaller(real_script, "speech", ["да", "да", "пять"])
     outcome = await Dialog(plan, real_script).run(caller)
     assert caller.asked[0].text == ("Здравствуйте, Анна Викторовна! "
-                                    "Вы звоните по вопросу: Карта готова к выдаче?")
+                                    "Вы по вопросу: Карта готова к выдаче?")
     assert caller.said == [answer, text(real_script, "goodbye")]
     assert (outcome.contained, outcome.intent, outcome.rating) == (True, "card_pickup", 5)
 
@@ -623,8 +631,86 @@ async def test_the_plans_menu_and_examples_follow_the_script(crm, real_script, t
         .replace("  examples: 3 ", "  examples: 1 ", 1), encoding="utf-8")
     script = load_dialog_script(dialog_file)  # not checked against the catalogue
     plan = make_plan(decision, crm.catalogue, script, now=now_of(crm))
-    assert plan.menu[:2] == ("deposit_question", "card_ready")  # an intent the catalogue lacks is left out
+    predicted = tuple(i.intent for i in decision.intents if i.intent != "general_question")
+    after = plan.menu[len(predicted):]  # the script's menu after the predicted reasons
+    assert after[:2] == tuple(n for n in ("deposit_question", "card_ready") if n not in predicted)
+    # an intent the catalogue lacks is left out
     assert "not_in_the_catalogue" not in plan.menu
     assert plan.examples == ("Когда будет готова карта",)
     none = make_plan(decision, crm.catalogue, with_settings(script, examples=0), now=now_of(crm))
     assert none.examples == ()
+
+
+# -- time_to_person: the silent caller's budget ------------------------------------------------------
+
+
+class TimedSilence:
+    """A caller who presses nothing, on a channel that knows each prompt's length (a character
+    takes `per_char` seconds) and, like KeypadChannel, does not start what cannot end in time."""
+
+    mode = "dtmf"
+
+    def __init__(self, clock: Clock, *, per_char: float = 0.08, wait: float = 4.0):
+        self.clock, self.per_char, self.wait = clock, per_char, wait
+        self.heard: list[str] = []
+
+    def _play(self, text: str, wait: float, within: float | None) -> None:
+        from ivr.dialog import WouldNotFit
+
+        seconds = len(text) * self.per_char + wait
+        if within is not None and seconds > within:
+            raise WouldNotFit(f"{seconds:.1f} s > {within:.1f} s")
+        self.heard.append(text)
+        self.clock.now += seconds
+
+    async def say(self, text: str, language: str, *, within: float | None = None) -> None:
+        self._play(text, 0.0, within)
+
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+        self._play(question.text_for(self.mode), self.wait, within)
+        return Reply(NO_INPUT, via="dtmf")
+
+
+async def test_a_silent_caller_is_handed_over_within_time_to_person_not_asked_again(script) -> None:
+    clock = Clock()
+    caller = TimedSilence(clock)
+    dialog = Dialog(a_plan(), script, clock=clock, reserve=2.0)
+    outcome = await dialog.run(caller)
+    assert outcome.reason == "no_answer" and not outcome.contained
+    assert len(caller.heard) == 2 and caller.heard[-1] == text(script, "transfer")  # the offer once, no repeat
+    assert outcome.seconds <= script.settings.time_to_person
+
+
+async def test_time_spent_before_the_dialog_counts_against_time_to_person(script) -> None:
+    clock = Clock()
+    caller = TimedSilence(clock)
+    outcome = await Dialog(a_plan(), script, clock=clock, started=clock.now - 12.0, reserve=2.0).run(caller)
+    assert caller.heard == [text(script, "transfer")]  # 12 s of role question left no room for the offer
+    assert outcome.reason == "no_answer"
+
+
+async def test_the_key_menu_reads_fewer_reasons_when_three_do_not_fit(script) -> None:
+    clock = Clock()
+    caller = TimedSilence(clock, per_char=0.1)
+    await Dialog(a_plan(offer=None), script, clock=clock, reserve=2.0).run(caller)
+    menu = caller.heard[0]
+    assert CARD_TITLE in menu and LOAN_TITLE not in menu  # the likeliest kept, the last dropped
+    assert len(menu) * 0.1 + 4.0 <= script.settings.time_to_person - 2.0
+
+
+async def test_the_offer_drops_the_greeting_rather_than_itself(script) -> None:
+    clock = Clock()
+    greeting = text(script, "greeting", name="Пётр Сергеевич")
+    question = f"{text(script, 'offer', intent=CARD_TITLE)} {text(script, 'offer_keys')}"
+    per_char = 10.0 / len(question)  # the question alone plays 10 s: with its wait and the reserve, 15.5 s
+    caller = TimedSilence(clock, per_char=per_char, wait=3.0)
+    await Dialog(a_plan(), script, clock=clock, reserve=1.5).run(caller)
+    assert caller.heard[0] == question and greeting not in caller.heard[0]
+
+
+async def test_after_an_answer_time_to_person_no_longer_applies(script) -> None:
+    clock = Clock()
+    caller = ScriptedCaller(script, "speech", ["нет", "справка", "да", "пять"], clock=clock,
+                            seconds=[3.0, 20.0, 3.0, 2.0])  # a slow second answer: 23 s in all
+    outcome = await Dialog(a_plan(), script, clock=clock, reserve=2.0).run(caller)
+    assert outcome.contained and outcome.rating == 5

@@ -66,8 +66,9 @@ def load_error(path: Path, intents: tuple[str, ...] | None) -> ConfigError:
 def test_the_shipped_file_loads_against_the_shipped_catalogue(script, intents) -> None:
     assert script.source == str(SHIPPED)
     assert script.languages == ("ru", "en")
-    assert script.settings == DialogSettings(retries=1, no_input_timeout=5.0, max_seconds=240.0,
-                                             offer_min_score=0.35, rating=True, examples=3)
+    assert script.settings == DialogSettings(retries=1, no_input_timeout=4.0, max_seconds=240.0,
+                                             offer_min_score=0.35, rating=True, examples=3,
+                                             time_to_person=15.0, menu_size=3)
     assert isinstance(script.settings.max_seconds, float)  # 240 in the file, a float setting
     assert script.menu == ("card_ready", "documents_missing", "loan_payment", "deposit_question",
                            "transfer_problem")
@@ -117,7 +118,7 @@ def test_every_shipped_prompt_fills_with_the_documented_placeholders(script) -> 
             text = script.text(name, language, **values)
             assert "{" not in text and "}" not in text, (name, language, text)
     assert script.text("greeting", "ru", name="Пётр Сергеевич") == "Здравствуйте, Пётр Сергеевич!"
-    assert script.text("menu_item", "en", title="Loan payment", digit=3) == "Loan payment: press 3."
+    assert script.text("menu_item", "en", title="Loan payment", digit=3) == "Loan payment, 3,"
 
 
 @pytest.mark.parametrize(("preferences", "expected"), [
@@ -210,13 +211,13 @@ BROKEN = {
         [('    en: "Hello!"', "    en: [Hello]")], "    en: [Hello]",
         "prompt greeting_unknown (en) must be text"),
     "unclosed-brace": (
-        [('en: "Are you calling about: {intent}?"', 'en: "Are you calling about: {intent?"')],
+        [('en: "Is it about: {intent}?"', 'en: "Is it about: {intent?"')],
         "{intent?", "prompt offer (en)"),
     "single-closing-brace": (
         [('ru: "Здравствуйте, {name}!"', 'ru: "Здравствуйте, name}!"')], "Здравствуйте, name}!",
         "prompt greeting (ru): Single '}'"),
     "positional-placeholder": (
-        [('en: "{title}: press {digit}."', 'en: "{0}: press {digit}."')], "{0}: press",
+        [('en: "{title}, {digit},"', 'en: "{0}, {digit},"')], "{0}, {digit}",
         "prompt menu_item (en)"),
     "unquoted-yes-key": (
         [('  "yes":', "  yes:")], "  yes:",
@@ -287,7 +288,7 @@ BROKEN = {
     "retries-not-whole": (
         [("  retries: 1 ", "  retries: 1.5 ")], "retries:", "retries must be a whole number, got 1.5"),
     "timeout-as-boolean": (
-        [("  no_input_timeout: 5.0 ", "  no_input_timeout: true ")], "no_input_timeout:",
+        [("  no_input_timeout: 4.0 ", "  no_input_timeout: true ")], "no_input_timeout:",
         "no_input_timeout must be a number of at least 0, got True"),
     "rating-setting-as-number": (
         [("  rating: true ", "  rating: 1 ")], "  rating: 1 ", "rating must be true or false, got 1"),
@@ -390,15 +391,17 @@ def test_rating_keys_half_quoted_are_a_config_error(tmp_path, intents) -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
-    ("  no_input_timeout: 5.0 ", "  no_input_timeout: 0 ", "no_input_timeout:"),
+    ("  no_input_timeout: 4.0 ", "  no_input_timeout: 0 ", "no_input_timeout:"),
     ("  max_seconds: 240 ", "  max_seconds: 0 ", "max_seconds:"),
-], ids=["no_input_timeout", "max_seconds"])
+    ("  time_to_person: 15 ", "  time_to_person: 0 ", "time_to_person:"),
+    ("  menu_size: 3 ", "  menu_size: 4 ", "menu_size:"),
+], ids=["no_input_timeout", "max_seconds", "time_to_person", "menu_size"])
 def test_a_zero_timeout_names_its_own_line(tmp_path, intents, old, new, needle) -> None:
     """Minor: reported at the `settings:` line instead of the setting's own line
     (offer_min_score > 1 and every other setting mistake name the setting's line)."""
     path = edited(tmp_path, (old, new))
     error = load_error(path, intents)
-    assert "must be positive" in error.message
+    assert "must be positive" in error.message or "must be 1 to 3" in error.message
     assert error.line == line_with(path, needle)
 
 

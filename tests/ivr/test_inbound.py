@@ -13,7 +13,7 @@ import pytest
 
 from ivr import metrics
 from ivr.decision import decide
-from ivr.inbound import ROLE_QUESTION_TIMEOUT_MS, role_question_text
+from ivr.inbound import ROLE_QUESTION_MIN_WAIT_MS, ROLE_QUESTION_TIMEOUT_MS, role_question_text
 from ivr.screenpop import build_card
 from ivr.simulate import GARBAGE_NUMBERS, AsteriskChannel, CallScript, place_call, run_closed_loop
 from speech.audio import sound_seconds
@@ -108,6 +108,14 @@ async def test_caller_with_several_roles_is_asked_once_and_routed_in_the_role_th
 THREE_ROLES = "+79000000005"  # the showcase number: private client, director of two companies
 
 
+def key_wait_of(commands: list[str]) -> float:
+    """Seconds of the key wait the server gave its first GET DATA (its timeout argument)."""
+    get_data = next(c for c in commands if c.upper().startswith("GET DATA"))
+    wait_ms = int(get_data.split()[3])
+    assert ROLE_QUESTION_MIN_WAIT_MS <= wait_ms <= ROLE_QUESTION_TIMEOUT_MS
+    return wait_ms / 1000
+
+
 async def test_a_silent_caller_with_three_roles_is_routed_with_their_customer_and_card(base_config, start_server):
     """Real prompt files, real playback time: Asterisk answers GET DATA only after the whole role
     question has played and the key timeout has run, longer than agi.command_timeout.  The server
@@ -119,8 +127,11 @@ async def test_a_silent_caller_with_three_roles_is_routed_with_their_customer_an
     result = await place_call("127.0.0.1", server.port, CallScript(number=THREE_ROLES, line="general"))
     assert result.error is None and not result.hung_up
     plays = sound_seconds(result.prompts[0])
-    assert plays is not None and plays + ROLE_QUESTION_TIMEOUT_MS / 1000 > config.agi.command_timeout
-    assert result.routed_after >= plays + ROLE_QUESTION_TIMEOUT_MS / 1000  # the caller really waited
+    wait = key_wait_of(result.commands)
+    assert plays is not None and plays + wait > config.agi.command_timeout
+    assert result.routed_after >= plays + wait  # the caller really waited
+    # ... and reached the queue within the dialog's time_to_person: the key wait was cut to fit it
+    assert result.routed_after <= server.services.selfservice.script.settings.time_to_person
     assert result.variables["IVR_QUEUE"] == decision.route.queue
     assert result.variables["IVR_CUSTOMER_ID"] == str(decision.view.customer.id)
     assert result.variables["IVR_INTENT"] == decision.intent
@@ -150,12 +161,13 @@ async def test_asterisk_that_stops_answering_mid_question_fails_open_within_the_
         while not (line := (await asyncio.wait_for(reader.readline(), 10)).decode()).upper().startswith("GET DATA"):
             writer.write(b"".join(channel.handle(line)))
         asked = loop.time()
+        wait = key_wait_of([line])
         closed = await asyncio.wait_for(reader.read(), 60)  # Asterisk says nothing from here on
         waited = loop.time() - asked
     finally:
         writer.close()
     assert closed == b""
-    expected = prompt.seconds + ROLE_QUESTION_TIMEOUT_MS / 1000 + config.agi.command_timeout
+    expected = prompt.seconds + wait + config.agi.command_timeout
     assert expected - 0.2 <= waited <= expected + 2.0
     assert "IVR_QUEUE" not in channel.variables  # the dialplan's default queue stays
     assert metrics.FAIL_OPEN.labels(reason="agi_error")._value.get() >= 1

@@ -85,12 +85,24 @@ def korean_catalogue(shipped: Path, target: Path) -> Path:
     return target
 
 
+def rules_with_dialog_before_the_manager(shipped: Path, target: Path) -> Path:
+    """The shipped rules, but the key-accounts rule lets its callers hear the dialog before their
+    manager rings (by default a manager-first rule holds no one in a menu): the card-ready showcase
+    caller is a key account."""
+    text = shipped.read_text(encoding="utf-8")
+    assert "    manager_first: 20\n" in text
+    target.write_text(text.replace("    manager_first: 20\n", "    manager_first: 20\n    self_service: true\n", 1),
+                      encoding="utf-8")
+    return target
+
+
 @pytest.fixture
 def korean_config(base_config, tmp_path: Path):
     dialog = tmp_path / "dialog.yaml"
     dialog.write_text(KOREAN_DIALOG, encoding="utf-8")
     return replace(
         base_config,
+        rules_file=rules_with_dialog_before_the_manager(base_config.rules_file, tmp_path / "routing.yaml"),
         intents_file=korean_catalogue(base_config.intents_file, tmp_path / "intents.yaml"),
         speech=replace(SpeechSettings(), models={"ko": str(installed_model_path("ko"))},
                        dialog_file=dialog, audiosocket_port=0),
@@ -115,6 +127,11 @@ def record_of(config, call_id: str) -> dict:
 async def flushed_record(server, call_id: str) -> dict:
     await server.services.recorder.flush()
     return record_of(server.services.config, call_id)
+
+
+def on_general(config, mode: str):
+    return replace(config, lines=tuple(replace(line, self_service=mode) if line.name == "general" else line
+                                       for line in config.lines))
 
 
 async def test_caller_who_says_yes_is_answered_rates_the_call_and_is_not_queued(
@@ -229,13 +246,24 @@ async def test_asterisk_that_cannot_connect_gets_the_dialog_by_keys(korean_confi
     assert context["self_service"]["reason"] == "operator"
 
 
-async def test_silent_caller_is_asked_again_then_routed(korean_config, start_server):
+async def test_silent_caller_is_asked_again_only_when_the_repeat_fits_time_to_person(korean_config, start_server):
     server = await start_server(korean_config, speech=True)
+    selfservice = server.services.selfservice
+    budget = selfservice.script.settings.time_to_person
     result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY), timeout=60)
     assert result.error is None and "IVR_CONTAINED" not in result.variables
+    assert result.routed_after <= budget
     context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
     offers = [t for t in context["transcript"] if t["step"] == "offer"]
-    assert [t["meaning"] for t in offers] == ["no_input", "no_input"]
+    assert [t["meaning"] for t in offers] == ["no_input"]  # a repeat would end past time_to_person
+    assert context["self_service"]["reason"] == "no_answer"
+
+    selfservice.script = replace(selfservice.script, settings=replace(selfservice.script.settings,
+                                                                       time_to_person=60.0))
+    result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY), timeout=90)
+    context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
+    offers = [t for t in context["transcript"] if t["step"] == "offer"]
+    assert [t["meaning"] for t in offers] == ["no_input", "no_input"]  # with the time: asked again
     assert context["self_service"]["reason"] == "not_understood"
 
 
@@ -255,9 +283,7 @@ async def test_caller_names_the_reason_in_the_open_question(korean_config, start
 
 
 async def test_a_caller_who_turns_the_offer_down_is_not_routed_for_it(korean_config, start_server):
-    config = replace(korean_config, lines=tuple(
-        replace(line, self_service="dtmf") if line.name == "general" else line for line in korean_config.lines))
-    server = await start_server(config, speech=True)
+    server = await start_server(on_general(korean_config, "dtmf"), speech=True)
     result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY, dtmf=["2"]),
                               timeout=60)
     context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
@@ -267,33 +293,27 @@ async def test_a_caller_who_turns_the_offer_down_is_not_routed_for_it(korean_con
 
 
 async def test_dtmf_only_line_never_opens_an_audiosocket(korean_config, start_server):
-    config = replace(korean_config, lines=tuple(
-        replace(line, self_service="dtmf") if line.name == "general" else line for line in korean_config.lines))
-    server = await start_server(config, speech=True)
+    server = await start_server(on_general(korean_config, "dtmf"), speech=True)
     result = await place_call("127.0.0.1", server.port,
                               CallScript(number=SHOWCASE_CARD_READY, dtmf=["2", "2"]), timeout=60)
     assert not any(c.upper().startswith("EXEC AUDIOSOCKET") for c in result.commands)
     context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])
-    assert [t["step"] for t in context["transcript"]][:2] == ["offer", "open_question"]
-    assert result.variables["IVR_INTENT"] == "documents_missing"  # the second item of the menu
-
-
-def with_max_seconds(config, tmp_path: Path, seconds: float, mode: str):
-    dialog = tmp_path / "short-dialog.yaml"
-    dialog.write_text(KOREAN_DIALOG.replace("max_seconds: 120", f"max_seconds: {seconds}"), encoding="utf-8")
-    return replace(config, speech=replace(config.speech, dialog_file=dialog),
-                   lines=tuple(replace(line, self_service=mode) if line.name == "general" else line
-                               for line in config.lines))
+    offer, menu = context["transcript"][:2]
+    assert (offer["step"], menu["step"]) == ("offer", "open_question")
+    assert menu["heard"] == "2" and result.variables["IVR_INTENT"] == menu["meaning"]  # the second reason read out
 
 
 @pytest.mark.parametrize("mode", ["speech", "dtmf"])
 async def test_the_dialog_never_outlasts_max_seconds_and_the_caller_is_routed(korean_config, start_server,
                                                                               tmp_path, mode):
-    """The limit holds in the middle of a step: by voice the prompt is stopped at the limit and the
-    AudioSocket closed; by keys (an AGI command cannot be stopped) a prompt that would end past the
-    limit is not started.  Either way the caller hears the hand-over and leaves with IVR_QUEUE."""
+    """A question that would end past the limit is not started (an AGI command cannot be stopped,
+    and a caller cut off mid-question has heard nothing); the caller hears the hand-over and leaves
+    with IVR_QUEUE.  (A file with such a limit does not load: the running script is changed.)"""
     limit = 2.0
-    server = await start_server(with_max_seconds(korean_config, tmp_path, limit, mode), speech=True)
+    server = await start_server(on_general(korean_config, mode), speech=True)
+    selfservice = server.services.selfservice
+    selfservice.script = replace(selfservice.script, settings=replace(selfservice.script.settings,
+                                                                       max_seconds=limit))
     result = await place_call("127.0.0.1", server.port, CallScript(number=SHOWCASE_CARD_READY), timeout=60)
     assert result.error is None and result.queue and "IVR_CONTAINED" not in result.variables
     context = await server.services.contexts.get(result.variables["IVR_CALL_ID"])

@@ -344,7 +344,22 @@ def test_priority_and_announcement_of_the_rule_are_in_the_decision():
     assert decision.to_dict() == {
         "queue": "hit", "priority": 70, "rule": "hit",
         "manager_interface": None, "manager_timeout": None, "announcement": "please_hold",
+        "self_service": True,
     }
+
+
+def test_a_rule_may_send_its_callers_to_a_person_without_the_self_service_dialog():
+    assert one_rule("vip: true", self_service="false").decide(facts(caller(vip=True))).self_service is False
+    assert one_rule("vip: true").decide(facts(caller(vip=True))).self_service is True  # the default
+
+
+def test_a_manager_first_rule_holds_no_one_in_a_menu_unless_it_says_so():
+    with_manager, without = facts(caller(segment="A", manager=ANNA)), facts(caller(segment="A", manager=None))
+    ruleset = one_rule("segment: [A, B]", manager_first="20")
+    assert ruleset.decide(with_manager).self_service is False  # the manager rings at once
+    assert ruleset.decide(without).self_service is True  # no manager to ring: the line's dialog
+    asked = one_rule("segment: [A, B]", manager_first="20", self_service="true")
+    assert asked.decide(with_manager).self_service is True
 
 
 def test_manager_first_rings_the_callers_personal_manager_before_the_queue():
@@ -559,6 +574,12 @@ BROKEN = {
             queue: support
             manager_first: 20s   # <-
         """, "manager_first (seconds): expected a whole number"),
+    "self_service as text": ("""
+        rules:
+          - name: all
+            queue: support
+            self_service: "no"   # <-
+        """, "self_service: expected true or false, got 'no'"),
     "manager_first longer than the dialplan rings": ("""
         rules:
           - name: all

@@ -1,0 +1,192 @@
+"""Benchmark: what callers spend in the self-service dialog, on Asterisk's real playback timing.
+
+`ivr run --demo-data` runs with the shipped configuration (the general line's
+dialog by keys: no speech model is configured) on its own SQLite file.  The
+simulated Asterisk answers `GET DATA` and `STREAM FILE` only after the file
+the server names has played and the key wait has run, as res_agi does.  Each
+showcase caller calls once per kind of behaviour, all at once:
+
+* silent: presses nothing;
+* wrong: presses 9 at every question;
+* operator: presses 0 at the first question;
+* follows: presses 1 at every question (the offer, or the first reason of the
+  key menu; "helped"), then rates 5.
+
+Reported per kind: time to the queue (IVR_QUEUE set; for a self-served call,
+the end of the goodbye) and, for callers who followed, time to the first word
+of the answer, against ``settings.time_to_person`` of the dialog file.
+
+    python -m benchmarks.dialog_timing
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ivr.dialog_script import load_dialog_script
+from ivr.simulate import CallResult, CallScript, place_call, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CALLERS = {
+    "VIP, card reissue overdue": "79000000001",
+    "documents owed": "79000000002",
+    "card ready": "79000000003",
+    "three roles": "79000000005",
+    "unknown number": "79990001122",
+    "withheld number": None,
+}
+SECTION = "## Self-service dialog: seconds a caller spends, on real playback timing"
+KINDS = {
+    "silent": [],
+    "wrong": ["9"] * 6,
+    "operator": ["0"],
+    "follows": ["1", "1", "1", "5"],
+}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def time_to_answer(result: CallResult) -> float | None:
+    """When the answer began: the first STREAM FILE of a call that ended self-served."""
+    if result.variables.get("IVR_CONTAINED") != "1":
+        return None
+    return next((t for t, command in result.timeline if command.upper().startswith("STREAM FILE")), None)
+
+
+def time_to_queue(result: CallResult) -> float | None:
+    return result.routed_after if result.routed_after is not None else None
+
+
+async def _run(directory: Path) -> dict[str, Any]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env.update(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=f"sqlite+aiosqlite:///{directory / 'crm.sqlite3'}",
+               IVR_PROMPTS_DIR=str(directory / "prompts"), IVR_WEB_PORT=str(_free_port()))
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr.cli", "run", "--demo-data", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    banner: list[str] = []
+    try:
+        assert server.stdout is not None
+        while not banner or not banner[-1].startswith("Press Ctrl-C"):
+            line = (await asyncio.wait_for(server.stdout.readline(), 120)).decode()
+            if not line:
+                raise RuntimeError("ivr run ended before it was ready:\n" + "".join(banner))
+            banner.append(line)
+        plans = [line.strip() for line in banner if line.strip().startswith("silent caller")]
+        calls = [(kind, caller, CallScript(number=number, dtmf=list(keys)))
+                 for kind, keys in KINDS.items() for caller, number in CALLERS.items()]
+        results = await asyncio.gather(*(place_call("127.0.0.1", port, script, timeout=120)
+                                         for _, _, script in calls))
+    finally:
+        server.send_signal(signal.SIGINT)
+        await server.wait()
+    rows = []
+    for (kind, caller, _), result in zip(calls, results):
+        rows.append({"kind": kind, "caller": caller, "error": result.error,
+                     "to_queue_s": _round(time_to_queue(result)), "to_answer_s": _round(time_to_answer(result)),
+                     "contained": result.variables.get("IVR_CONTAINED") == "1",
+                     "duration_s": _round(result.duration)})
+    return {"rows": rows, "plans": plans}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def main_dialog_timing() -> dict[str, Any]:
+    script = load_dialog_script(ROOT / "config" / "dialog.yaml")
+    with tempfile.TemporaryDirectory(prefix="ivr-dialog-bench-") as directory:
+        report = asyncio.run(_run(Path(directory)))
+    report["budget_s"] = script.settings.time_to_person
+    kinds = {}
+    for kind in KINDS:
+        rows = [r for r in report["rows"] if r["kind"] == kind]
+        queued = [r["to_queue_s"] for r in rows if r["to_queue_s"] is not None]
+        answered = [r["to_answer_s"] for r in rows if r["to_answer_s"] is not None]
+        kinds[kind] = {"calls": len(rows), "errors": sum(1 for r in rows if r["error"]),
+                       "queued": len(queued), "to_queue_p50_s": _round(percentile(queued, 50)) if queued else None,
+                       "to_queue_max_s": max(queued) if queued else None,
+                       "answered": len(answered), "to_answer_max_s": max(answered) if answered else None}
+    report["kinds"] = kinds
+    return report
+
+
+def render_dialog_timing(report: dict[str, Any]) -> list[str]:
+    budget = report["budget_s"]
+    out = ["", SECTION, "",
+           "The shipped configuration (keys; no speech model), `ivr run --demo-data`, a simulated Asterisk "
+           "that answers GET DATA / STREAM FILE after the prompt has played and the key wait has run. "
+           "Each showcase caller once per kind, all at once. Time to queue: AGI connect to IVR_QUEUE set "
+           "(a self-served call has none: it ends with the goodbye). Time to answer: to the first word of "
+           "the answer.", "",
+           "| caller | silent: to queue s | wrong keys: to queue s | presses 0: to queue s | "
+           "follows: to answer s | follows: to queue s |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    by = {(r["kind"], r["caller"]): r for r in report["rows"]}
+    for caller in CALLERS:
+        def cell(kind: str, key: str) -> str:
+            value = by[(kind, caller)][key]
+            return "-" if value is None else f"{value}"
+        out.append(f"| {caller} | {cell('silent', 'to_queue_s')} | {cell('wrong', 'to_queue_s')} | "
+                   f"{cell('operator', 'to_queue_s')} | {cell('follows', 'to_answer_s')} | "
+                   f"{cell('follows', 'to_queue_s')} |")
+    silent = report["kinds"]["silent"]
+    wrong = report["kinds"]["wrong"]
+    operator = report["kinds"]["operator"]
+    out += ["", "| target | measured | verdict |", "| --- | --- | --- |",
+            f"| a silent caller reaches the queue <= {budget:g} s after the AGI start | "
+            f"max {silent['to_queue_max_s']} s ({silent['queued']} of {silent['calls']} queued) | "
+            f"{_verdict(silent['to_queue_max_s'], budget)} |",
+            f"| a caller pressing wrong keys reaches the queue <= {budget:g} s | max {wrong['to_queue_max_s']} s | "
+            f"{_verdict(wrong['to_queue_max_s'], budget)} |",
+            f"| a caller pressing 0 is not held by a menu (<= 5 s) | max {operator['to_queue_max_s']} s | "
+            f"{_verdict(operator['to_queue_max_s'], 5)} |"]
+    if report.get("plans"):
+        out += ["", "The server's own plan at start-up (worst first question per language):", ""]
+        out += [f"- {plan}" for plan in report["plans"]]
+    return out
+
+
+def _verdict(value: float | None, target: float) -> str:
+    return "n/a" if value is None else ("met" if value <= target else "MISSED")
+
+
+def update_benchmarks_file(path: Path, section: list[str]) -> None:
+    """Put this benchmark's section into BENCHMARKS.md (replacing an older one), dated, with the machine."""
+    import datetime as dt
+
+    from benchmarks.run import machine
+
+    section = list(section)
+    at = section.index(SECTION)
+    section.insert(at + 1, "")
+    section.insert(at + 2, f"Measured {dt.date.today().isoformat()} on: {machine()} "
+                           "(`python -m benchmarks.dialog_timing`; `make bench` measures it with the rest).")
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if SECTION in text:
+        start = text.index(SECTION)
+        following = text.find("\n## ", start + len(SECTION))
+        text = text[:start].rstrip("\n") + ("" if following < 0 else "\n" + text[following:])
+    path.write_text(text.rstrip("\n") + "\n" + "\n".join(section) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    result = main_dialog_timing()
+    lines = render_dialog_timing(result)
+    print("\n".join(lines))
+    update_benchmarks_file(ROOT / "BENCHMARKS.md", lines)
+    print(f"written {ROOT / 'BENCHMARKS.md'}")
