@@ -13,7 +13,7 @@ showcase caller calls once per kind of behaviour, all at once:
   key menu; "helped"), then rates 5.
 
 Reported per kind: time to the queue (IVR_QUEUE set; for a self-served call,
-the end of the goodbye) and, for callers who followed, time to the first word
+after the goodbye) and, for callers who followed, time to the first word
 of the answer, against ``settings.time_to_person`` of the dialog file.
 
     python -m benchmarks.dialog_timing
@@ -130,9 +130,10 @@ def render_dialog_timing(report: dict[str, Any]) -> list[str]:
     out = ["", SECTION, "",
            "The shipped configuration (keys; no speech model), `ivr run --demo-data`, a simulated Asterisk "
            "that answers GET DATA / STREAM FILE after the prompt has played and the key wait has run. "
-           "Each showcase caller once per kind, all at once. Time to queue: AGI connect to IVR_QUEUE set "
-           "(a self-served call has none: it ends with the goodbye). Time to answer: to the first word of "
-           "the answer.", "",
+           "Each showcase caller once per kind, all at once. Time to queue: AGI connect to the routing "
+           "variables set (IVR_QUEUE; for a call self-service answered, after its goodbye, when the "
+           "dialplan hangs up instead of queueing). Time to answer: to the first word of the answer; "
+           "'-' where no answer was given (no dialog by the rules, or a reason only a person handles).", "",
            "| caller | silent: to queue s | wrong keys: to queue s | presses 0: to queue s | "
            "follows: to answer s | follows: to queue s |",
            "| --- | ---: | ---: | ---: | ---: | ---: |"]
