@@ -82,6 +82,8 @@ class PromptSettings:
     voices: dict[str, str] = field(default_factory=dict)
     rate: int = 160
     enabled: bool = True
+    max_megabytes: int = 256  # the prompt directory's size; the least recently used files go first
+    max_age_days: int = 30  # a prompt unused this long is removed
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ class WebSettings:
     secure_cookies: bool = False  # set behind HTTPS: cookies only over TLS
     agent_history_days: int = 30  # how far back an agent reads their own calls and those callers' customers
     healthz_token: str | None = None  # "Authorization: Bearer <token>" shows /healthz details without a login
+    language: str = "ru"  # the pages' language when the browser asks for none the pages have (ru, en)
+    # what a supervisor or an agent may choose as the reason of a pause (sent to Asterisk as PausedReason);
+    # the words shown for them come from ivr/web/static/i18n/*.json (pause_reason.<reason>), else as written
+    pause_reasons: tuple[str, ...] = ("break", "lunch", "after_call_work", "training", "meeting", "technical")
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,13 @@ def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -
             raise ConfigError(source, item_line, f"port must be 0..65535, got {kwargs[key]}")
         if key == "agent_history_days" and not 0 <= kwargs[key] <= 3650:
             raise ConfigError(source, item_line, f"agent_history_days must be 0..3650, got {kwargs[key]}")
+        if key in ("max_megabytes", "max_age_days") and kwargs[key] < 1:
+            raise ConfigError(source, item_line, f"{key} must be at least 1, got {kwargs[key]}")
+        if key == "language" and kwargs[key] not in ("ru", "en"):
+            raise ConfigError(source, item_line, f"language must be ru or en, got {kwargs[key]!r}")
+        if key == "pause_reasons" and not (kwargs[key] and all(r.strip() and r.isprintable() and len(r) <= 80
+                                                               for r in kwargs[key])):
+            raise ConfigError(source, item_line, "pause_reasons: a list of words or short phrases, one at least")
     return cls(**kwargs)
 
 

@@ -56,11 +56,25 @@ call from another queue), ``available``.  A queue's ``agents`` counts each
 word once per member, plus ``logged_in`` (all but unavailable) and
 ``paused`` (every paused member logged in, even one finishing a call).
 
+Agents, each once (`snapshot()["agents"]`, `agent(interface)`): one word
+for the agent across its queues (``unavailable`` when logged out of every
+queue, ``in_call`` with a call in any queue, ``ringing``, ``paused`` when
+paused in every queue it is logged in to, ``busy``, ``available``), since
+when it holds (the time of the event that changed it: the call's connect,
+the first ring, the pause; for the state a resync or a first sight found,
+that moment), and how many calls the agent answered (AgentConnect, once per
+queue and caller, as `queues.stats` counts ``answered``) in the same sliding
+window as the statistics, so the agents' counts add up to the answered
+figure.  `rebuild_answered(db)` fills those counts from ``call_records``
+after a restart, as `QueueStatistics.rebuild` does for the figures.
+
 Feed it every AMI event: it picks what it needs and ignores the rest cheaply.
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import logging
 import math
 import time
@@ -68,12 +82,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from caller_id.models import Agent, CallRecord
 from caller_id.normalise import mask
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AGENT_STATES",
     "MAX_CLOCK_SKEW",
     "MAX_DURATION",
     "MEMBER_STATUS",
@@ -111,6 +128,13 @@ TOMBSTONE_SECONDS = 3600.0
 # A ring with no outcome at all (events lost) stops counting after this long.
 RING_TIMEOUT_SECONDS = 300.0
 _PRUNE_EVERY = 1000  # events
+# The words an agent's (or a member's) state takes, the busiest first.
+AGENT_STATES = ("in_call", "ringing", "paused", "busy", "available", "unavailable")
+# The answered counts per agent slide like `queues.stats.QueueStatistics` (same defaults).
+ANSWERED_WINDOW = 86400.0
+ANSWERED_BUCKET = 60.0
+# Events after which an agent's state may have changed without the event naming the agent's interface.
+_CALLER_EVENTS = frozenset({"QueueCallerLeave", "QueueCallerAbandon", "AgentConnect", "AgentDump", "Hangup"})
 
 
 # --- reading AMI events ---------------------------------------------------------
@@ -377,9 +401,19 @@ class QueueState:
         *,
         clock: Callable[[], float] = time.time,
         segment_of: Callable[[str], str | None] | None = None,
+        answered_window: float = ANSWERED_WINDOW,
+        answered_bucket: float = ANSWERED_BUCKET,
     ):
+        if not answered_window > 0 or not answered_bucket > 0:
+            raise ValueError("answered_window and answered_bucket must be positive")
         self._clock = clock
         self._segment_of = segment_of
+        self.answered_window = float(answered_window)
+        self.answered_bucket = float(answered_bucket)
+        self._answered_span = max(1, math.ceil(self.answered_window / self.answered_bucket))
+        self._agent_since: dict[str, tuple[str, float]] = {}  # interface -> (agent state, since)
+        self._answered: dict[tuple[str, str], float] = {}  # (queue, caller uniqueid) -> answered at
+        self._answered_by: dict[str, list[tuple[float, str]]] = {}  # interface -> [(at, queue)], sorted
         self._model = _Model()
         self._staging: _Model | None = None
         self._resync_scope: set[str] | None = None
@@ -419,10 +453,17 @@ class QueueState:
                 outcome = handler(self, self._staging if mine else self._model, event, when, True)
                 if name == "QueueStatusComplete" and mine:
                     self.end_resync()
+                elif not mine and outcome == "applied":
+                    self._note_agents(self._touched(self._model, event, name), when)
             else:
+                touched = self._touched(self._model, event, name)
                 outcome = handler(self, self._model, event, when, False)
                 if self._staging is not None:
                     handler(self, self._staging, event, when, False)
+                if name == "AgentConnect":
+                    self._count_answered(event, when)
+                if outcome == "applied":
+                    self._note_agents(touched, when)
             self.counters[outcome] += 1
             if self.counters["events"] % _PRUNE_EVERY == 0:
                 self._prune()
@@ -535,6 +576,7 @@ class QueueState:
                     _remove_caller(queue, uid)
         self._model = new
         self.counters["resyncs"] += 1
+        self._note_agents(None, self._clock())
 
     # -- event handlers ------------------------------------------------------
     # Each returns the name of the counter to bump.
@@ -837,8 +879,99 @@ class QueueState:
             return None
         return str(segment) if segment else None
 
+    # -- agents: state since when, answered calls ---------------------------
+    @staticmethod
+    def _touched(model: _Model, event: Mapping[str, Any], name: str) -> set[str]:
+        """The interfaces whose agent state an event may change (looked at before it is applied)."""
+        found = {value for value in (header(event, "Interface"), header(event, "Location")) if value}
+        if name in _CALLER_EVENTS:
+            uid = header(event, "Uniqueid")
+            if uid:
+                call = model.calls.get(uid)
+                if call is not None:
+                    found.add(call.interface)
+                elif name == "Hangup":
+                    found.update(c.interface for c in model.calls.values() if c.member_uniqueid == uid)
+                queue_name = header(event, "Queue")
+                if queue_name and name != "Hangup":
+                    queues = [model.queues[queue_name]] if queue_name in model.queues else []
+                else:
+                    queues = [q for q in model.queues.values() if uid in q.callers]
+                for queue in queues:
+                    found.update(m.interface for m in queue.members.values() if uid in m.ringing)
+        return found
+
+    def _note_agents(self, interfaces: Iterable[str] | None, when: float) -> None:
+        """Record when the agents' states changed (`interfaces` None: every agent, after a resync)."""
+        model = self._model
+        if interfaces is None:
+            interfaces = {i for q in model.queues.values() for i in q.members} | set(self._agent_since)
+        for interface in interfaces:
+            state = _agent_state_of(model, interface)
+            if state is None:
+                self._agent_since.pop(interface, None)
+                continue
+            known = self._agent_since.get(interface)
+            if known is None or known[0] != state:
+                self._agent_since[interface] = (state, _fact_since(model, interface, state) or when)
+
+    def _count_answered(self, event: Mapping[str, Any], when: float) -> None:
+        """One answered call for the agent, once per (queue, caller), as the statistics count it."""
+        queue, uid, interface = header(event, "Queue"), header(event, "Uniqueid"), header(event, "Interface")
+        if queue and uid and interface:
+            self._add_answered(queue, uid, interface, when)
+
+    def _add_answered(self, queue: str, uid: str, interface: str, at: float) -> bool:
+        key = (queue, uid)
+        if key in self._answered or at < self.answered_window_start():
+            return False
+        self._answered[key] = at
+        bisect.insort(self._answered_by.setdefault(interface, []), (at, queue))
+        return True
+
+    def answered_window_start(self, now: float | None = None) -> float:
+        """Where the answered counts' window starts now: bucket by bucket, as the statistics slide."""
+        now = self._clock() if now is None else now
+        return (math.floor(now / self.answered_bucket) - self._answered_span + 1) * self.answered_bucket
+
+    def _answered_of(self, interface: str, start: float) -> dict[str, int]:
+        """Calls answered by `interface` since `start`, per queue (older ones are dropped)."""
+        times = self._answered_by.get(interface)
+        if not times:
+            return {}
+        cut = bisect.bisect_left(times, (start, ""))
+        if cut:
+            del times[:cut]
+        counts: dict[str, int] = {}
+        for _, queue in times:
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
+    async def rebuild_answered(self, db: Any) -> int:
+        """Count the answered calls of the window from ``call_records`` (those with an agent), keeping
+        what live events counted already; how many records were added.  Safe to call more than once."""
+        start = self.answered_window_start()
+        since = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        statement = (select(CallRecord.queue, CallRecord.uniqueid, CallRecord.call_id, CallRecord.answered_at,
+                            Agent.interface)
+                     .join(Agent, Agent.id == CallRecord.agent_id)
+                     .where(CallRecord.queue.is_not(None), CallRecord.answered_at.is_not(None),
+                            CallRecord.answered_at >= since))
+        async with db.session() as session:
+            rows = (await session.execute(statement)).all()
+        added = 0
+        for queue, uniqueid, call_id, answered_at, interface in rows:
+            at = (answered_at if answered_at.tzinfo else answered_at.replace(tzinfo=dt.timezone.utc)).timestamp()
+            added += self._add_answered(queue, uniqueid or f"record:{call_id}", interface, at)
+        return added
+
     def _prune(self) -> None:
         horizon = self._latest - TOMBSTONE_SECONDS
+        start = self.answered_window_start()
+        for key in [k for k, at in self._answered.items() if at < start - TOMBSTONE_SECONDS]:
+            del self._answered[key]
+        for interface in [i for i, times in self._answered_by.items() if not self._answered_of(i, start)]:
+            del self._answered_by[interface]
         for model in (self._model, self._staging):
             if model is None:
                 continue
@@ -860,15 +993,66 @@ class QueueState:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Every queue, the connected calls and the counters, as JSON-able dicts."""
         now = self._clock() if now is None else now
+        queues = {name: self._queue_snapshot(self._model.queues[name], now) for name in sorted(self._model.queues)}
+        start = self.answered_window_start(now)
         return {
             "generated_at": now,
-            "queues": {name: self._queue_snapshot(self._model.queues[name], now)
-                       for name in sorted(self._model.queues)},
+            "queues": queues,
+            "agents": self._agents_snapshot(queues, now, start),
+            "answered_window": {"seconds": self.answered_window, "start": start},
             "calls": [self._call_dict(call, now) for call in
                       sorted(self._model.calls.values(), key=lambda c: (c.since, c.uniqueid))],
             "counters": dict(self.counters),
             "resyncing": self.resyncing,
         }
+
+    def agent(self, interface: str, now: float | None = None) -> dict[str, Any] | None:
+        """One agent as in ``snapshot()["agents"]``, or None when it is a member of no queue."""
+        now = self._clock() if now is None else now
+        queues = {}
+        for name in sorted(self._model.queues):
+            queue = self._model.queues[name]
+            if interface in queue.members:
+                queues[name] = self._queue_snapshot(queue, now, only=interface)
+        return self._agents_snapshot(queues, now, self.answered_window_start(now)).get(interface)
+
+    def _agents_snapshot(self, queues: dict[str, dict[str, Any]], now: float, start: float) -> dict[str, Any]:
+        """Each agent once, from the queues' member dicts: its state across queues and since when."""
+        memberships: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for name, queue in queues.items():
+            for member in queue["members"]:
+                memberships.setdefault(member["interface"], []).append((name, member))
+        agents = {}
+        for interface, found in memberships.items():
+            members = [m for _, m in found]
+            state = _combined_state(members)
+            known = self._agent_since.get(interface)
+            if known is None or known[0] != state:  # changed without an event naming it (a ring timed out)
+                known = self._agent_since[interface] = (state, _fact_since(self._model, interface, state) or now)
+            logged_in = [(q, m) for q, m in found if m["state"] != "unavailable"]
+            paused = [(q, m) for q, m in logged_in if m["paused"]]
+            named = next((m["name"] for m in members if m["name"] != interface), interface)
+            answered = self._answered_of(interface, start)
+            pause_starts = [m["paused_since"] for _, m in paused if m["paused_since"]]
+            agents[interface] = {
+                "interface": interface,
+                "name": named,
+                "state": state,
+                "since": known[1],
+                "for": max(0.0, now - known[1]),
+                "paused": bool(logged_in) and len(paused) == len(logged_in),
+                "paused_in": [q for q, _ in paused],
+                "paused_reason": next((m["paused_reason"] for _, m in paused if m["paused_reason"]), None),
+                "paused_since": min(pause_starts) if pause_starts else None,
+                "queues": [{"queue": q, "state": m["state"], "penalty": m["penalty"], "paused": m["paused"],
+                            "paused_reason": m["paused_reason"], "calls_taken": m["calls_taken"],
+                            "membership": m["membership"], "answered": answered.get(q, 0)} for q, m in found],
+                "calls": members[0]["calls"],
+                "ringing": sorted({q for q, m in found if m["ringing_for"]}
+                                  or {q for q, m in found if m["state"] == "ringing"}),  # for whose caller
+                "answered": sum(answered.values()),
+            }
+        return dict(sorted(agents.items(), key=lambda item: (item[1]["name"].lower(), item[0])))
 
     def queue_snapshot(self, name: str, now: float | None = None) -> dict[str, Any] | None:
         """One queue as in `snapshot()`, or None when the queue is unknown."""
@@ -877,7 +1061,7 @@ class QueueState:
             return None
         return self._queue_snapshot(queue, self._clock() if now is None else now)
 
-    def _queue_snapshot(self, queue: _Queue, now: float) -> dict[str, Any]:
+    def _queue_snapshot(self, queue: _Queue, now: float, only: str | None = None) -> dict[str, Any]:
         callers = []
         for position, uid in enumerate(queue.order, start=1):
             caller = queue.callers[uid]
@@ -903,6 +1087,8 @@ class QueueState:
         members = []
         counts = dict.fromkeys(("logged_in", "available", "ringing", "in_call", "busy", "paused", "unavailable"), 0)
         for interface in sorted(queue.members, key=lambda i: ((queue.members[i].name or i).lower(), i)):
+            if only is not None and interface != only:
+                continue
             member = queue.members[interface]
             state = _member_state(member, interface in in_call_here)
             counts[state] += 1
@@ -1096,3 +1282,48 @@ def _member_state(member: _Member, has_call_here: bool) -> str:
     if member.status in _OCCUPIED:
         return "busy"
     return "available"
+
+
+def _agent_state_of(model: _Model, interface: str) -> str | None:
+    """The agent's one word across its queues (see `_combined_state`); None when in no queue."""
+    calls = [c for c in model.calls.values() if c.interface == interface]
+    members = []
+    for queue in model.queues.values():
+        member = queue.members.get(interface)
+        if member is not None:
+            state = _member_state(member, any(c.queue == queue.name for c in calls))
+            members.append({"state": state, "paused": member.paused, "calls": calls})
+    return _combined_state(members) if members else None
+
+
+def _combined_state(members: list[dict[str, Any]]) -> str:
+    """One word for an agent from its memberships' states: logged out of every queue, in a call
+    anywhere, ringing anywhere, paused wherever logged in, busy, else available."""
+    logged_in = [m for m in members if m["state"] != "unavailable"]
+    if not logged_in:
+        return "unavailable"
+    states = {m["state"] for m in logged_in}
+    if "in_call" in states or any(m["calls"] for m in logged_in):
+        return "in_call"
+    if "ringing" in states:
+        return "ringing"
+    if all(m["paused"] for m in logged_in):
+        return "paused"
+    return "busy" if "busy" in states else "available"
+
+
+def _fact_since(model: _Model, interface: str, state: str) -> float | None:
+    """When the state began, as far as the model knows it: the call's connect, the first ring, the pause
+    (in the last of its queues)."""
+    if state == "in_call":
+        times = [c.since for c in model.calls.values() if c.interface == interface]
+    elif state == "ringing":
+        times = [t for q in model.queues.values() if interface in q.members
+                 for t in q.members[interface].ringing.values()]
+    elif state == "paused":  # paused everywhere since the last of its queues paused it
+        times = [q.members[interface].paused_since for q in model.queues.values()
+                 if interface in q.members and q.members[interface].paused_since is not None]
+        return max(times) if times else None
+    else:
+        return None
+    return min(times) if times else None

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import re
+import time
 from typing import Annotated, Any, Awaitable, Callable, Literal, get_args
 
 from aiohttp import web
@@ -28,7 +29,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from caller_id.lookup import CLOSED_STATUSES
 from caller_id.models import Agent, CallRecord, Case, Customer, NumberRole, Organisation, PhoneNumber
 from caller_id.normalise import normalise
-from ivr.web import access, openapi
+from ivr.web import access, i18n, openapi
 from ivr.web.auth import require
 from ivr.web.inputs import (CallId, ClientGone, Code, Id, Input, Interface, Line, Note, Nothing, Penalty, QueueName,
                             json_body, params, refusal, text)
@@ -108,9 +109,55 @@ def endpoint(method: str, path: str, summary: str, *, role: str | None, query: t
 # --- who am I -----------------------------------------------------------------------------
 
 
-@endpoint("GET", "/me", "The logged-in user and the CSRF token", role="agent")
+async def _own_agent(request: web.Request) -> Agent | None:
+    """The agent the logged-in user is (None: the user takes no calls)."""
+    agent_id = request[USER].agent_id
+    if agent_id is None:
+        return None
+    async with _db(request).session() as session:
+        return await session.get(Agent, agent_id)
+
+
+@endpoint("GET", "/me", "The logged-in user, the CSRF token, the agent they are, the page language and the "
+          "pause reasons", role="agent")
 async def me(request: web.Request, _: Nothing) -> web.Response:
-    return reply({**request[USER].to_dict(), "csrf_token": request[USER].csrf_token})
+    user = request[USER]
+    config = request.app[SERVICES].config
+    agent = await _own_agent(request)
+    return reply({**user.to_dict(), "csrf_token": user.csrf_token,
+                  "agent": None if agent is None else {"id": agent.id, "name": agent.name,
+                                                       "interface": agent.interface},
+                  "language": i18n.choose(request, config.web.language), "timezone": config.timezone,
+                  "pause_reasons": list(config.web.pause_reasons)})
+
+
+@endpoint("GET", "/me/state", "The logged-in agent's state in the queues (null when in none)", role="agent",
+          errors=(403,))
+async def my_state(request: web.Request, _: Nothing) -> web.Response:
+    agent = await _own_agent(request)
+    if agent is None:
+        raise refusal(request, 403, "this user is not linked to an agent")
+    return reply({"interface": agent.interface, "at": time.time(),
+                  "state": request.app[AGENT_SIDE].queue_state.agent(agent.interface)})
+
+
+class MyPauseBody(Input):
+    paused: bool = True
+    reason: Line | None = None
+
+
+@endpoint("POST", "/me/pause", "Pause (with one of web.pause_reasons) or unpause oneself in every queue "
+          "(AMI QueuePause)", role="agent", body=MyPauseBody, errors=(403,) + (409, 413, 415, 502, 503))
+async def pause_me(request: web.Request, _: Nothing, body: MyPauseBody) -> web.Response:
+    agent = await _own_agent(request)
+    if agent is None:
+        raise refusal(request, 403, "this user is not linked to an agent")
+    reasons = request.app[SERVICES].config.web.pause_reasons
+    if body.paused and body.reason not in reasons:
+        raise refusal(request, 400, f"reason: one of {', '.join(reasons)}")
+    return await _ami(request, {"Action": "QueuePause", "Interface": agent.interface,
+                                "Paused": "true" if body.paused else "false",
+                                "Reason": body.reason if body.paused else None})
 
 
 @endpoint("GET", "/openapi.json", "This description", role=None)

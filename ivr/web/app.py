@@ -16,6 +16,7 @@ versioned static files, since pages and API answers carry personal data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,6 +30,7 @@ from ivr.web.live import LiveSockets
 from ivr.web.pages import STATIC
 
 log = logging.getLogger(__name__)
+_REBUILD = web.AppKey("answered_rebuild", list)  # the task counting answered calls per agent from call records
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
                            "frame-ancestors 'none'")
@@ -42,6 +44,7 @@ def build_app(services: Any, agent_side: Any) -> web.Application:
     app[SESSIONS] = Sessions(services.db, settings.session_ttl, secure=settings.secure_cookies,
                              redis=services.redis)
     app[SOCKETS] = LiveSockets()
+    app[_REBUILD] = []
     app.add_routes(pages.routes)
     app.add_routes(live.routes)
     app.add_routes(api.routes)
@@ -49,8 +52,37 @@ def build_app(services: Any, agent_side: Any) -> web.Application:
     ops.install(app)
     app.router.add_static("/static", STATIC)
     app.on_response_prepare.append(security_headers)
+    app.on_startup.append(_count_agents_answered)
     app.on_shutdown.append(_close_sockets)
+    app.on_cleanup.append(_stop_counting)
     return app
+
+
+REBUILD_TIMEOUT = 30.0
+
+
+async def _count_agents_answered(app: web.Application) -> None:
+    """The wallboard's answered calls per agent since the window's start, from the call records (in the
+    background: the pages open meanwhile), as the queue figures are rebuilt when the server starts."""
+    agent_side = app[AGENT_SIDE]
+    if getattr(agent_side, "center", None) is None:
+        return
+
+    async def rebuild() -> None:
+        try:
+            async with asyncio.timeout(REBUILD_TIMEOUT):
+                counted = await agent_side.queue_state.rebuild_answered(app[SERVICES].db)
+            log.info("wallboard: %d answered calls per agent counted from call records", counted)
+        except Exception as exc:  # noqa: BLE001 - the counts start from the live events instead
+            log.warning("wallboard: answered calls per agent not read from call records (%s)", exc)
+
+    app[_REBUILD].append(asyncio.get_running_loop().create_task(rebuild(), name="answered-per-agent"))
+
+
+async def _stop_counting(app: web.Application) -> None:
+    for task in app[_REBUILD]:
+        task.cancel()
+    await asyncio.gather(*app[_REBUILD], return_exceptions=True)
 
 
 @web.middleware

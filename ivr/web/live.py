@@ -1,7 +1,10 @@
 """The live WebSocket: screen-pop cards for agents, queue snapshots for supervisors.
 
 ``/ws?feed=agent`` follows the logged-in agent's own topic (every device the
-agent is logged in on gets the same cards); ``/ws?feed=wallboard`` (supervisors)
+agent is logged in on gets the same cards) and, with ``&states=true``, the
+agent's own state in the queues (``{"type": "agent_state", "state": {...} |
+null, "connected": <Asterisk is>, "at": ...}``: first, then whenever a wallboard snapshot shows it
+changed, not for the seconds that tick); ``/ws?feed=wallboard`` (supervisors)
 follows the wallboard.  A page that (re)connects first gets what is on
 screen now (the agent's current cards, the current wallboard), then every
 message as the hub delivers it, so a reconnect never loses a card.  The
@@ -27,11 +30,14 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from sqlalchemy import select
+
+from caller_id.models import Agent
 
 from ivr.hub import WALLBOARD, SubscriptionClosed, agent_topic
 from ivr.web.auth import COOKIE, origin_ok, require
 from ivr.web.inputs import Input, params, refusal
-from ivr.web.keys import AGENT_SIDE, SESSIONS, SOCKETS, USER
+from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS, USER
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -86,6 +92,7 @@ def wallboard_now(agent_side: Any) -> dict[str, Any]:
 
 class Feed(Input):
     feed: Literal["agent", "wallboard"] = "agent"
+    states: bool = False  # the agent feed: also the agent's own state
 
 
 @routes.get("/ws")
@@ -94,7 +101,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not origin_ok(request):
         raise refusal(request, 403, "cross-site WebSocket refused")
     user = request[USER]
-    feed = params(request, Feed).feed
+    query = params(request, Feed)
+    feed = query.feed
     agent_side = request.app[AGENT_SIDE]
     if feed == "wallboard":
         if not user.has("supervisor"):
@@ -105,9 +113,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             raise refusal(request, 403, "this user is not linked to an agent")
         topic = agent_topic(user.agent_id)
 
+    interface = await _interface_of(request, user.agent_id) if feed == "agent" and query.states else None
     socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4096)
     sockets: LiveSockets = request.app[SOCKETS]
     subscription = agent_side.hub.subscribe(topic)  # before the snapshot: nothing falls in between
+    states = agent_side.hub.subscribe(WALLBOARD) if interface is not None else None
     try:
         await socket.prepare(request)
         sockets.add(user.session_id, socket)
@@ -118,6 +128,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await socket.send_str(json.dumps(first, ensure_ascii=False))
         helpers = [asyncio.ensure_future(_forward(subscription, socket)),
                    asyncio.ensure_future(_watch_session(request, socket))]
+        if states is not None:
+            helpers.append(asyncio.ensure_future(_forward_state(agent_side, states, interface, socket)))
         try:
             async for incoming in socket:  # pings are answered by aiohttp; pages send nothing else
                 if incoming.type == WSMsgType.ERROR:
@@ -130,8 +142,54 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         log.debug("WebSocket closed early: %s", exc)
     finally:
         subscription.close()
+        if states is not None:
+            states.close()
         sockets.discard(user.session_id, socket)
     return socket
+
+
+async def _interface_of(request: web.Request, agent_id: int) -> str | None:
+    """The queue member interface of an agent (None when the database cannot say: no state is sent)."""
+    try:
+        async with request.app[SERVICES].db.session() as session:
+            return await session.scalar(select(Agent.interface).where(Agent.id == agent_id))
+    except Exception as exc:  # noqa: BLE001 - the cards still come
+        log.warning("WebSocket: cannot read agent %s's interface (%s); no state on the page", agent_id, exc)
+        return None
+
+
+def _steady(state: dict[str, Any] | None) -> Any:
+    """What of an agent's state the page shows apart from the seconds that tick."""
+    if state is None:
+        return None
+    return {**{k: v for k, v in state.items() if k != "for"},
+            "calls": [{k: v for k, v in call.items() if k != "talking_for"} for call in state.get("calls") or ()]}
+
+
+async def _forward_state(agent_side: Any, subscription: Any, interface: str, socket: web.WebSocketResponse) -> None:
+    """The agent's own state: now, then each time a wallboard snapshot shows it changed."""
+    state = agent_side.queue_state.agent(interface)
+    ami = agent_side.ami
+    connected = bool(ami is not None and ami.state.connected)
+    shown = (_steady(state), connected)
+    try:
+        await socket.send_str(json.dumps({"type": "agent_state", "state": state, "connected": connected,
+                                          "at": time.time()}, ensure_ascii=False))
+        while not socket.closed:
+            message = await subscription.get()
+            if message.get("type") != "wallboard":
+                continue
+            state = ((message.get("queues") or {}).get("agents") or {}).get(interface)
+            connected = bool((message.get("ami") or {}).get("connected"))
+            steady = (_steady(state), connected)
+            if steady != shown:
+                shown = steady
+                await socket.send_str(json.dumps({"type": "agent_state", "state": state, "connected": connected,
+                                                  "at": message.get("at")}, ensure_ascii=False))
+    except SubscriptionClosed:
+        pass
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("WebSocket closed while sending a state: %s", exc)
 
 
 async def _forward(subscription: Any, socket: web.WebSocketResponse) -> None:

@@ -1,8 +1,10 @@
 """The HTML pages: log-in, the agent's screen, the supervisors' wallboard.
 
 Pages are small shells (``templates/*.html``) filled with the user's name,
-role and CSRF token; the live content is drawn by ``static/*.js`` from the
-WebSocket and the REST API.
+role and CSRF token (``$name``) and the words of the page's language
+(``{{key}}``, from ``static/i18n``: see `ivr.web.i18n`); the live content is
+drawn by ``static/*.js`` from the WebSocket and the REST API in the same
+language.  ``/language?to=en`` switches a browser's language.
 """
 
 from __future__ import annotations
@@ -12,25 +14,30 @@ import hashlib
 import hmac
 import html
 import math
+import re
 import secrets
 from pathlib import Path
-from string import Template
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from msgspec import Meta
+from sqlalchemy import select
 
+from caller_id.models import Agent
+from ivr.web import i18n
 from ivr.web.auth import COOKIE, MAX_PASSWORD, MAX_USERNAME, require
 from ivr.web.inputs import Input, Nothing, form_body, is_token, params, text
-from ivr.web.keys import SESSIONS, SOCKETS, USER
+from ivr.web.keys import SERVICES, SESSIONS, SOCKETS, USER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 LOGIN_COOKIE = "ivr_login"
 SERVICE_LEVEL_TARGET = 0.8  # the wallboard shows a service level below this as breached
+LANGUAGE_COOKIE_AGE = 365 * 86400
 routes = web.RouteTableDef()
-_cache: dict[str, Template] = {}
+_cache: dict[str, str] = {}
+_SLOTS = re.compile(r"\$([a-z_]+)|\{\{\s*([a-z0-9_.]+)\s*\}\}")
 
 
 def _static_version() -> str:
@@ -45,22 +52,56 @@ def _static_version() -> str:
 STATIC_VERSION = _static_version()
 
 
-def render(name: str, **values: Any) -> web.Response:
+def render(name: str, language: str, **values: Any) -> web.Response:
+    """The shell `name` with ``$value`` and ``{{translation}}`` slots filled, every one HTML-escaped."""
     template = _cache.get(name)
     if template is None:
-        template = _cache[name] = Template((TEMPLATES / name).read_text(encoding="utf-8"))
+        template = _cache[name] = (TEMPLATES / name).read_text(encoding="utf-8")
     values.setdefault("static", STATIC_VERSION)
-    text = template.substitute({key: html.escape(str(value)) for key, value in values.items()})
-    return web.Response(text=text, content_type="text/html", charset="utf-8")
+    values.setdefault("lang", language)
+
+    def fill(found: re.Match[str]) -> str:
+        if found.group(1) is not None:
+            return html.escape(str(values[found.group(1)]))
+        return html.escape(i18n.translate(language, found.group(2)))
+
+    return web.Response(text=_SLOTS.sub(fill, template), content_type="text/html", charset="utf-8")
 
 
-def _page(request: web.Request, name: str, title: str) -> web.Response:
+def language_of(request: web.Request) -> str:
+    return i18n.choose(request, request.app[SERVICES].config.web.language)
+
+
+def _switch(request: web.Request, language: str) -> str:
+    """Where the header's language link goes: the other language, back to this page."""
+    return f"/language?to={language}&next={quote(request.path_qs, safe='/')}"
+
+
+async def _display_name(request: web.Request) -> str:
+    """The agent's name for the header (the log-in name when the user is no agent, or it cannot be read)."""
     user = request[USER]
-    return render(name, title=title, username=user.username, role=user.role, csrf=user.csrf_token,
-                  agent_id=user.agent_id if user.agent_id is not None else "",
+    if user.agent_id is None:
+        return user.username
+    try:
+        async with request.app[SERVICES].db.session() as session:
+            name = await session.scalar(select(Agent.name).where(Agent.id == user.agent_id))
+    except Exception:  # noqa: BLE001 - the page works with the log-in name
+        return user.username
+    return name or user.username
+
+
+async def _page(request: web.Request, name: str, title_key: str) -> web.Response:
+    user = request[USER]
+    language = language_of(request)
+    other = next((lang for lang in i18n.LANGUAGES if lang != language), language)
+    return render(name, language, title=i18n.translate(language, title_key), username=user.username,
+                  display_name=await _display_name(request), role=i18n.translate(language, f"role.{user.role}"),
+                  csrf=user.csrf_token, agent_id=user.agent_id if user.agent_id is not None else "",
                   agent_link="" if user.agent_id is not None else "hidden",
                   wallboard_link="" if user.has("supervisor") else "hidden",
-                  sl_target=SERVICE_LEVEL_TARGET)
+                  sl_target=SERVICE_LEVEL_TARGET, timezone=request.app[SERVICES].config.timezone,
+                  other_language=other, other_language_name=i18n.translate(other, "language.name"),
+                  switch_language=_switch(request, other))
 
 
 def home_of(user: Any) -> str:
@@ -96,10 +137,16 @@ class LogoutForm(Input):
 
 
 def _login_page(request: web.Request, error: str, target: str, status: int = 200,
-                headers: dict[str, str] | None = None) -> web.Response:
-    """The log-in form with a fresh token, also set as a cookie: a form posted from another site lacks it."""
+                headers: dict[str, str] | None = None, **values: Any) -> web.Response:
+    """The log-in form with a fresh token, also set as a cookie: a form posted from another site lacks it.
+    `error` is the key of its message."""
     token = secrets.token_urlsafe(24)
-    response = render("login.html", error=error, next=target, login_token=token)
+    language = language_of(request)
+    other = next((lang for lang in i18n.LANGUAGES if lang != language), language)
+    response = render("login.html", language, error=i18n.translate(language, error, **values) if error else "",
+                      next=target, login_token=token, other_language=other,
+                      other_language_name=i18n.translate(other, "language.name"),
+                      switch_language=_switch(request, other))
     request.app[SESSIONS].set_cookie(response, token, name=LOGIN_COOKIE, path="/login", max_age=3600,
                                      samesite="Strict")
     response.set_status(status)
@@ -119,24 +166,24 @@ async def login(request: web.Request) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status == 413:
             raise
-        return _login_page(request, "The user name or the password is not acceptable.", "", exc.status)
+        return _login_page(request, "login.error.unacceptable", "", exc.status)
     target = _safe_next(form.next) or ""
     sessions = request.app[SESSIONS]
     address = request.remote or "?"
     expected = request.cookies.get(LOGIN_COOKIE)
     if not is_token(expected) or not is_token(form.login_token) or not hmac.compare_digest(form.login_token,
                                                                                            expected):
-        return _login_page(request, "The log-in form expired; please try again.", target, 403)
+        return _login_page(request, "login.error.expired", target, 403)
     verdict = await sessions.throttle.check(form.username, address)
     if verdict.wait > 0:
         wait = math.ceil(verdict.wait)
-        return _login_page(request, f"Too many failed attempts; try again in {wait} s.", target, 429,
-                           {"Retry-After": str(wait)})
+        return _login_page(request, "login.error.throttled", target, 429, {"Retry-After": str(wait)},
+                           seconds=wait)
     if verdict.delay > 0:  # a name under attack from many addresses: slower, never shut
         await asyncio.sleep(verdict.delay)
     found = await sessions.log_in(form.username, form.password, address)
     if found is None:
-        return _login_page(request, "Wrong user name or password.", target, 401)
+        return _login_page(request, "login.error.wrong", target, 401)
     token, user = found
     response = web.HTTPFound(target or home_of(user))
     sessions.set_cookie(response, token)
@@ -172,12 +219,26 @@ async def agent_page(request: web.Request) -> web.Response:
     if user.agent_id is None:  # a supervisor or admin who takes no calls
         if user.has("supervisor"):
             raise web.HTTPFound("/wallboard")
-        raise web.HTTPForbidden(text="This log-in is not linked to an agent; ask an administrator to link it.")
-    return _page(request, "agent.html", "Agent")
+        raise web.HTTPForbidden(text=i18n.translate(language_of(request), "agent.not_linked"))
+    return await _page(request, "agent.html", "agent.title")
 
 
 @routes.get("/wallboard")
 @require("supervisor")
 async def wallboard_page(request: web.Request) -> web.Response:
     params(request, Nothing)
-    return _page(request, "wallboard.html", "Wallboard")
+    return await _page(request, "wallboard.html", "wallboard.title")
+
+
+class LanguageQuery(Input):
+    to: Literal[i18n.LANGUAGES]  # type: ignore[valid-type]
+    next: _Target = ""
+
+
+@routes.get("/language")
+async def switch_language(request: web.Request) -> web.StreamResponse:
+    """Keep the language this browser chose (a cookie, a year) and go back to the page."""
+    query = params(request, LanguageQuery)
+    response = web.HTTPFound(_safe_next(query.next) or "/")
+    request.app[SESSIONS].set_cookie(response, query.to, name=i18n.COOKIE, max_age=LANGUAGE_COOKIE_AGE)
+    raise response

@@ -943,3 +943,12 @@ def test_ivr_self_service_sets_every_line_and_empty_leaves_the_file(tmp_path: Pa
         "dtmf", "dtmf"]
     assert [line.self_service for line in load_config(path, environ={"IVR_SELF_SERVICE": ""}).lines] == [
         "speech", "off"]
+
+
+@pytest.mark.parametrize("key", ["max_megabytes", "max_age_days"])
+def test_a_prompt_cache_bound_below_one_is_refused_at_its_line(tmp_path, key):
+    path = tmp_path / "ivr.yaml"
+    path.write_text(f"prompts:\n  rate: 160\n  {key}: 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert refused.value.line == 3 and key in refused.value.message

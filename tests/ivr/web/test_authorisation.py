@@ -59,11 +59,15 @@ EXPECTED: dict[tuple[str, str], Probe] = {
     ("GET", "/agent"): Probe("GET", lambda c: "/agent", (302, 200, 302, 302)),
     ("GET", "/wallboard"): Probe("GET", lambda c: "/wallboard", (302, 403, 200, 200)),
     ("GET", "/ws"): Probe("GET", lambda c: "/ws?feed=wallboard", (401, 403, 101, 101)),
+    ("GET", "/language"): Probe("GET", lambda c: "/language?to=en&next=/agent", (302, 302, 302, 302)),
     ("GET", "/healthz"): Probe("GET", lambda c: "/healthz", (200, 200, 200, 200)),
     ("GET", "/metrics"): Probe("GET", lambda c: "/metrics", (200, 200, 200, 200)),
     ("GET", "/static"): Probe("GET", lambda c: "/static/common.js", (200, 200, 200, 200)),
     # the API
     ("GET", "/api/v1/me"): Probe("GET", lambda c: "/api/v1/me", (401, 200, 200, 200)),
+    ("GET", "/api/v1/me/state"): Probe("GET", lambda c: "/api/v1/me/state", (401, 200, 403, 403)),  # no agent
+    ("POST", "/api/v1/me/pause"): Probe("POST", lambda c: "/api/v1/me/pause", (401, 200, 403, 403),
+                                        json=lambda c, who: {"paused": False}),
     ("GET", "/api/v1/openapi.json"): Probe("GET", lambda c: "/api/v1/openapi.json", (200, 200, 200, 200)),
     ("GET", "/api/v1/intents"): Probe("GET", lambda c: "/api/v1/intents", (401, 200, 200, 200)),
     ("GET", "/api/v1/customers"): Probe("GET", lambda c: f"/api/v1/customers?q={c.customer_b.name}",

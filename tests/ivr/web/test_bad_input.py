@@ -32,6 +32,7 @@ VALID = {  # a body each write route accepts, into which one wrong value at a ti
     "/api/v1/actions/add": {"queue": "vip", "interface": "PJSIP/1001", "penalty": 1, "name": "Anna"},
     "/api/v1/actions/remove": {"queue": "support", "interface": "PJSIP/1001"},
     "/api/v1/actions/penalty": {"interface": "PJSIP/1001", "penalty": 3, "queue": "support"},
+    "/api/v1/me/pause": {"paused": True, "reason": "lunch"},
 }
 AMI_WRITES = {"QueuePause", "QueueAdd", "QueueRemove", "QueuePenalty"}
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
-from caller_id.models import CallRecord, Case, User, WebSession
+from caller_id.models import Agent, CallRecord, Case, User, WebSession
 from ivr.hub import WALLBOARD, agent_topic
 from ivr.web.auth import add_user, hash_password, verify_password
 from ivr.web.client import log_in
@@ -53,8 +53,10 @@ async def test_login_logout_and_wrong_password(web_server):
         assert response.status == 302 and response.headers["Location"] == "/agent"
         cookie = response.cookies["ivr_session"]
         assert cookie["httponly"] and cookie["samesite"] == "Lax"
-        async with browser.get("/agent") as response:
-            assert response.status == 200 and "anna" in await response.text()
+        async with web_server.services.db.session() as session:
+            name = (await session.get(Agent, web_server.agents["PJSIP/1001"])).name
+        async with browser.get("/agent") as response:  # the header names the agent, not the log-in
+            assert response.status == 200 and f'<b id="user-name">{name}</b>' in await response.text()
         token = await csrf_of(browser)
         async with browser.post("/logout", data={"csrf_token": token}, allow_redirects=False) as response:
             assert response.status == 302
@@ -73,7 +75,7 @@ async def test_a_login_form_posted_from_elsewhere_is_refused(web_server):
     async with await web_server.client() as browser:
         async with browser.post("/login", data={"username": "anna", "password": PASSWORD},
                                 allow_redirects=False) as response:
-            assert response.status == 403 and "expired" in await response.text()
+            assert response.status == 403 and "Форма входа устарела" in await response.text()  # web.language
             assert "ivr_session" not in response.cookies
 
 
