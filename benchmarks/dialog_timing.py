@@ -12,6 +12,10 @@ showcase caller calls once per kind of behaviour, all at once:
 * follows: presses 1 at every question (the offer, or the first reason of the
   key menu; "helped"), then rates 5.
 
+Then the prompt cache, first pass against warm: 500 calls of the demo's
+customers (50 at once, Asterisk's side answering at once) with only the prompts
+rendered at start-up, then the same 500 again, and what the directory holds after.
+
 Reported per kind: time to the queue (IVR_QUEUE set; for a self-served call,
 after the goodbye) and, for callers who followed, time to the first word
 of the answer, against ``settings.time_to_person`` of the dialog file.
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.dialog_script import load_dialog_script
-from ivr.simulate import CallResult, CallScript, place_call, percentile
+from ivr.simulate import CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +95,7 @@ async def _run(directory: Path) -> dict[str, Any]:
                  for kind, keys in KINDS.items() for caller, number in CALLERS.items()]
         results = await asyncio.gather(*(place_call("127.0.0.1", port, script, timeout=120)
                                          for _, _, script in calls))
+        passes = await _prompt_passes(port, directory)
     finally:
         server.send_signal(signal.SIGINT)
         await server.wait()
@@ -100,7 +105,23 @@ async def _run(directory: Path) -> dict[str, Any]:
                      "to_queue_s": _round(time_to_queue(result)), "to_answer_s": _round(time_to_answer(result)),
                      "contained": result.variables.get("IVR_CONTAINED") == "1",
                      "duration_s": _round(result.duration)})
-    return {"rows": rows, "plans": plans}
+    return {"rows": rows, "plans": plans, "passes": passes}
+
+
+async def _prompt_passes(port: int, directory: Path) -> dict[str, Any]:
+    from benchmarks.call_path import sample_numbers
+
+    numbers = await sample_numbers(f"sqlite+aiosqlite:///{directory / 'crm.sqlite3'}", 500)
+    scripts = mixed_scripts(numbers, 500, lines=("general",), dtmf="", garbage_rate=0.0, seed=5)
+    passes: dict[str, Any] = {}
+    for name in ("first", "warm"):
+        started = asyncio.get_running_loop().time()
+        outcome = await run_closed_loop("127.0.0.1", port, scripts, 50, fast=True)
+        passes[name] = summarize(outcome, asyncio.get_running_loop().time() - started)
+    files = [p for p in (directory / "prompts").iterdir() if p.is_file()]
+    passes["prompt_files"] = len(files)
+    passes["prompt_mib"] = round(sum(p.stat().st_size for p in files) / 2**20, 1)
+    return passes
 
 
 def _round(value: float | None) -> float | None:
@@ -156,6 +177,18 @@ def render_dialog_timing(report: dict[str, Any]) -> list[str]:
             f"{_verdict(wrong['to_queue_max_s'], budget)} |",
             f"| a caller pressing 0 is not held by a menu (<= 5 s) | max {operator['to_queue_max_s']} s | "
             f"{_verdict(operator['to_queue_max_s'], 5)} |"]
+    passes = report.get("passes")
+    if passes:
+        first, warm = passes["first"], passes["warm"]
+        out += ["", "The prompt cache: 500 calls of the demo's customers on the general line (keys, 50 at once, "
+                "Asterisk's side answering at once), first with only the prompts rendered at start-up, then again:", "",
+                "| pass | calls/s | p50 ms | p95 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, summary in (("first (prompts rendered)", first), ("warm (prompts cached)", warm)):
+            lat = summary["latency_ms"]
+            out.append(f"| {name} | {summary['calls_per_second']} | {lat['p50']} | {lat['p95']} | {lat['p99']} | "
+                       f"{summary['errors']} |")
+        out += ["", f"The prompt directory then holds {passes['prompt_files']} files, {passes['prompt_mib']} MiB "
+                "(bounded by `prompts.max_megabytes`)."]
     if report.get("plans"):
         out += ["", "The server's own plan at start-up (worst first question per language):", ""]
         out += [f"- {plan}" for plan in report["plans"]]

@@ -41,11 +41,11 @@ class SpeechChannel:
 
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         """Play `text`; the caller speaking or pressing a key stops it."""
+        deadline = _deadline(within)
         pcm = await self._pcm(text, language)
-        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND, within)
+        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND, deadline)
         playback = self.call.play(pcm)
         await self._listen(self.script.grammars(language)["confirm"])
-        deadline = _deadline(within)
         while not playback.done:
             await self._stop_at(deadline, playback)
             event = await self._next_event(_POLL)
@@ -58,14 +58,14 @@ class SpeechChannel:
         await self._stop_listening()
 
     async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+        limit = _deadline(within)
         meanings = self.script.meanings(question.step, language)
         grammar = self.script.grammars(language)[question.step]
         pcm = await self._pcm(question.text, language)
-        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND + self.no_input_timeout, within)
+        _fits(len(pcm) / _PCM8_BYTES_PER_SECOND + self.no_input_timeout, limit)
         await self._listen(grammar)
         playback = self.call.play(pcm)
         loop = asyncio.get_running_loop()
-        limit = _deadline(within)
         deadline: float | None = None
         while True:
             await self._stop_at(limit, playback)
@@ -166,13 +166,15 @@ class KeypadChannel:
         self.no_input_ms = int(script.settings.no_input_timeout * 1000)
 
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
+        limit = _deadline(within)
         prompt = await self._prompt(text, language)
-        _fits(prompt.seconds, within)
+        _fits(prompt.seconds, limit)
         await self._agi(self.call.stream_file(prompt.name, seconds=prompt.seconds))
 
     async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+        limit = _deadline(within)
         prompt = await self._prompt(question.text_for(self.mode), language)
-        _fits(prompt.seconds + self.no_input_ms / 1000, within)
+        _fits(prompt.seconds + self.no_input_ms / 1000, limit)
         digits, _timed_out = await self._agi(self.call.get_data(prompt.name, self.no_input_ms, 1,
                                                                 seconds=prompt.seconds))
         if not digits:
@@ -197,8 +199,12 @@ class KeypadChannel:
             raise ChannelFailed(str(exc)) from exc
 
 
-def _fits(seconds: float, within: float | None) -> None:
-    """A prompt and wait that would outlast the time left is not started: Asterisk cannot be
-    stopped in the middle of an AGI command, and a caller cut off mid-question has heard nothing."""
-    if within is not None and seconds > within:
-        raise WouldNotFit(f"a {seconds:.1f} s prompt and wait do not fit in the {max(within, 0):.1f} s left")
+def _fits(seconds: float, deadline: float | None) -> None:
+    """A prompt and wait that would end past `deadline` (loop time; its rendering counted) is not
+    started: Asterisk cannot be stopped in the middle of an AGI command, and a caller cut off
+    mid-question has heard nothing."""
+    if deadline is None:
+        return
+    left = deadline - asyncio.get_running_loop().time()
+    if seconds > left:
+        raise WouldNotFit(f"a {seconds:.1f} s prompt and wait do not fit in the {max(left, 0):.1f} s left")

@@ -64,15 +64,15 @@ class SelfService:
         self.server: AudioSocketServer | None = None
         self.notes: list[str] = []
         self._waiting: dict[uuid.UUID, _Waiting] = {}
-        self._prerender: asyncio.Future | None = None
         self.stats = {"dialogs": 0, "speech": 0, "dtmf": 0, "fallbacks": 0, "contained": 0, "unknown_uuid": 0}
 
     # -- life cycle ------------------------------------------------------------
     async def start(self, port_offset: int = 0) -> None:
-        """Render the static prompts (in the background); start the AudioSocket server when some language
-        has a model."""
+        """Render the static prompts (before the first call: rendering them while a burst of calls
+        comes in costs those calls their lookup time); start the AudioSocket server when some
+        language has a model."""
         if self.prompts is not None:
-            self._prerender = asyncio.ensure_future(self._render_static_prompts())
+            await self._render_static_prompts()
         if not self.models:
             return
         settings = self.config.speech
@@ -102,9 +102,6 @@ class SelfService:
             log.warning("self-service prompts not rendered at start-up: %s", exc)
 
     async def close(self) -> None:
-        if self._prerender is not None:
-            self._prerender.cancel()
-            await asyncio.gather(self._prerender, return_exceptions=True)
         if self.server is not None:
             await self.server.close(grace=2.0)
         for waiting in self._waiting.values():

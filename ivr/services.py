@@ -77,6 +77,8 @@ class Services:
         await self.contexts.close()
         if self.selfservice is not None:
             await self.selfservice.close()
+        if self.prompts is not None:
+            await self.prompts.close()
         if self.synthesizer is not None:
             await asyncio.to_thread(self.synthesizer.close)
         if self.redis is not None:
@@ -147,8 +149,11 @@ async def _start_prompts(services: Services, worker: int = 0, listen: bool = Tru
         return
     services.synthesizer = synthesizer
     services.prompts = PromptCache(settings.directory, synthesizer,
-                                   asterisk_directory=settings.asterisk_directory)
-    services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory}")
+                                   asterisk_directory=settings.asterisk_directory,
+                                   max_bytes=settings.max_megabytes * 1024 * 1024,
+                                   max_age=settings.max_age_days * 86400.0)
+    services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory} "
+                          f"(at most {settings.max_megabytes} MB, unused files kept {settings.max_age_days} days)")
     from ivr.selfservice import start_self_service
 
     services.selfservice = await start_self_service(services.config, services.prompts, services.catalogue,

@@ -88,9 +88,7 @@ async def test_the_first_burst_of_calls_on_a_fresh_server_finds_its_callers(tmp_
             assert [r.error for r in results] == [None] * 57
             assert all(r.queue for r in results)
             return {r.script.number for r in results if r.variables.get("IVR_CUSTOMER_ID")}  # known callers
-        cold = await burst()
-        assert cold == await burst()  # the first callers are known as well as later ones
-        assert len(cold) >= 16
+        assert len(await burst()) == 16  # every private client of the 40 numbers is found, none fails open
     finally:
         server.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(server.wait(), 30) == 0

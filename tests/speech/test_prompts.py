@@ -1,4 +1,5 @@
 import asyncio
+import time
 import os
 import subprocess
 import sys
@@ -239,3 +240,58 @@ async def test_failed_synthesis_leaves_nothing_behind_and_is_retried_later(tmp_p
 async def test_unknown_format_is_a_clear_error(cache):
     with pytest.raises(ValueError, match="unknown prompt format 'mp3'"):
         await cache.path_for("Hello.", "en", "mp3")
+
+
+# -- the directory is bounded ---------------------------------------------------------------------
+
+
+def _aged(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_prune_removes_the_unused_then_the_least_recently_used_never_the_recent(tmp_path):
+    from speech.prompts import prune_directory
+
+    names = {"old.wav": 40 * 86400, "week.wav": 7 * 86400, "day.wav": 86400, "hour.wav": 1800, "now.wav": 0}
+    for name, age in names.items():
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        _aged(tmp_path / name, age)
+    (tmp_path / ".half.wav.tmp").write_bytes(b"x" * 10)
+    _aged(tmp_path / ".half.wav.tmp", 7200)
+    (tmp_path / ".rendering.wav.tmp").write_bytes(b"x" * 10)  # another process writes it now
+    removed = prune_directory(tmp_path, max_bytes=3500, max_age=30 * 86400, keep_recent=3600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rendering.wav.tmp", "day.wav", "hour.wav", "now.wav"]
+    assert removed == (3, 2010)  # the leftover, "old" by age, "week" for size
+    # over the size with only recent files left: those stay
+    assert prune_directory(tmp_path, max_bytes=100, max_age=30 * 86400, keep_recent=3600) == (1, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rendering.wav.tmp", "hour.wav", "now.wav"]
+
+
+async def test_the_prompt_directory_stays_within_its_size_and_what_is_in_use_stays(tmp_path, synthesizer):
+    first = PromptCache(tmp_path, synthesizer, max_bytes=60_000, keep_recent=300.0)
+    other = PromptCache(tmp_path, synthesizer, max_bytes=60_000, keep_recent=300.0)  # another process
+    kept = await first.for_asterisk("Соединяю со специалистом.", "ru")
+    for n in range(12):
+        path = await other.path_for(f"Ваш номер в очереди: {n}.", "ru")
+        _aged(path, 600 + n)  # played a while ago
+    await first.prune()
+    files = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert sum(p.stat().st_size for p in files) <= 60_000
+    assert Path(kept.name + ".wav").exists()  # used most recently: kept
+    again = await other.path_for("Ваш номер в очереди: 0.", "ru")  # removed, rendered again on use
+    assert again.exists()
+    assert first.stats["removed_files"] > 0 and first.stats["sweeps"] >= 1
+    await first.close()
+    await other.close()
+
+
+async def test_a_prompt_in_use_is_touched_so_a_sweep_spares_it(tmp_path, synthesizer):
+    cache = PromptCache(tmp_path, synthesizer, max_bytes=1, keep_recent=3600)
+    path = await cache.path_for("Здравствуйте!", "ru")
+    _aged(path, 7200)  # rendered long ago ...
+    cache._touched.clear()
+    await cache.path_for("Здравствуйте!", "ru")  # ... and played now
+    assert await cache.prune() == (0, 0)
+    assert path.exists()
+    await cache.close()
