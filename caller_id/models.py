@@ -180,7 +180,10 @@ class CallRecord(Base):
     degraded: Mapped[str | None] = mapped_column(String(200))  # why the call path failed open
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # IVR transcript etc.
 
-    __table_args__ = (Index("ix_call_records_customer_started", "customer_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_call_records_customer_started", "customer_id", "started_at"),
+        Index("ix_call_records_agent_started", "agent_id", "started_at"),  # an agent's own calls (web access)
+    )
 
 
 class CrmVersion(Base):
