@@ -61,6 +61,7 @@ CALL_REASONS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "repeat_calls": {"calls": "number", "days": "number"},
     "escalation": {"calls": "number", "days": "number", "about": "text"},
     "line": {"line": "text"},
+    "withheld_caller": {},   # on the fallback, when the caller ID holds no usable number
     "unknown_caller": {},    # on the fallback, when the number is not in the CRM
     "fallback": {},          # on the fallback, when nothing else fits
     "other_question": {},    # on the fallback, when it is only the last resort

@@ -34,7 +34,7 @@ _DAY = 86_400.0
 # Reasons read in this order: what the case says first, then the calls, the line.
 _REASON_ORDER = {kind: index for index, kind in enumerate(
     ("overdue", "customer_owes", "due_soon", "case", "priority", "recent_update",
-     "escalation", "repeat_calls", "line", "unknown_caller", "fallback", "other_question"))}
+     "escalation", "repeat_calls", "line", "withheld_caller", "unknown_caller", "fallback", "other_question"))}
 # The default "open case" reason is given only when none of these said more.
 _SPECIFIC_CASE_REASONS = frozenset({"overdue", "customer_owes", "due_soon"})
 
@@ -101,7 +101,8 @@ def predict(view: CallerView, catalogue: IntentCatalogue, *, line: str | None,
     fallback = catalogue.fallback
     is_fallback_alone = not evidence.keys() - {fallback.name}
     evidence.setdefault(fallback.name, [])
-    situation = ("unknown_caller" if not view.is_known
+    situation = ("withheld_caller" if view.number is None  # no number the CRM could be asked about
+                 else "unknown_caller" if not view.is_known
                  else "fallback" if is_fallback_alone else "other_question")
     evidence[fallback.name].append(_Evidence(0.0, situation, {}))
 

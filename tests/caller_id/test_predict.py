@@ -289,6 +289,13 @@ def test_unknown_caller_on_the_general_line_gets_only_the_fallback(catalogue):
     assert 0 < intents[0].score < 0.5
 
 
+def test_a_withheld_number_is_said_to_be_withheld_not_missing_from_the_crm(catalogue):
+    from caller_id.profile import CallerView
+
+    intents = predict(CallerView(number=None), catalogue, line="general", now=NOW)
+    assert intents[0].reasons == ("звонок на линию «Общая»", "номер скрыт или не определился: в CRM не искали")
+
+
 def test_the_fallback_stays_last_as_the_other_question(catalogue):
     intents = predict(caller(CARD_REISSUE), catalogue, line=None, now=NOW)
 
