@@ -37,7 +37,7 @@ system-deps:
 		|| missing="$$missing espeak-ng"; \
 	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt PACKAGES="$$missing"; fi
 
-# ... and what the tests start for real: redis-server, PostgreSQL, Chromium.
+# ... and what the tests start or read for real: redis-server, PostgreSQL, Chromium, sox, iso-codes.
 system-deps-test: system-deps
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -45,6 +45,7 @@ system-deps-test: system-deps
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \
+	[ -f /usr/share/iso-codes/json/iso_639-2.json ] || missing="$$missing iso-codes"; \
 	if [ -n "$$missing" ]; then $(MAKE) --no-print-directory apt PACKAGES="$$missing"; fi
 
 apt:

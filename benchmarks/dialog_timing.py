@@ -70,10 +70,6 @@ def time_to_answer(result: CallResult) -> float | None:
     return next((t for t, command in result.timeline if command.upper().startswith("STREAM FILE")), None)
 
 
-def time_to_queue(result: CallResult) -> float | None:
-    return result.routed_after if result.routed_after is not None else None
-
-
 async def _run(directory: Path) -> dict[str, Any]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
@@ -102,7 +98,7 @@ async def _run(directory: Path) -> dict[str, Any]:
     rows = []
     for (kind, caller, _), result in zip(calls, results):
         rows.append({"kind": kind, "caller": caller, "error": result.error,
-                     "to_queue_s": _round(time_to_queue(result)), "to_answer_s": _round(time_to_answer(result)),
+                     "to_queue_s": _round(result.routed_after), "to_answer_s": _round(time_to_answer(result)),
                      "contained": result.variables.get("IVR_CONTAINED") == "1",
                      "duration_s": _round(result.duration)})
     return {"rows": rows, "plans": plans, "passes": passes}

@@ -317,8 +317,8 @@ class Dialog:
                                         self._text("open_question_keys", menu=menu), digits)
                 break
             except WouldNotFit:
-                if size <= 1 or len(menu_intents) <= 1:
-                    raise
+                if channel.mode != "dtmf" or size <= 1 or len(menu_intents) <= 1:
+                    raise  # by voice the menu is not read out: a shorter one would not help
                 size = min(size, len(menu_intents)) - 1
         if reply is not None:
             self._chose(self.plan.answers.get(reply.meaning) or self._offer_for(reply.meaning))

@@ -231,15 +231,20 @@ class ById(Input):
     id: Id
 
 
-async def _customer(request: web.Request, session: Any, customer_id: int) -> Customer:
-    found = await session.get(Customer, customer_id)
-    mine = access.own_customers(request, Customer.id)
-    if found is not None and mine is not None:
-        if await session.scalar(select(Customer.id).where(Customer.id == customer_id, mine)) is None:
-            raise access.not_found(request, "customer", customer_id, denied=True)
+async def _owned(request: web.Request, session: Any, model: Any, ident: int, mine: Any, kind: str) -> Any:
+    """The row `ident` of `model` when this user may read it (`mine`: the access condition on
+    `model`, None for all); else the 404 that tells nothing, logged as a denial when the row exists."""
+    found = await session.get(model, ident)
     if found is None:
-        raise access.not_found(request, "customer", customer_id, denied=False)
+        raise access.not_found(request, kind, ident, denied=False)
+    if mine is not None and await session.scalar(select(model.id).where(model.id == ident, mine)) is None:
+        raise access.not_found(request, kind, ident, denied=True)
     return found
+
+
+async def _customer(request: web.Request, session: Any, customer_id: int) -> Customer:
+    return await _owned(request, session, Customer, customer_id, access.own_customers(request, Customer.id),
+                        "customer")
 
 
 @endpoint("GET", "/customers/{id}", "A customer with roles and cases", role="agent", query=ById, errors=(404,))
@@ -289,27 +294,14 @@ async def cases(request: web.Request, query: CaseQuery) -> web.Response:
     return reply({"cases": [case_dict(c) for c in found]})
 
 
-async def _organisation(request: web.Request, session: Any, organisation_id: int) -> None:
-    exists = await session.get(Organisation, organisation_id) is not None
-    mine = access.own_organisations(request, Organisation.id)
-    if exists and mine is not None:
-        exists = await session.scalar(select(Organisation.id).where(Organisation.id == organisation_id, mine)) \
-            is not None
-        if not exists:
-            raise access.not_found(request, "organisation", organisation_id, denied=True)
-    if not exists:
-        raise access.not_found(request, "organisation", organisation_id, denied=False)
+async def _organisation(request: web.Request, session: Any, organisation_id: int) -> Organisation:
+    return await _owned(request, session, Organisation, organisation_id,
+                        access.own_organisations(request, Organisation.id), "organisation")
 
 
 async def _case(request: web.Request, session: Any, case_id: int) -> Case:
-    found = await session.get(Case, case_id)
-    mine = access.own_cases(request, Case.customer_id, Case.organisation_id)
-    if found is not None and mine is not None:
-        if await session.scalar(select(Case.id).where(Case.id == case_id, mine)) is None:
-            raise access.not_found(request, "case", case_id, denied=True)
-    if found is None:
-        raise access.not_found(request, "case", case_id, denied=False)
-    return found
+    return await _owned(request, session, Case, case_id,
+                        access.own_cases(request, Case.customer_id, Case.organisation_id), "case")
 
 
 @endpoint("GET", "/cases/{id}", "A case", role="agent", query=ById, errors=(404,))
