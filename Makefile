@@ -15,6 +15,7 @@ run: system-deps $(STAMP)
 	$(BIN)/ivr run --demo-data
 
 test: system-deps-test $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: system-deps-test $(STAMP)

@@ -1,6 +1,6 @@
 """Benchmark of the manager side: AMI events to screen-pop cards on the agents' WebSockets.
 
-The simulated Asterisk manager (`ivr.ami_simulator`) and the real AMI client,
+The simulated Asterisk manager (`ivr.sim.ami_server`) and the real AMI client,
 call-center wiring, screen-pop, in-process hub and web app run in this
 process, and so do 500 real WebSocket clients over loopback TCP: 50 agents
 logged in, 10 open pages each.  Measured:
@@ -28,12 +28,13 @@ async def _rig(db_path: Path) -> dict[str, Any]:
 
     from caller_id.models import Agent
     from caller_id.store import Database
-    from ivr.ami import AmiClient
-    from ivr.ami_simulator import AmiSimulator
-    from ivr.callcenter import CallCenter
-    from ivr.contexts import InProcessContexts
-    from ivr.hub import InProcessHub
-    from ivr.screenpop import AgentDirectory, ScreenPop
+    from ivr.asterisk.ami_client import AmiClient
+    from ivr.sim.ami_server import AmiSimulator
+    from ivr.agents.callcenter import CallCenter
+    from ivr.call.context import InProcessContexts
+    from ivr.agents.hub import InProcessHub
+    from ivr.agents.screenpop import ScreenPop
+    from ivr.agents.directory import AgentDirectory
     from queues.state import QueueState
     from queues.stats import QueueStatistics
 
@@ -124,7 +125,7 @@ async def _context(call_id: str, n: int) -> dict[str, Any]:
 async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_calls: int = 400) -> dict[str, Any]:
     from aiohttp import WSMsgType
 
-    from ivr.simulate import percentile
+    from ivr.sim.fastagi_caller import percentile
     from ivr.web.app import address_of
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ from caller_id.directory import CallerDirectory
 from caller_id.lookup import SqlDirectory
 from caller_id.seed import seed
 from caller_id.store import Database
-from ivr.simulate import mixed_scripts, percentile, run_closed_loop, run_open_loop, summarize
+from ivr.sim.fastagi_caller import mixed_scripts, percentile, run_closed_loop, run_open_loop, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"

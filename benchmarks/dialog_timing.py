@@ -33,8 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ivr.dialog_script import load_dialog_script
-from ivr.simulate import CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop, summarize
+from ivr.selfservice.script import load_dialog_script
+from ivr.sim.fastagi_caller import CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 

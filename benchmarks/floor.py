@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 
-from ivr.fastagi import AgiCall, FastAgiServer
+from ivr.asterisk.fastagi import AgiCall, FastAgiServer
 
 
 async def set_one_variable(call: AgiCall) -> None:

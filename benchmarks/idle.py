@@ -34,7 +34,7 @@ async def serve(port: int, directory: Path) -> None:
 
     from caller_id.seed import seed
     from ivr.config import PromptSettings, load_config
-    from ivr.fastagi import FastAgiServer
+    from ivr.asterisk.fastagi import FastAgiServer
     from ivr.server import scripts_for
     from ivr.services import build_services
 
@@ -77,7 +77,7 @@ def _raise_file_limit() -> None:
 
 async def hold_call(port: int, number: str, parked: asyncio.Event, release: asyncio.Event) -> bool:
     """One call that stops at the first GET DATA; True when it got there."""
-    from ivr.simulate import AsteriskChannel, CallScript
+    from ivr.sim.fastagi_caller import AsteriskChannel, CallScript
 
     channel = AsteriskChannel(CallScript(number=number, line="general"))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -2,7 +2,7 @@
 
 A server process runs the real AudioSocket server; each call is one
 grammar-mode dialog turn run by the self-service dialog's own speech channel
-(`ivr.dialog_channels.SpeechChannel`): play a cached prompt while listening
+(`ivr.selfservice.channels.SpeechChannel`): play a cached prompt while listening
 with the step's grammar, and answer the caller's "yes" with a second cached
 prompt.  Simulated Asterisk channels in this process stream eSpeak NG
 Korean speech (the Korean model is the one the package registries carry) in
@@ -39,7 +39,7 @@ ANSWER = "알겠습니다."
 
 def korean_script() -> Any:
     """The dialog script the benchmark's turns use: the confirm step's words in Korean."""
-    from ivr.dialog_script import DialogScript, DialogSettings
+    from ivr.selfservice.script import DialogScript, DialogSettings
 
     words = {"yes": {"ko": (WORDS[0],)}, "no": {"ko": (WORDS[1],)}, "operator": {"ko": (WORDS[2],)}}
     ratings = {"ko": {1: ("일",), 2: ("이",), 3: ("삼",), 4: ("사",), 5: ("오",)}}
@@ -48,9 +48,9 @@ def korean_script() -> Any:
 
 
 async def serve(port: int, prompt_dir: Path) -> None:
-    from ivr.audiosocket import AudioSocketServer
-    from ivr.dialog import CallerGone, Question
-    from ivr.dialog_channels import SpeechChannel
+    from ivr.asterisk.audiosocket_server import AudioSocketServer
+    from ivr.selfservice.dialog import CallerGone, Question
+    from ivr.selfservice.channels import SpeechChannel
     from speech.asr import Endpointing, Recognizer, load_model, recognition_executor
     from speech.prompts import PromptCache
     from speech.tts import Synthesizer
@@ -119,7 +119,7 @@ def _rss_mib(pid: int) -> float:
 
 
 async def one_caller(port: int, speech: bytes, results: list[dict[str, Any]], turns: int) -> None:
-    from ivr.audiosocket_peer import AsteriskAudioSocket
+    from ivr.sim.audiosocket_peer import AsteriskAudioSocket
     from speech.audio import silence
 
     peer = await AsteriskAudioSocket.connect("127.0.0.1", port)
@@ -173,7 +173,7 @@ def korean_speech() -> bytes:
 
 def main_speech(levels: tuple[int, ...] = (5, 10, 20, 30, 40), turns: int = 3) -> dict[str, Any]:
     from benchmarks.call_path import BENCH_DIR
-    from ivr.simulate import percentile
+    from ivr.sim.fastagi_caller import percentile
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     with socket.socket() as sock:

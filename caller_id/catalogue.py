@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ivr.conffile import ConfigError, LineDict, line_of, load_yaml, parse_yaml, reject_unknown_keys
+from conffile import ConfigError, LineDict, line_of, load_yaml, parse_yaml, reject_unknown_keys
 
 SUPPORTED_LANGUAGES = ("ru", "en")
 FACT_KINDS = ("text", "date", "list", "number")

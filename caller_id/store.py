@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import datetime as dt
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -51,6 +52,12 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, as
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Taken by `migrate` on PostgreSQL so nodes starting together upgrade one at a time.
 _MIGRATION_LOCK_KEY = 0x1C_4D_0001
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime read from the database, made aware: SQLite gives back naive ones, and
+    everything this project stores is UTC (an aware value is returned as it is)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 
 def display_url(url: str | URL) -> str:

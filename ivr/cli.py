@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from ivr.config import Config, load_config
 
 
@@ -197,11 +197,14 @@ def _seconds_range(text: str) -> tuple[float, float]:
 def _run(args: argparse.Namespace, config: Config) -> int:
     from dataclasses import replace
 
-    from ivr.server import run
+    from ivr.supervisor import run
 
     if args.workers:
         config = replace(config, agi=replace(config.agi, workers=args.workers))
-    return run(config, demo_data=args.demo_data)
+    prepare = None
+    if args.demo_data:
+        from ivr.sim.demo import demo_data as prepare
+    return run(config, prepare=prepare)
 
 
 def _user_add(args: argparse.Namespace, config: Config) -> int:
@@ -254,7 +257,7 @@ def _read_password(path: Path | None) -> str:
 
 
 def _demo(args: argparse.Namespace, config: Config) -> int:
-    from ivr.demo import Pace, demo_config, run_demo
+    from ivr.sim.demo import Pace, demo_config, run_demo
 
     if args.web_port is not None and not 0 < args.web_port <= 65535:
         print(f"error: --web-port must be 1..65535, got {args.web_port}", file=sys.stderr)
@@ -357,13 +360,13 @@ def _db_import(args: argparse.Namespace, config: Config) -> int:
 
 
 def _lookup(args: argparse.Namespace, config: Config) -> int:
-    from ivr.decision import decide
-    from ivr.inbound import role_question, role_question_text
+    from ivr.call.decision import decide
+    from ivr.call.inbound import role_question, role_question_text
     from ivr.services import build_services
 
     line = _line_named(config, args.line) if args.line is not None else config.line_for(None)
     if line is None:
-        from ivr.conffile import did_you_mean
+        from conffile import did_you_mean
 
         names = [candidate.name for candidate in config.lines]
         print(f"ivr lookup: unknown line {args.line!r}{did_you_mean(args.line, names)}; the lines of "
@@ -523,7 +526,7 @@ def _rules_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
-    from ivr.simulate import mixed_scripts, run_closed_loop, run_open_loop, summarize
+    from ivr.sim.fastagi_caller import mixed_scripts, run_closed_loop, run_open_loop, summarize
 
     host = args.host or (config.agi.host if config.agi.host not in ("0.0.0.0", "::") else "127.0.0.1")
     port = args.port or config.agi.port

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ivr.conffile import ConfigError, LineDict, line_of, load_yaml, reject_unknown_keys
+from conffile import ConfigError, LineDict, line_of, load_yaml, reject_unknown_keys
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_DIR / "config" / "ivr.yaml"

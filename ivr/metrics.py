@@ -17,11 +17,11 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-# The outcomes of a call (ivr.inbound) and the reasons the call path fails open with
+# The outcomes of a call (ivr.call.inbound) and the reasons the call path fails open with
 # (`InboundScript._fail_open`; "lookup_<source>" for a caller lookup that degraded, see
 # caller_id.directory.LookupResult).  Their label sets exist from the start, so a dashboard or an
 # alert on rate() sees 0, not "no data", before the first one happens; tests/ivr/test_metrics.py
-# checks that ivr/inbound.py uses no other.
+# checks that ivr/call/inbound.py uses no other.
 CALL_OUTCOMES = ("routed", "self_served", "fail_open", "hangup")
 FAIL_OPEN_REASONS = (
     "lookup_timeout", "lookup_error", "decision_timeout", "decision_error", "role_question_error",
@@ -66,7 +66,7 @@ def exposition(*registries: CollectorRegistry) -> bytes:
 class AgentSideCollector:
     """The agent side's counters and live queue figures as Prometheus metrics, read at scrape time.
 
-    agent_side  `ivr.callcenter.AgentSide`
+    agent_side  `ivr.services.AgentSide`
     services    `ivr.services.Services` (for the self-service dialog's counters), optional
     sockets     a callable giving the number of open web sockets, optional
     """

@@ -1,4 +1,6 @@
-"""Wiring: build every part the call path needs from one `Config`.
+"""The two sides of the server, each built from one `Config`: `Services` (the call side) by
+`build_services`, `AgentSide` (agents and supervisors) from the services; `ivr.server.Node`
+starts and stops them in order.
 
 Parts that can be absent are: Redis (in-process cache and contexts instead)
 and speech synthesis (the role question is then skipped and the caller is
@@ -13,38 +15,51 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from caller_id.cache import InProcessCache, RedisCache
+from caller_id.cache import InProcessCache, ProfileCache, RedisCache
 from caller_id.cache import redis_client as make_redis_client
-from caller_id.catalogue import load_catalogue
-from caller_id.directory import CallerDirectory
+from caller_id.catalogue import IntentCatalogue, load_catalogue
+from caller_id.directory import CallerDirectory, Source
 from caller_id.lookup import SqlDirectory
 from caller_id.store import Database
+from ivr.agents.callcenter import CallCenter
+from ivr.agents.hub import Hub
+from ivr.call.context import CallContexts, InProcessContexts, RedisContexts
+from ivr.call.decision import decide
+from ivr.call.records import CallRecorder
 from ivr.config import Config
-from ivr.contexts import CallContexts, InProcessContexts, RedisContexts
-from ivr.decision import decide
-from ivr.records import CallRecorder
 from queues.reload import LiveRules
+from queues.state import QueueState
+from queues.stats import QueueStatistics
+
+if TYPE_CHECKING:  # built only when prompts are on (eSpeak NG, Vosk): imported there
+    from redis.asyncio import Redis
+
+    from ivr.selfservice.service import SelfService
+    from speech.prompts import PromptCache
+    from speech.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
+    """The call side: what a call needs, from the CRM lookup to the self-service dialog."""
+
     config: Config
     db: Database
     directory: CallerDirectory
-    catalogue: Any
+    catalogue: IntentCatalogue
     rules: LiveRules
     contexts: CallContexts
     recorder: CallRecorder
-    prompts: Any = None
-    synthesizer: Any = None
-    redis: Any = None
-    crm: Any = None
-    selfservice: Any = None  # ivr.selfservice.SelfService when prompts are on
+    prompts: PromptCache | None = None  # None: prompts disabled or synthesis unavailable
+    synthesizer: Synthesizer | None = None
+    redis: Redis | None = None  # None: no Redis configured (state in this process)
+    crm: Source | None = None
+    selfservice: SelfService | None = None  # when prompts are on
     notes: list[str] = field(default_factory=list)  # start-up facts worth printing
 
     def now(self) -> dt.datetime:
@@ -107,7 +122,7 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
     redis_client = None
     if config.redis_url:
         redis_client = make_redis_client(config.redis_url)
-        cache: Any = RedisCache(redis_client, ttl=config.lookup.cache_ttl)
+        cache: ProfileCache = RedisCache(redis_client, ttl=config.lookup.cache_ttl)
         contexts: CallContexts = RedisContexts(redis_client, config.call_context_ttl)
         notes.append("shared state: Redis")
     else:
@@ -154,9 +169,57 @@ async def _start_prompts(services: Services, worker: int = 0, listen: bool = Tru
                                    max_age=settings.max_age_days * 86400.0)
     services.notes.append(f"prompts: eSpeak NG via pyttsx3, cache in {settings.directory} "
                           f"(at most {settings.max_megabytes} MB, unused files kept {settings.max_age_days} days)")
-    from ivr.selfservice import start_self_service
+    from ivr.selfservice.service import start_self_service
 
     services.selfservice = await start_self_service(services.config, services.prompts, services.catalogue,
                                                     port_offset=worker, listen=listen)
     services.notes.extend(services.selfservice.notes)
     services.notes.append(f"self-service: {services.selfservice.describe()}")
+
+
+class AgentSide:
+    """Everything that serves agents and supervisors, built from the configuration.
+
+    The hub (Redis pub/sub when Redis is configured, this process otherwise),
+    the live queue state and statistics, the screen-pop, and, when an AMI host
+    is configured, the AMI client and the `CallCenter` feeding them.
+    """
+
+    def __init__(self, config: Config, services: Services):
+        from ivr.agents.directory import AgentDirectory
+        from ivr.agents.hub import InProcessHub, RedisHub
+        from ivr.agents.screenpop import ScreenPop
+        from ivr.asterisk.ami_client import AmiClient
+
+        self.hub: Hub = RedisHub(services.redis) if services.redis is not None else InProcessHub()
+        self.agents = AgentDirectory(services.db)
+        self.screenpop = ScreenPop(services.contexts, self.hub, self.agents)
+        self.queue_state = QueueState(segment_of=self.screenpop.segment_of)
+        self.queue_stats = QueueStatistics()
+        self.ami: AmiClient | None = None
+        self.center: CallCenter | None = None
+        ami = config.ami
+        if ami.host:
+            self.ami = AmiClient(ami.host, ami.port, ami.username, ami.secret or "")
+            self.center = CallCenter(
+                self.ami, services.db, services.contexts, self.hub,
+                queue_state=self.queue_state, queue_stats=self.queue_stats,
+                screenpop=self.screenpop, agents=self.agents,
+            )
+
+    def describe(self) -> str:
+        if self.ami is None:
+            return "not configured (set ami.host or IVR_AMI_HOST to connect to Asterisk's manager)"
+        return self.ami.state.describe()
+
+    async def start(self) -> None:
+        if self.center is not None:
+            await self.center.start()
+
+    async def stop(self) -> None:
+        if self.center is not None:
+            await self.center.stop()
+        await self.screenpop.close()
+        if self.ami is not None:
+            await self.ami.close()
+        await self.hub.close()

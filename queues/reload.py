@@ -22,7 +22,7 @@ import signal
 from collections.abc import Collection
 from pathlib import Path
 
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from queues.rules import AsteriskQueues, QueuesNotChecked, RuleSet, load_asterisk_queues, load_rules, queues_conf_path
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from caller_id.profile import ROLE_KINDS, SEGMENTS, CallerView
-from ivr.conffile import ConfigError, did_you_mean, line_of, load_yaml, parse_yaml, reject_unknown_keys
+from conffile import ConfigError, did_you_mean, line_of, load_yaml, parse_yaml, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 

@@ -139,8 +139,8 @@ _CALLER_EVENTS = frozenset({"QueueCallerLeave", "QueueCallerAbandon", "AgentConn
 
 # --- reading AMI events ---------------------------------------------------------
 #
-# Every part that reads AMI events (this state, `queues.stats`, `ivr.callcenter`,
-# `ivr.screenpop`) reads headers through the helpers below, so what Asterisk (or
+# Every part that reads AMI events (this state, `queues.stats`, `ivr.agents.callcenter`,
+# `ivr.agents.screenpop`) reads headers through the helpers below, so what Asterisk (or
 # anything posing as it) sends is judged in one place:
 #
 # - an id or a name longer than its column in caller_id/models.py reads as

@@ -467,7 +467,8 @@ _AMI = (409, 413, 415, 502, 503)  # refused by Asterisk, too large, not JSON, fa
 
 
 async def _ami(request: web.Request, fields: dict[str, str | None]) -> web.Response:
-    from ivr.ami import AmiActionError, AmiError, AmiNotConnected
+    from ivr.asterisk.ami import AmiError
+    from ivr.asterisk.ami_client import AmiActionError, AmiNotConnected
 
     ami = request.app[AGENT_SIDE].ami
     if ami is None:

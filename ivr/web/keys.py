@@ -6,8 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-SERVICES = web.AppKey("services", Any)  # ivr.services.Services
-AGENT_SIDE = web.AppKey("agent_side", Any)  # ivr.callcenter.AgentSide
+from ivr.services import AgentSide, Services
+
+SERVICES = web.AppKey("services", Services)
+AGENT_SIDE = web.AppKey("agent_side", AgentSide)
 SESSIONS = web.AppKey("sessions", Any)  # ivr.web.auth.Sessions
 SOCKETS = web.AppKey("sockets", Any)  # ivr.web.live.LiveSockets: open WebSockets by session
 USER = web.RequestKey("user", Any)  # ivr.web.auth.CurrentUser or None

@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from caller_id.models import Agent
 
-from ivr.hub import WALLBOARD, SubscriptionClosed, agent_topic
+from ivr.agents.hub import WALLBOARD, SubscriptionClosed, agent_topic
 from ivr.web.auth import COOKIE, origin_ok, require
 from ivr.web.inputs import Input, params, refusal
 from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS, USER

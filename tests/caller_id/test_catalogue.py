@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from caller_id.catalogue import load_catalogue, parse_catalogue
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "intents.yaml"
 TODAY = dt.date(2026, 12, 5)

@@ -16,7 +16,7 @@ from caller_id.models import NumberRole, PhoneNumber
 from caller_id.seed import seed
 from caller_id.store import Database
 from ivr.config import Config, PromptSettings, load_config
-from ivr.fastagi import FastAgiServer
+from ivr.asterisk.fastagi import FastAgiServer
 from ivr.server import scripts_for
 from ivr.services import Services, build_services
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ivr.config
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from ivr.config import (
     DEFAULT_CONFIG,
     PROJECT_DIR,

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ivr import metrics
-from ivr.callcenter import AgentSide
+from ivr.services import AgentSide
 from ivr.metrics import AGENT_STATES, CALL_OUTCOMES, FAIL_OPEN_REASONS, AgentSideCollector
 from queues.state import QueueState
 from queues.stats import QueueStatistics
@@ -51,9 +51,9 @@ def _degraded_lookup_sources() -> set[str]:
 
 
 def test_every_fail_open_reason_of_the_call_path_is_initialised():
-    """Scan ivr/inbound.py: each `_fail_open(state, reason, ...)` names a reason of FAIL_OPEN_REASONS."""
+    """Scan ivr/call/inbound.py: each `_fail_open(state, reason, ...)` names a reason of FAIL_OPEN_REASONS."""
     used = set()
-    calls = _calls_of(PROJECT / "ivr" / "inbound.py", "_fail_open")
+    calls = _calls_of(PROJECT / "ivr" / "call" / "inbound.py", "_fail_open")
     assert calls, "no _fail_open calls found: the scan is out of date"
     for call in calls:
         reason = call.args[1]
@@ -72,8 +72,8 @@ def test_every_fail_open_reason_of_the_call_path_is_initialised():
 
 
 def test_every_call_outcome_of_the_call_path_is_initialised():
-    """Scan ivr/inbound.py for the outcomes it records (`"outcome": ...` and `state["outcome"] = ...`)."""
-    tree = ast.parse((PROJECT / "ivr" / "inbound.py").read_text(encoding="utf-8"))
+    """Scan ivr/call/inbound.py for the outcomes it records (`"outcome": ...` and `state["outcome"] = ...`)."""
+    tree = ast.parse((PROJECT / "ivr" / "call" / "inbound.py").read_text(encoding="utf-8"))
     used = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ivr.ami_simulator import AmiSimulator
+from ivr.sim.ami_server import AmiSimulator
 from tests.servers import free_port
 
 IVR = [sys.executable, "-m", "ivr.cli"]
@@ -57,7 +57,7 @@ async def test_run_connects_to_the_manager_serves_the_web_pages_and_says_so(tmp_
 
 async def test_the_first_burst_of_calls_on_a_fresh_server_finds_its_callers(tmp_path: Path) -> None:
     """A cold start: 57 callers at once the moment the port opens; none fails open on the lookup."""
-    from ivr.simulate import CallScript, place_call
+    from ivr.sim.fastagi_caller import CallScript, place_call
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}

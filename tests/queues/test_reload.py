@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from queues.reload import LiveRules
 from tests.waiting import eventually
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from caller_id.profile import Customer, CallerView, Manager, Organisation, Role
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from ivr.config import load_config
 from queues.rules import RoutingFacts, RouteDecision, RuleSet, load_rules, parse_rules
 

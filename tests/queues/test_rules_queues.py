@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.conffile import ConfigError
+from conffile import ConfigError
 from queues.reload import LiveRules
 from queues.rules import (
     SHIPPED_QUEUES_CONF,

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from caller_id.models import Agent
-from ivr.ami_simulator import AmiSimulator
-from ivr.callcenter import AgentSide
+from ivr.sim.ami_server import AmiSimulator
+from ivr.services import AgentSide
 from ivr.config import AmiSettings
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user
-from ivr.simulate import CallScript, place_call
+from ivr.sim.fastagi_caller import CallScript, place_call
 from ivr.web.client import log_in
 
 PASSWORD = "correct horse battery"

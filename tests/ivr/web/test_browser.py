@@ -260,7 +260,7 @@ async def test_wait_bars_are_as_long_as_the_waits_under_the_page_s_own_policy(br
 async def test_the_card_says_which_role_was_pressed_or_assumed(browser, web_server):
     """The IVR names roles as caller_id's Role.label does ("director of ООО Ромашка"); the card says which
     key meant which role, in the page's words, and the organisation once."""
-    from ivr.hub import agent_topic
+    from ivr.agents.hub import agent_topic
 
     page = await logged_in(browser, web_server.url, "anna")
     await is_live(page)
@@ -299,7 +299,7 @@ AGENTS = 50
 class Board:
     url: str
     sim: Any
-    agents: list[Any]  # ivr.demo.DemoAgent, in the order the scene uses them
+    agents: list[Any]  # ivr.sim.demo.DemoAgent, in the order the scene uses them
     queues: list[str]
 
 
@@ -311,9 +311,9 @@ async def demo_board(base_config, start_server) -> AsyncIterator[Board]:
     from sqlalchemy import select
 
     from caller_id.models import Agent
-    from ivr.callcenter import AgentSide
+    from ivr.services import AgentSide
     from ivr.config import AmiSettings
-    from ivr.demo import DemoAgent, demo_queues, login_of, simulator_for
+    from ivr.sim.demo import DemoAgent, demo_queues, login_of, simulator_for
     from ivr.web.app import address_of, start_web
     from ivr.web.auth import add_user
 
@@ -539,7 +539,7 @@ async def test_the_card_reads_the_ivr_in_words_and_shows_stored_markup_as_text(b
     from sqlalchemy import update
 
     from caller_id.models import Agent
-    from ivr.hub import agent_topic
+    from ivr.agents.hub import agent_topic
 
     async with web_server.services.db.session() as session:
         await session.execute(update(Agent).where(Agent.interface == "PJSIP/1001").values(name=f"Анна {XSS}"))

@@ -11,9 +11,9 @@ from aiohttp.test_utils import make_mocked_request
 
 from caller_id.importer import CASE_STATUSES
 from ivr.config import WebSettings, load_config
-from ivr.demo import demo_queues
-from ivr.dialog import NO_INPUT, NOT_UNDERSTOOD
-from ivr.dialog_script import NO, OPERATOR, YES
+from ivr.sim.demo import demo_queues
+from ivr.selfservice.dialog import NO_INPUT, NOT_UNDERSTOOD
+from ivr.selfservice.script import NO, OPERATOR, YES
 from ivr.web import i18n
 from ivr.web.api import OUTCOMES
 from queues.state import AGENT_STATES

@@ -9,7 +9,7 @@ from aiohttp import WSMsgType
 from sqlalchemy import update
 
 from caller_id.models import WebSession
-from ivr.hub import agent_topic
+from ivr.agents.hub import agent_topic
 from ivr.web import live
 from ivr.web.app import address_of, start_web
 from ivr.web.client import log_in

@@ -8,8 +8,8 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from ivr.callcenter import AgentSide
-from ivr.hub import agent_topic
+from ivr.services import AgentSide
+from ivr.agents.hub import agent_topic
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user
 from ivr.web.client import log_in

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from caller_id.models import Case
 from caller_id.store import Database
-from ivr.callcenter import AgentSide
+from ivr.services import AgentSide
 from ivr.config import AmiSettings
 from ivr.web.app import address_of, start_web
 from ivr.web.auth import add_user

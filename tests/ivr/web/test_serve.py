@@ -14,7 +14,7 @@ import aiohttp
 
 from caller_id.store import Database
 from ivr.server import serve
-from ivr.simulate import CallScript, place_call
+from ivr.sim.fastagi_caller import CallScript, place_call
 from ivr.web.auth import add_user
 from ivr.web.client import log_in
 from tests.ivr.web.conftest import PASSWORD

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from caller_id.models import Agent, CallRecord, Case, User, WebSession
-from ivr.hub import WALLBOARD, agent_topic
+from ivr.agents.hub import WALLBOARD, agent_topic
 from ivr.web.auth import add_user, hash_password, verify_password
 from ivr.web.client import log_in
 from ivr.web.api import OPENAPI

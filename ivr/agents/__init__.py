@@ -1,0 +1,1 @@
+"""The agent side: AMI events to cards, queue state and statistics fan-out, the event hub."""

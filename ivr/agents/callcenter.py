@@ -1,0 +1,609 @@
+"""The AMI listener: queue events into live state, statistics, screen-pops, wallboard and call records.
+
+::
+
+    ami = AmiClient(host, port, user, secret)
+    center = CallCenter(ami, db, contexts, hub, queue_state=QueueState(), queue_stats=QueueStatistics(),
+                        screenpop=ScreenPop(contexts, hub, AgentDirectory(db)))
+    await center.start()      # statistics from call records, handlers, then the AMI connection
+    ...
+    await center.stop()
+
+One synchronous handler sees every AMI event once, turns it into a plain
+dict (`event_dict`) and hands it to `QueueState`, `QueueStatistics`, the
+`ScreenPop` (which queues it and returns), the call-record updater and the
+wallboard; none of them waits on I/O, so the AMI dispatcher never stalls
+on a database, Redis or a browser.
+
+After every (re)connection a ``QueueStatus`` resync rebuilds `QueueState`
+(``begin_resync`` / ``end_resync``; live events keep flowing meanwhile and
+go to both states), retried a few times if Asterisk does not answer in
+time; then cards of calls Asterisk no longer knows are ended.
+
+The wallboard (topic ``wallboard``) gets a snapshot of the queues and the
+statistics at most once per `wallboard_interval` while something changes,
+sooner after an important event (a caller joining or abandoning, an agent
+answering, a member paused or logged in or out) but never more often than
+once per `wallboard_min_gap`; and at least every `wallboard_idle` seconds,
+so a page opened on another node is never blank for long.
+
+Call records are updated as the call goes (by ``IVR_CALL_ID``, else by the
+caller's Uniqueid): ``queue`` on QueueCallerJoin; ``answered_at``,
+``wait_seconds`` (HoldTime), ``agent_id`` (from Interface) and ``queue`` on
+AgentConnect; ``talk_seconds`` and ``ended_at`` on AgentComplete;
+``wait_seconds`` and ``ended_at`` with ``answered_at`` left NULL on
+QueueCallerAbandon.  Updates are merged per call and written in batches by
+a background task; the record itself may not be there yet (the FastAGI
+side inserts in batches too), so an update that matches no row is retried
+for `record_max_age` seconds.  A database outage only delays them; an
+update the database refuses (`ivr.call.records.is_refused_row`) is dropped with
+a log line, and the others are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import itertools
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, update
+
+from caller_id.models import CallRecord
+from ivr.agents.hub import WALLBOARD, Hub
+from ivr.asterisk.ami import AmiError, Message
+from ivr.asterisk.ami_client import AmiClient
+from ivr.call.records import is_refused_row, refusal
+from queues.state import CALL_ID_VARIABLE, MAX_DURATION, QueueState, chan_variables, event_time, header, number
+from queues.stats import QueueStatistics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CallCenter", "RecordUpdates", "event_dict"]
+
+# The events anything here uses; the rest (VarSet storms, Newexten...) stop at one set lookup.
+_STATS_EVENTS = frozenset({
+    "QueueCallerJoin", "QueueCallerAbandon", "QueueCallerLeave", "AgentConnect", "AgentComplete",
+    "VarSet", "Hangup", "QueueMemberAdded", "QueueMemberStatus", "QueueMemberPause", "QueueMemberPenalty",
+    "QueueMemberRinginuse", "QueueMember",
+})
+# Events after which the wallboard is sent soon rather than at the next interval.
+_IMPORTANT = frozenset({
+    "QueueCallerJoin", "QueueCallerAbandon", "AgentConnect", "AgentComplete", "QueueMemberAdded",
+    "QueueMemberRemoved", "QueueMemberPause", "QueueMemberPaused",
+})
+_RECORD_EVENTS = frozenset({"QueueCallerJoin", "AgentConnect", "AgentComplete", "QueueCallerAbandon"})
+
+
+def event_dict(event: Message | Mapping[str, Any]) -> dict[str, Any]:
+    """An AMI event as the plain dict `QueueState` and friends take.
+
+    Every header keeps its first value; ``ChanVariable`` and
+    ``DestChanVariable`` become dicts of all their ``NAME=value`` lines.
+    """
+    if isinstance(event, Message):
+        result = event.to_dict()
+        if "ChanVariable" in event:
+            result["ChanVariable"] = event.variables
+        if "DestChanVariable" in event:
+            result["DestChanVariable"] = event.dest_variables
+        return result
+    return dict(event)
+
+
+# --------------------------------------------------------------------------
+# call records
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Update:
+    column: str  # "call_id" or "uniqueid"
+    key: str
+    values: dict[str, Any] = field(default_factory=dict)  # set
+    fill: dict[str, Any] = field(default_factory=dict)  # set only where NULL
+    interface: str | None = None  # agent_id to resolve at write time
+    first_seen: float = 0.0  # monotonic
+    next_try: float = 0.0
+    tries: int = 0
+
+
+_Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
+
+
+class RecordUpdates:
+    """Queue outcomes merged per call and written to ``call_records`` in batches.
+
+    `note(event)` (synchronous, no I/O) records what an event says; a
+    background task writes every `interval` seconds.  An update whose record
+    is not there yet is retried with backoff until `max_age` seconds; when
+    the database fails, everything waits (bounded by `max_pending` calls,
+    the oldest dropped) and the failure is logged once.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        agents: Callable[[str], Any] | None = None,
+        *,
+        interval: float = 0.2,
+        max_age: float = 120.0,
+        max_pending: int = 50_000,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._db = db
+        self._agents = agents
+        self.interval = interval
+        self.max_age = max_age
+        self.max_pending = max_pending
+        self._clock = clock
+        self._pending: OrderedDict[tuple[str, str], _Update] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self.stats: dict[str, int] = {
+            "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0, "rejected": 0,
+        }
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def note(self, event: Mapping[str, Any]) -> None:
+        name = header(event, "Event")
+        if name not in _RECORD_EVENTS:
+            return
+        call_id = chan_variables(event).get(CALL_ID_VARIABLE)
+        uid = header(event, "Uniqueid")
+        if call_id:
+            column, key = "call_id", call_id
+        elif uid:
+            column, key = "uniqueid", uid
+        else:
+            return
+        at = _utc(event_time(event, self._clock))
+        queue = header(event, "Queue") or None
+        values: dict[str, Any] = {"queue": queue} if queue else {}
+        fill: dict[str, Any] = {}
+        interface = None
+        if name == "AgentConnect":
+            values["answered_at"] = at
+            hold = _seconds(event, "HoldTime")
+            if hold is not None:
+                values["wait_seconds"] = hold
+            interface = header(event, "Interface") or header(event, "MemberName")
+        elif name == "AgentComplete":
+            values["ended_at"] = at
+            talk = _seconds(event, "TalkTime")
+            if talk is not None:
+                values["talk_seconds"] = talk
+                fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
+            hold = _seconds(event, "HoldTime")
+            if hold is not None:
+                fill["wait_seconds"] = hold
+            interface = header(event, "Interface") or header(event, "MemberName")
+        elif name == "QueueCallerAbandon":
+            values["ended_at"] = at
+            hold = _seconds(event, "HoldTime")
+            if hold is not None:
+                values["wait_seconds"] = hold
+        self._merge(column, key, values, fill, interface)
+
+    def _merge(self, column: str, key: str, values: dict[str, Any], fill: dict[str, Any],
+               interface: str | None) -> None:
+        self.stats["noted"] += 1
+        now = time.monotonic()
+        entry = self._pending.get((column, key))
+        if entry is None:
+            while len(self._pending) >= self.max_pending:
+                self._pending.popitem(last=False)
+                self.stats["dropped"] += 1
+            entry = self._pending[(column, key)] = _Update(column, key, first_seen=now)
+        entry.values.update(values)
+        for column_name, value in fill.items():
+            if column_name not in entry.values:
+                entry.fill[column_name] = value
+        if interface:
+            entry.interface = interface
+        entry.next_try = 0.0
+        if self._task is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="call-record-updates")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            async with asyncio.timeout(timeout):
+                await self.flush(everything=True)
+        except Exception as exc:  # noqa: BLE001
+            log.error("call records: %d queue outcomes not written at shutdown: %s", len(self._pending), exc)
+
+    async def _run(self) -> None:
+        delay = self.interval
+        while True:
+            if self._failing:
+                await asyncio.sleep(delay)  # new events do not cut a backoff short
+            else:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                        await asyncio.sleep(self.interval)  # gather a batch
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                self.stats["db_errors"] += 1
+                if not self._failing:
+                    log.error("call records: cannot write queue outcomes (%s); %d calls waiting, will retry",
+                              exc, len(self._pending))
+                    self._failing = True
+                delay = min(max(delay, self.interval) * 2, 10.0)
+                continue
+            if self._failing:
+                log.info("call records: queue outcomes are written again")
+                self._failing = False
+            delay = self.interval
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write the updates that are due (all with `everything`); how many rows changed.
+
+        Raises when the database fails (the updates stay pending).
+        """
+        now = time.monotonic()
+        due = [u for u in self._pending.values() if everything or u.next_try <= now]
+        if not due:
+            return 0
+        agent_ids: dict[str, Any] = {}
+        if self._agents is not None:
+            for interface in {u.interface for u in due if u.interface}:
+                try:
+                    found = self._agents(interface)
+                    agent_ids[interface] = await found if inspect.isawaitable(found) else found
+                except Exception as exc:  # noqa: BLE001 - written without the agent
+                    log.warning("call records: agent lookup for %s failed: %s", interface, exc)
+        try:
+            results = await self._write(due, agent_ids)
+        except Exception as exc:
+            if not is_refused_row(exc):
+                raise
+            results = await self._write_each(due, agent_ids)
+        written = 0
+        for entry, snapshot, rows in results:
+            current = self._pending.get((entry.column, entry.key))
+            if current is not entry:
+                continue
+            if rows:
+                written += rows
+                self.stats["written"] += 1
+                if snapshot == (entry.values, entry.fill, entry.interface):
+                    del self._pending[(entry.column, entry.key)]  # nothing new arrived meanwhile
+                continue
+            if now - entry.first_seen >= self.max_age:
+                del self._pending[(entry.column, entry.key)]
+                self.stats["unmatched"] += 1
+                log.info("call records: no call record with %s %s; its queue outcome is dropped",
+                         entry.column, entry.key)
+                continue
+            entry.tries += 1
+            self.stats["retries"] += 1
+            entry.next_try = now + min(self.interval * 2 ** entry.tries, 5.0)
+        return written
+
+    async def _write(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
+        """Run the updates in one transaction: (entry, what was written, rows changed) each."""
+        results: list[_Written] = []
+        async with self._db.session() as session:
+            for entry in entries:
+                snapshot = (dict(entry.values), dict(entry.fill), entry.interface)
+                values: dict[str, Any] = dict(entry.values)
+                for name, value in entry.fill.items():
+                    if name not in values:
+                        values[name] = func.coalesce(getattr(CallRecord, name), value)
+                agent_id = agent_ids.get(entry.interface) if entry.interface else None
+                if agent_id is not None:
+                    values["agent_id"] = agent_id
+                if not values:
+                    results.append((entry, snapshot, 1))
+                    continue
+                column = CallRecord.call_id if entry.column == "call_id" else CallRecord.uniqueid
+                result = await session.execute(update(CallRecord).where(column == entry.key).values(**values))
+                results.append((entry, snapshot, result.rowcount or 0))
+            await session.commit()
+        return results
+
+    async def _write_each(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
+        """A batch the database refused, one update at a time: the refused ones are dropped."""
+        results: list[_Written] = []
+        for entry in entries:
+            try:
+                results += await self._write([entry], agent_ids)
+            except Exception as exc:
+                if not is_refused_row(exc):
+                    raise
+                if self._pending.get((entry.column, entry.key)) is entry:
+                    del self._pending[(entry.column, entry.key)]
+                self.stats["rejected"] += 1
+                log.error("call records: the database refused the queue outcome for %s %s (%s); dropped",
+                          entry.column, entry.key, refusal(exc))
+        return results
+
+
+def _seconds(event: Mapping[str, Any], name: str) -> float | None:
+    return number(event, name, low=0.0, high=MAX_DURATION)
+
+
+def _utc(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------
+# the call center
+# --------------------------------------------------------------------------
+
+
+class CallCenter:
+    """AMI events to queue state, statistics, screen-pops, wallboard and call records.
+
+    ami                 the `AmiClient` (started by `start()` when not connected yet)
+    db                  `caller_id.store.Database`: statistics rebuild, call records
+    contexts, hub       the call contexts and the message hub
+    queue_state         `QueueState`
+    queue_stats         `QueueStatistics`
+    screenpop           `ScreenPop`
+    wallboard_interval  at most one wallboard snapshot per this many seconds while things change
+    wallboard_min_gap   important events send sooner, but not more often than this
+    wallboard_idle      a snapshot at least this often even when nothing changes
+    resync_timeout      seconds QueueStatus may take
+    agents              interface -> agent id for call records (default: the screen-pop's)
+    """
+
+    def __init__(
+        self,
+        ami: AmiClient,
+        db: Any,
+        contexts: Any,
+        hub: Hub,
+        *,
+        queue_state: QueueState,
+        queue_stats: QueueStatistics,
+        screenpop: Any,
+        wallboard_interval: float = 1.0,
+        wallboard_min_gap: float | None = None,
+        wallboard_idle: float | None = None,
+        resync_timeout: float = 10.0,
+        resync_attempts: int = 3,
+        rebuild_timeout: float = 30.0,
+        agents: Callable[[str], Any] | None = None,
+        record_interval: float = 0.2,
+        record_max_age: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.ami = ami
+        self.db = db
+        self.contexts = contexts
+        self.hub = hub
+        self.queue_state = queue_state
+        self.queue_stats = queue_stats
+        self.screenpop = screenpop
+        self.wallboard_interval = wallboard_interval
+        self.wallboard_min_gap = (min(0.25, wallboard_interval / 4) if wallboard_min_gap is None
+                                  else wallboard_min_gap)
+        self.wallboard_idle = wallboard_idle if wallboard_idle is not None else max(5.0, wallboard_interval)
+        self.resync_timeout = resync_timeout
+        self.resync_attempts = resync_attempts
+        self.rebuild_timeout = rebuild_timeout
+        self._clock = clock
+        resolver = agents if agents is not None else getattr(screenpop, "agents", None)
+        self.records = RecordUpdates(db, resolver, interval=record_interval, max_age=record_max_age, clock=clock)
+        self._events = (QueueState.EVENTS | _STATS_EVENTS | _RECORD_EVENTS
+                        | frozenset(getattr(screenpop, "EVENTS", ())))
+        self._previous_hook: Any = None
+        self._started = False
+        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_ids = itertools.count(1)
+        self._wallboard_task: asyncio.Task[None] | None = None
+        self._wallboard_wake = asyncio.Event()
+        self._dirty = False
+        self._urgent = False
+        self._last_wallboard = -float("inf")  # monotonic
+        self.stats: dict[str, int] = {
+            "events": 0, "errors": 0, "resyncs": 0, "resync_failures": 0, "wallboards": 0,
+            "reconciled": 0,
+        }
+
+    # -- life cycle ------------------------------------------------------------
+    async def start(self, *, connect: bool = True) -> None:
+        """Statistics from call records, then handlers, then (with `connect`) the AMI connection."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            async with asyncio.timeout(self.rebuild_timeout):
+                counted = await self.queue_stats.rebuild(self.db)
+            log.info("queue statistics rebuilt from %d call records", counted)
+        except Exception as exc:  # noqa: BLE001 - live figures start from zero instead
+            log.error("queue statistics: rebuild from call records failed (%s); counting from now", exc)
+        reload = getattr(getattr(self.screenpop, "agents", None), "reload", None)
+        if reload is not None:
+            await reload()
+        self.ami.on_event("*", self._on_event)
+        self._previous_hook = self.ami.on_connected
+        self.ami.on_connected = self._on_connected
+        self.records.start()
+        self._wallboard_task = asyncio.get_running_loop().create_task(self._wallboard_loop(), name="wallboard")
+        if self.ami.connected:
+            self._begin_resync()
+        elif connect:
+            self.ami.start()
+
+    async def stop(self) -> None:
+        """Stop listening and flush the call records (the AMI client, hub and db stay open)."""
+        if not self._started:
+            return
+        self._started = False
+        self.ami.remove_handler("*", self._on_event)
+        if self.ami.on_connected == self._on_connected:
+            self.ami.on_connected = self._previous_hook
+        for task in (self._resync_task, self._wallboard_task):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (self._resync_task, self._wallboard_task) if t is not None),
+                             return_exceptions=True)
+        self._resync_task = self._wallboard_task = None
+        if self.queue_state.resyncing:
+            self.queue_state.abort_resync()
+        await self.records.stop()
+
+    # -- events ------------------------------------------------------------------
+    def _on_event(self, message: Message | Mapping[str, Any]) -> None:
+        """Every AMI event comes here once; nothing in it waits."""
+        try:
+            name = message.event if isinstance(message, Message) else header(message, "Event")
+            if name not in self._events:
+                return
+            event = event_dict(message)
+        except Exception:  # noqa: BLE001
+            self.stats["errors"] += 1
+            log.exception("AMI listener: unreadable event")
+            return
+        self.stats["events"] += 1
+        for step in (self.queue_state.apply, self.queue_stats.apply, self.screenpop.on_event, self.records.note):
+            try:
+                step(event)
+            except Exception:  # noqa: BLE001 - the others still get the event
+                self.stats["errors"] += 1
+                log.exception("AMI listener: %s failed on a %s event", getattr(step, "__qualname__", step), name)
+        self._touch_wallboard(name in _IMPORTANT)
+
+    def handle(self, event: Message | Mapping[str, Any]) -> None:
+        """Feed one event by hand (replays, tests): the same path as a live one."""
+        self._on_event(event)
+
+    # -- resync ------------------------------------------------------------------
+    async def _on_connected(self, client: AmiClient) -> None:
+        self._begin_resync()
+        if self._previous_hook is not None:
+            result = self._previous_hook(client)
+            if inspect.isawaitable(result):
+                await result
+
+    def _begin_resync(self) -> None:
+        if self._resync_task is not None and not self._resync_task.done():
+            self._resync_task.cancel()
+        self._resync_task = asyncio.get_running_loop().create_task(self._resync(), name="queue-resync")
+
+    async def _resync(self) -> None:
+        """QueueStatus into QueueState; live events flow meanwhile (to both states)."""
+        for attempt in range(1, self.resync_attempts + 1):
+            action_id = f"resync-{next(self._resync_ids)}-{uuid.uuid4().hex[:8]}"
+            began = time.monotonic()
+            self.queue_state.begin_resync(action_id=action_id)
+            try:
+                result = await self.ami.action({"Action": "QueueStatus", "ActionID": action_id},
+                                               timeout=self.resync_timeout)
+                if not result.ok:
+                    raise AmiError(f"QueueStatus refused: {result.message}")
+                for item in result.events:
+                    self.queue_state.apply(event_dict(item))
+                if result.complete is not None:
+                    self.queue_state.apply(event_dict(result.complete))
+                self.queue_state.end_resync()
+            except asyncio.CancelledError:
+                self.queue_state.abort_resync()
+                raise
+            except Exception as exc:  # noqa: BLE001 - AmiTimeout, lost connection ...
+                self.queue_state.abort_resync()
+                self.stats["resync_failures"] += 1
+                if not self.ami.connected:
+                    log.warning("queue resync: connection lost during QueueStatus (%s); next connect retries", exc)
+                    return
+                log.warning("queue resync: QueueStatus attempt %d of %d failed: %s",
+                            attempt, self.resync_attempts, exc)
+                await asyncio.sleep(min(1.0 * attempt, 5.0))
+                continue
+            self.stats["resyncs"] += 1
+            ended = self._reconcile(began)
+            log.info("queue resync: %d queues from QueueStatus (%d events)%s",
+                     len(self.queue_state.queue_names()), len(result.events),
+                     f"; {ended} cards of vanished calls ended" if ended else "")
+            self._touch_wallboard(True)
+            return
+        log.error("queue resync: QueueStatus failed %d times; live state is built from events only",
+                  self.resync_attempts)
+
+    def _reconcile(self, began: float) -> int:
+        reconcile = getattr(self.screenpop, "reconcile", None)
+        if reconcile is None:
+            return 0
+        snapshot = self.queue_state.snapshot()
+        active = {c["uniqueid"] for q in snapshot["queues"].values() for c in q["callers"]}
+        active |= {c["uniqueid"] for c in snapshot["calls"]}
+        ended = reconcile(active, before=began)
+        self.stats["reconciled"] += ended
+        return ended
+
+    # -- wallboard -------------------------------------------------------------------
+    def wallboard(self) -> dict[str, Any]:
+        """The wallboard message as it would be published now."""
+        state = self.ami.state
+        return {
+            "type": "wallboard",
+            "at": self._clock(),
+            "queues": self.queue_state.snapshot(),
+            "stats": self.queue_stats.snapshot(),
+            "ami": {"connected": state.connected, "since": state.since, "last_error": state.last_error},
+        }
+
+    def _touch_wallboard(self, important: bool) -> None:
+        self._dirty = True
+        if important:
+            self._urgent = True
+        if important or time.monotonic() - self._last_wallboard >= self.wallboard_interval:
+            self._wallboard_wake.set()
+
+    async def _wallboard_loop(self) -> None:
+        while True:
+            try:
+                now = time.monotonic()
+                since = now - self._last_wallboard
+                if self._urgent:
+                    wait = self.wallboard_min_gap - since
+                elif self._dirty:
+                    wait = self.wallboard_interval - since
+                else:
+                    wait = self.wallboard_idle - since
+                if wait > 0:
+                    self._wallboard_wake.clear()
+                    try:
+                        async with asyncio.timeout(wait):
+                            await self._wallboard_wake.wait()
+                    except TimeoutError:
+                        pass
+                    continue
+                self._dirty = self._urgent = False
+                self._last_wallboard = time.monotonic()
+                await self.hub.publish(WALLBOARD, self.wallboard())
+                self.stats["wallboards"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next snapshot tries again
+                self.stats["errors"] += 1
+                log.exception("wallboard: snapshot failed")
+                await asyncio.sleep(self.wallboard_interval)
