@@ -22,20 +22,27 @@ in DTMF mode; nothing here stops the server or a call.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from caller_id.catalogue import IntentCatalogue
 from ivr.asterisk import agi
 from ivr.asterisk.audiosocket_server import AudioSocketCall, AudioSocketServer
-from ivr.selfservice.dialog import CallerGone, ChannelFailed, Dialog, make_plan, static_prompts
+from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from ivr.config import Config, Line
 from ivr.selfservice.channels import KeypadChannel, SpeechChannel
+from ivr.selfservice.dialog import CallerGone, ChannelFailed, Dialog, make_plan, static_prompts
 from ivr.selfservice.script import DialogScript, load_dialog_script
 from ivr.selfservice.timing import SilentPath, check_time_budget, hand_over_reserve, silent_path
-from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from speech.prompts import PromptCache
+
+if TYPE_CHECKING:  # Vosk loads only where a line speaks
+    from speech.asr import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ class _Waiting:
 
 
 class SelfService:
-    def __init__(self, config: Any, prompts: Any, catalogue: Any, script: DialogScript, *,
+    def __init__(self, config: Config, prompts: PromptCache | None, catalogue: IntentCatalogue,
+                 script: DialogScript, *,
                  models: dict[str, Any] | None = None, executor: ThreadPoolExecutor | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT):
         self.config = config
@@ -123,7 +131,7 @@ class SelfService:
         where = f" on AudioSocket {self.audiosocket_address}" if speech else ""
         return f"speech in {speech}{where}, DTMF otherwise" if speech else "DTMF mode (no speech model)"
 
-    def mode_for(self, line: Any, language: str) -> str:
+    def mode_for(self, line: Line, language: str) -> str:
         if line.self_service == "off" or self.prompts is None:
             return "off"
         if line.self_service == "speech" and language in self.models and self.server is not None:
@@ -131,7 +139,7 @@ class SelfService:
         return "dtmf"
 
     # -- a call ----------------------------------------------------------------
-    async def converse(self, call: AgiCall, decision: Any, call_id: str, now: Any, *,
+    async def converse(self, call: AgiCall, decision: Any, call_id: str, now: dt.datetime, *,
                        elapsed: float = 0.0) -> Dialog | None:
         """Run the dialog for this call, `elapsed` seconds after its AGI start; None when the line has none.
 
@@ -165,7 +173,7 @@ class SelfService:
             self.stats["contained"] += 1
         return dialog
 
-    async def silent_path(self, decision: Any, now: Any, *, before: float = 0.0) -> SilentPath | None:
+    async def silent_path(self, decision: Any, now: dt.datetime, *, before: float = 0.0) -> SilentPath | None:
         """What a caller of this decision who answers nothing would hear, and when they would reach
         the queue; None when the line has no dialog."""
         plan = make_plan(decision, self.catalogue, self.script, now=now)
@@ -244,14 +252,14 @@ class SelfService:
             if not waiting.done.done():
                 waiting.done.set_result(None)
 
-    def _recognizer(self, language: str) -> Any:
+    def _recognizer(self, language: str) -> Recognizer:
         from speech.asr import Endpointing, Recognizer
 
         endpointing = Endpointing(no_input_timeout=None)
         return Recognizer(self.models[language], executor=self.executor, endpointing=endpointing)
 
 
-async def start_self_service(config: Any, prompts: Any, catalogue: Any, *, port_offset: int = 0,
+async def start_self_service(config: Config, prompts: PromptCache, catalogue: IntentCatalogue, *, port_offset: int = 0,
                              listen: bool = True) -> SelfService:
     """Load the script and the models, check them, start the AudioSocket server (none of the
     speech side without `listen`)."""

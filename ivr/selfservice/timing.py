@@ -12,13 +12,13 @@ file whose first question cannot fit ``settings.time_to_person`` at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from caller_id.predict import Intent
 from conffile import ConfigError
-from ivr.selfservice.dialog import Dialog, Offer, Plan
 from ivr.selfservice.channels import KeypadChannel
+from ivr.selfservice.dialog import Dialog, Offer, Plan
 from ivr.selfservice.script import DialogScript
+from speech.prompts import PromptCache
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,13 @@ class _SilentLine:
 COMMAND_MARGIN = 0.5
 
 
-async def hand_over_reserve(prompts: Any, script: DialogScript, language: str) -> float:
+async def hand_over_reserve(prompts: PromptCache, script: DialogScript, language: str) -> float:
     """The seconds kept for the end of a call's time_to_person: the hand-over prompt, played
     whatever the time, and the commands around it."""
     return (await prompts.for_asterisk(script.text("transfer", language), language)).seconds + COMMAND_MARGIN
 
 
-async def silent_path(plan: Plan, script: DialogScript, prompts: Any, *, before: float = 0.0) -> SilentPath:
+async def silent_path(plan: Plan, script: DialogScript, prompts: PromptCache, *, before: float = 0.0) -> SilentPath:
     """The path of a caller who answers nothing, `before` seconds after the AGI start."""
     clock = _VirtualClock()
     line = _SilentLine(clock)
@@ -102,7 +102,7 @@ async def silent_path(plan: Plan, script: DialogScript, prompts: Any, *, before:
     return SilentPath(plan.language, heard, script.settings.time_to_person, before, outcome.reason)
 
 
-async def check_time_budget(script: DialogScript, prompts: Any, titles: dict[str, dict[str, str]]) -> list[SilentPath]:
+async def check_time_budget(script: DialogScript, prompts: PromptCache, titles: dict[str, dict[str, str]]) -> list[SilentPath]:
     """The worst first questions (an unknown caller's key menu of the longest titles, an offer of the
     longest title) against ``time_to_person``, per language; ConfigError when one cannot fit at all.
 
