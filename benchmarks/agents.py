@@ -127,6 +127,7 @@ async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_c
 
     from ivr.sim.fastagi_caller import percentile
     from ivr.web.app import address_of
+    from queues.variables import CALL_ID
 
     with tempfile.TemporaryDirectory() as tmp:
         rig = await _rig(Path(tmp) / "crm.sqlite3")
@@ -152,7 +153,7 @@ async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_c
             await rig["contexts"].put(call_id, await _context(call_id, n), aliases=(f"bench.{n}",))
             uniqueid = f"bench.{n}"
             sim.place_caller("support", uniqueid, callerid=f'"Клиент {n}" <7916{n:07d}>',
-                             variables={"IVR_CALL_ID": call_id})
+                             variables={CALL_ID: call_id})
             iface = interfaces[n % len(interfaces)]
             await asyncio.sleep(0.2)
             sim.ring_agent(uniqueid, iface)
@@ -181,7 +182,7 @@ async def measure(calls_per_second: float = 42.0, seconds: float = 20.0, burst_c
             call_id = f"bench-call-{n}"
             await rig["contexts"].put(call_id, await _context(call_id, n), aliases=(f"bench.{n}",))
             uniqueid = f"bench.{n}"
-            sim.place_caller("support", uniqueid, callerid=f"7916{n:07d}", variables={"IVR_CALL_ID": call_id})
+            sim.place_caller("support", uniqueid, callerid=f"7916{n:07d}", variables={CALL_ID: call_id})
             iface = interfaces[n % len(interfaces)]
             sim.ring_agent(uniqueid, iface)
             answered_at[call_id] = loop.time()

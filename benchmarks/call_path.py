@@ -27,7 +27,7 @@ from typing import Any
 
 from caller_id.cache import InProcessCache, RedisCache
 from caller_id.directory import CallerDirectory
-from caller_id.lookup import SqlDirectory
+from caller_id.lookup import SqlSource
 from caller_id.seed import seed
 from caller_id.store import Database
 from ivr.sim.fastagi_caller import mixed_scripts, percentile, run_closed_loop, run_open_loop, summarize
@@ -81,7 +81,7 @@ async def sample_numbers(url: str, count: int) -> list[str]:
 async def lookup_latency(url: str, redis_url: str | None, numbers: list[str]) -> dict[str, Any]:
     db = Database(url)
     cache: Any = RedisCache(redis_url, ttl=300) if redis_url else InProcessCache(ttl=300, max_entries=1_000_000)
-    directory = CallerDirectory([SqlDirectory(db)], cache, timeout=5.0, db_for_version=db)
+    directory = CallerDirectory([SqlSource(db)], cache, timeout=5.0, db_for_version=db)
     await directory.start()
     try:
         if redis_url:

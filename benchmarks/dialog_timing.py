@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ivr.selfservice.script import load_dialog_script
-from ivr.sim.fastagi_caller import CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop, summarize
+from ivr.sim.fastagi_caller import (CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop,
+                                    summarize)
+from queues.variables import CONTAINED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +67,7 @@ def _free_port() -> int:
 
 def time_to_answer(result: CallResult) -> float | None:
     """When the answer began: the first STREAM FILE of a call that ended self-served."""
-    if result.variables.get("IVR_CONTAINED") != "1":
+    if result.variables.get(CONTAINED) != "1":
         return None
     return next((t for t, command in result.timeline if command.upper().startswith("STREAM FILE")), None)
 
@@ -99,7 +101,7 @@ async def _run(directory: Path) -> dict[str, Any]:
     for (kind, caller, _), result in zip(calls, results):
         rows.append({"kind": kind, "caller": caller, "error": result.error,
                      "to_queue_s": _round(result.routed_after), "to_answer_s": _round(time_to_answer(result)),
-                     "contained": result.variables.get("IVR_CONTAINED") == "1",
+                     "contained": result.variables.get(CONTAINED) == "1",
                      "duration_s": _round(result.duration)})
     return {"rows": rows, "plans": plans, "passes": passes}
 

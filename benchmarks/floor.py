@@ -13,10 +13,11 @@ import os
 import signal
 
 from ivr.asterisk.fastagi import AgiCall, FastAgiServer
+from queues.variables import QUEUE
 
 
 async def set_one_variable(call: AgiCall) -> None:
-    await call.set_variable("IVR_QUEUE", "support")
+    await call.set_variable(QUEUE, "support")
 
 
 async def serve(port: int) -> None:

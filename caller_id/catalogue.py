@@ -9,30 +9,29 @@ format is documented in the shipped ``config/intents.yaml``.
 The file is validated once, strictly: unknown keys, wrong types, texts missing
 a language, placeholders that are neither a case field nor a declared fact,
 duplicate names and an empty catalogue are each a ConfigError naming the file
-and line.  Templates are compiled here, so filling them on a call is a plain
-walk over prepared parts.
-
-Texts are filled by `Text.render`: dates read "3 декабря" / "3 Dec" (with the
-year when it is not the current one), numbers and lists can carry word forms
-(``{days_overdue:день|дня|дней}`` -> "2 дня", ``{days_overdue:day|days}`` ->
-"2 days"; on a list, the count of its items), and text values found in
-``terms`` are translated.
+and line.  Its texts are compiled on loading by `caller_id.templates`, which
+also fills and localises them on a call (`Text.render`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
-import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from caller_id.templates import (
+    SUPPORTED_LANGUAGES,
+    Template,
+    TemplateError,
+    Text,
+    UnknownPlaceholder,
+    compile_template,
+)
 from conffile import ConfigError, LineDict, line_of, load_yaml, parse_yaml, reject_unknown_keys
 
-SUPPORTED_LANGUAGES = ("ru", "en")
 FACT_KINDS = ("text", "date", "list", "number")
 
 # Placeholders every case offers, with how each is rendered.  `due_in` and
@@ -74,163 +73,6 @@ _RESERVED_NAMES = frozenset(CASE_FIELDS) | frozenset(_EVERYWHERE) | {
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
-_FORMATTER = string.Formatter()
-_PLURAL_FORMS = {"ru": ("one", "few", "many"), "en": ("one", "other")}
-_MONTHS = {
-    "ru": ("января", "февраля", "марта", "апреля", "мая", "июня", "июля",
-           "августа", "сентября", "октября", "ноября", "декабря"),
-    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
-}
-_RELATIVE_DAYS = {
-    "ru": {"ahead": ("сегодня", "завтра"), "ago": ("сегодня", "вчера"),
-           "unit": ("день", "дня", "дней"), "in": "через {}", "back": "{} назад"},
-    "en": {"ahead": ("today", "tomorrow"), "ago": ("today", "yesterday"),
-           "unit": ("day", "days"), "in": "in {}", "back": "{} ago"},
-}
-_THOUSANDS = {"ru": "\u00a0", "en": ","}
-_DECIMAL = {"ru": ",", "en": "."}
-
-
-# --- texts -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Placeholder:
-    name: str
-    kind: str
-    forms: tuple[str, ...] | None  # word forms: render "<count> <form>"
-
-
-@dataclass(frozen=True)
-class Template:
-    """One text in one language, compiled into literal parts and placeholders."""
-
-    text: str
-    parts: tuple[str | _Placeholder, ...]
-
-    @property
-    def placeholders(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.parts if isinstance(p, _Placeholder))
-
-
-@dataclass(frozen=True, eq=False)
-class Text:
-    """A text in every catalogue language."""
-
-    templates: Mapping[str, Template]
-    terms: Mapping[str, Mapping[str, str]]
-    placeholders: frozenset[str]  # named in any language
-
-    def render(self, language: str, values: Mapping[str, Any], today: dt.date) -> str | None:
-        """The text with its placeholders filled; None when a value is missing."""
-        out = []
-        for part in self.templates[language].parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            rendered = _render_value(part, values.get(part.name), language, today, self.terms)
-            if rendered is None:
-                return None
-            out.append(rendered)
-        return "".join(out)
-
-
-def _render_value(part: _Placeholder, value: Any, language: str, today: dt.date,
-                  terms: Mapping[str, Mapping[str, str]]) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    kind = part.kind
-    if kind == "list":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            return None
-        if part.forms:
-            return _count(len(items), part.forms, language)
-        return ", ".join(_term(str(item), language, terms) for item in items)
-    if kind == "number":
-        number = _as_number(value)
-        if number is None:
-            return None
-        return _count(number, part.forms, language) if part.forms else _number(number, language)
-    if kind == "date":
-        day = _as_date(value)
-        return None if day is None else _date(day, language, today)
-    if kind in ("days_ahead", "days_ago"):
-        return _relative_days(int(value), kind == "days_ahead", language)
-    if isinstance(value, (list, tuple, dict)):
-        return None
-    text = str(value)
-    return _term(text, language, terms) if text else None
-
-
-def _term(text: str, language: str, terms: Mapping[str, Mapping[str, str]]) -> str:
-    translations = terms.get(text)
-    return translations[language] if translations else text
-
-
-def _as_number(value: Any) -> int | float | None:
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            number = float(value.replace(",", "."))
-        except ValueError:
-            return None
-        return int(number) if number.is_integer() else number
-    return None
-
-
-def _as_date(value: Any) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value).date()
-        except ValueError:
-            return None
-    return None
-
-
-def _number(value: int | float, language: str) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
-    return text.replace(",", "\0").replace(".", _DECIMAL[language]).replace("\0", _THOUSANDS[language])
-
-
-def _plural(value: int | float, forms: tuple[str, ...], language: str) -> str:
-    """The word form for `value`: ru one/few/many, en one/other."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        return forms[1]
-    if language == "ru":
-        n = abs(value)
-        if n % 10 == 1 and n % 100 != 11:
-            return forms[0]
-        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-            return forms[1]
-        return forms[2]
-    return forms[0] if value == 1 else forms[1]
-
-
-def _count(value: int | float, forms: tuple[str, ...], language: str) -> str:
-    return f"{_number(value, language)} {_plural(value, forms, language)}"
-
-
-def _date(day: dt.date, language: str, today: dt.date) -> str:
-    text = f"{day.day} {_MONTHS[language][day.month - 1]}"
-    return text if day.year == today.year else f"{text} {day.year}"
-
-
-def _relative_days(days: int, ahead: bool, language: str) -> str:
-    words = _RELATIVE_DAYS[language]
-    near = words["ahead" if ahead else "ago"]
-    if 0 <= days < len(near):
-        return near[days]
-    return words["in" if ahead else "back"].format(_count(days, words["unit"], language))
 
 
 # --- the catalogue ---------------------------------------------------------
@@ -548,44 +390,14 @@ class _TextCompiler:
 
     def _compile(self, text: str, language: str, placeholders: Mapping[str, str],
                  line: int | None, what: str) -> Template:
-        fail = self.reader.fail
         try:
-            parsed = list(_FORMATTER.parse(text))
-        except ValueError as exc:
-            raise fail(line, f"{what}: {exc} in {text!r} (write {{{{ and }}}} for literal braces)") from None
-        parts: list[str | _Placeholder] = []
-        for literal, name, spec, conversion in parsed:
-            if literal:
-                parts.append(literal)
-            if name is None:
-                continue
-            if conversion or not name:
-                raise fail(line, f"{what}: write placeholders as {{name}} or {{name:forms}}, "
-                                 f"not {{{name}{'!' + conversion if conversion else ''}}}")
-            if name not in placeholders:
-                known = ", ".join(sorted(placeholders)) or "none here"
-                close = difflib.get_close_matches(name, list(placeholders), n=1)
-                hint = f" (did you mean {{{close[0]}}}?)" if close else ""
-                raise fail(line, f"{what}: unknown placeholder {{{name}}}{hint}; "
-                                 f"it is neither a case field nor a declared fact (known: {known})")
-            kind = placeholders[name]
-            forms = None
-            if spec:
-                forms = self._forms(name, kind, spec, language, line, what)
-            parts.append(_Placeholder(name, kind, forms))
-        return Template(text=text, parts=tuple(parts))
-
-    def _forms(self, name: str, kind: str, spec: str, language: str,
-               line: int | None, what: str) -> tuple[str, ...]:
-        fail = self.reader.fail
-        if kind not in ("number", "list"):
-            raise fail(line, f"{what}: {{{name}}} is a {kind}; only numbers and lists take word forms")
-        forms = tuple(spec.split("|"))
-        expected = _PLURAL_FORMS[language]
-        if len(forms) != len(expected) or not all(f.strip() for f in forms) or "{" in spec:
-            raise fail(line, f"{what}: {{{name}:...}} needs {len(expected)} word forms for "
-                             f"{language} ({'|'.join(expected)}), got {spec!r}")
-        return forms
+            return compile_template(text, language, placeholders)
+        except UnknownPlaceholder as exc:
+            known = ", ".join(sorted(placeholders)) or "none here"
+            raise self.reader.fail(line, f"{what}: {exc}; it is neither a case field nor a declared fact "
+                                         f"(known: {known})") from None
+        except TemplateError as exc:
+            raise self.reader.fail(line, f"{what}: {exc}") from None
 
 
 def _reasons(reader: _Reader, texts: _TextCompiler, node: Any, line: int | None,

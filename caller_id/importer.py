@@ -90,7 +90,7 @@ from caller_id.lookup import CLOSED_STATUSES
 from caller_id.models import Agent, Case, CrmVersion, Customer, NumberRole, Organisation, PhoneNumber
 from caller_id.normalise import mask, normalise
 from caller_id.profile import ROLE_KINDS, ROLE_PRIVATE, SEGMENTS
-from caller_id.store import Database, bump_crm_version
+from caller_id.store import Database, as_utc, bump_crm_version
 
 __all__ = ["CASE_STATUSES", "FORMAT_HELP", "ImportRowsError", "ImportSummary", "KINDS", "LANGUAGES",
            "import_file", "inn_check_digits"]
@@ -393,9 +393,7 @@ class _Row:
         except ValueError:
             self.problems.append(f"{name} {_shown(value)} is not an ISO date or date-time")
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
-        return moment.astimezone(dt.timezone.utc)
+        return as_utc(moment).astimezone(dt.timezone.utc)
 
     def facts(self, name: str) -> dict[str, Any]:
         value = self.record.get(name)

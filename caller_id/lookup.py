@@ -1,6 +1,6 @@
 """The CRM lookup: one E.164 number to the complete `CallerProfile`.
 
-`SqlDirectory` is the SQL source of `caller_id.directory.CallerDirectory`.
+`SqlSource` is the SQL `caller_id.directory.Source` of `CallerDirectory`.
 It answers in three indexed queries whatever the number hides (one person,
 a person who is also the director of two companies, a shared office line of
 several employees):
@@ -43,9 +43,9 @@ from sqlalchemy.orm import aliased
 
 from caller_id import models as m
 from caller_id.profile import Case, CallerProfile, Customer, Manager, Organisation, RecentCall, Role
-from caller_id.store import Database
+from caller_id.store import Database, as_utc
 
-__all__ = ["SqlDirectory"]
+__all__ = ["SqlSource"]
 
 READ_THREADS = 4  # SQLite lookups at once
 _WARM_UP_TIMEOUT = 30.0  # seconds the reading threads may take to open their connections
@@ -57,7 +57,7 @@ _CustomerManager = aliased(m.Agent, name="customer_manager")
 _OrganisationManager = aliased(m.Agent, name="organisation_manager")
 
 
-class SqlDirectory:
+class SqlSource:
     """Caller profiles from the CRM tables of `db`."""
 
     name = "sql"
@@ -231,8 +231,8 @@ def _profile(
         cases_of.setdefault(row.customer_id, []).append(
             Case(
                 id=row.id, product=row.product, title=row.title, status=row.status,
-                priority=row.priority, opened_at=_aware(row.opened_at),
-                updated_at=_aware(row.updated_at), due_at=_aware(row.due_at),
+                priority=row.priority, opened_at=as_utc(row.opened_at),
+                updated_at=as_utc(row.updated_at), due_at=None if row.due_at is None else as_utc(row.due_at),
                 customer_owes_next_step=bool(row.customer_owes_next_step),
                 facts=dict(row.facts or {}), organisation_id=row.organisation_id,
             )
@@ -259,7 +259,7 @@ def _profile(
         roles.append(Role(kind=row.kind, customer_id=row.customer_id, organisation=organisation))
     recent = tuple(
         RecentCall(
-            started_at=_aware(row.started_at), line=row.line,
+            started_at=as_utc(row.started_at), line=row.line,
             intent=row.actual_intent or row.predicted_intent, queue=row.queue,
             self_served=bool(row.self_served),
         )
@@ -275,9 +275,3 @@ def _manager(manager_id: int | None, name: str | None, interface: str | None) ->
         return None
     return Manager(id=manager_id, name=name or "", interface=interface or "")
 
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite gives back naive datetimes; everything this project stores is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 from weakref import WeakKeyDictionary
 
-from caller_id.catalogue import CaseMatch, IntentCatalogue, IntentSpec, Settings, Text, Weights
+from caller_id.catalogue import CaseMatch, IntentCatalogue, IntentSpec, Settings, Weights
 from caller_id.profile import Case, CallerView, RecentCall
+from caller_id.templates import Text
 
 _DAY = 86_400.0
 # Reasons read in this order: what the case says first, then the calls, the line.

@@ -650,7 +650,7 @@ class _Generator:
             name, self._inn(sole_trader), segment, rng.random() < _ORG_VIP_CHANCE[segment], manager
         )
 
-    def _number(self, rng: random.Random, country: str, landline: bool = False) -> str:
+    def _phone_number(self, rng: random.Random, country: str, landline: bool = False) -> str:
         if country == "ru":
             space = rng.choice(self.numbers.ru_landlines) if landline else self.numbers.ru_mobile
         else:
@@ -673,7 +673,7 @@ class _Generator:
                 rng.choice(self.managers) if segment in "AB" else None,
             )
             pattern = _pick_pattern(rng)
-            own = self._number(rng, country)
+            own = self._phone_number(rng, country)
             org_roles: list[tuple[str, int]] = []
             if pattern in ("director", "private+director"):
                 org_roles.append(("director", free_orgs.pop() if free_orgs else rng.choice(orgs)))
@@ -682,15 +682,15 @@ class _Generator:
             elif pattern == "employee_of_two":
                 org_roles += [("employee", org) for org in rng.sample(orgs, 2)]
             if pattern in ("employee", "employee_of_two") and rng.random() < 0.5:
-                own = self._number(rng, country, landline=True)  # an office line
+                own = self._phone_number(rng, country, landline=True)  # an office line
             if pattern not in ("employee", "director", "employee_of_two"):
                 self.rows.role(own, customer)
             for kind, org in org_roles:
                 self.rows.role(own, customer, kind, org)
             if pattern == "private_two_numbers":
-                self.rows.role(self._number(rng, country), customer)
+                self.rows.role(self._phone_number(rng, country), customer)
             if pattern == "shared_home" and previous is not None:
-                home = self._number(rng, country, landline=True)
+                home = self._phone_number(rng, country, landline=True)
                 self.rows.role(home, customer)
                 self.rows.role(home, previous)
             self._cases(rng, customer, language, segment, org_roles)

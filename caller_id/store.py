@@ -17,8 +17,8 @@ the call path catches to fail open to the default queue.
 from __future__ import annotations
 
 import asyncio
-import json
 import datetime as dt
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -55,8 +55,10 @@ _MIGRATION_LOCK_KEY = 0x1C_4D_0001
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
-    """A datetime read from the database, made aware: SQLite gives back naive ones, and
-    everything this project stores is UTC (an aware value is returned as it is)."""
+    """`value` made aware, a naive one taken as UTC (an aware one is returned as it is).
+
+    SQLite gives back naive datetimes, and everything this project stores is UTC;
+    an import file's time without a zone is UTC too."""
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 

@@ -10,11 +10,16 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conffile import ConfigError
 from ivr.config import Config, load_config
+
+if TYPE_CHECKING:
+    from caller_id.store import Database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +196,21 @@ def _seconds_range(text: str) -> tuple[float, float]:
     return pair
 
 
+@asynccontextmanager
+async def _database(config: Config, *, migrate: bool = True) -> AsyncIterator[Database]:
+    """The configured CRM database, brought to the newest schema first unless `migrate` is False;
+    disposed of on the way out."""
+    from caller_id.store import Database
+
+    db = Database(config.database_url)
+    try:
+        if migrate:
+            await db.migrate()
+        yield db
+    finally:
+        await db.dispose()
+
+
 # -- handlers -----------------------------------------------------------------
 
 
@@ -217,17 +237,11 @@ def _user_add(args: argparse.Namespace, config: Config) -> int:
         return 1
 
     async def go() -> int:
-        from caller_id.store import Database
-
-        db = Database(config.database_url)
-        try:
-            await db.migrate()
+        async with _database(config) as db:
             agent_id = args.agent_id
             if args.agent_interface:
                 agent_id = await agent_id_for_interface(db, args.agent_interface)
             return await add_user(db, args.username, password, args.role, agent_id)
-        finally:
-            await db.dispose()
 
     try:
         user_id = asyncio.run(go())
@@ -285,14 +299,11 @@ def _say(text: str) -> None:
 
 
 def _db_init(args: argparse.Namespace, config: Config) -> int:
-    from caller_id.store import Database, display_url
+    from caller_id.store import display_url
 
     async def go() -> None:
-        db = Database(config.database_url)
-        try:
-            await db.migrate()
-        finally:
-            await db.dispose()
+        async with _database(config):
+            pass  # opening it brought the schema up to date
 
     asyncio.run(go())
     print(f"database ready: {display_url(config.database_url)}")
@@ -301,15 +312,10 @@ def _db_init(args: argparse.Namespace, config: Config) -> int:
 
 def _db_seed(args: argparse.Namespace, config: Config) -> int:
     from caller_id.seed import seed
-    from caller_id.store import Database
 
     async def go() -> Any:
-        db = Database(config.database_url)
-        try:
-            await db.migrate()
+        async with _database(config) as db:
             return await seed(db, args.customers, seed=args.seed, progress=sys.stderr.isatty())
-        finally:
-            await db.dispose()
 
     from caller_id.seed import SeedError
 
@@ -326,7 +332,6 @@ def _db_seed(args: argparse.Namespace, config: Config) -> int:
 def _db_import(args: argparse.Namespace, config: Config) -> int:
     from caller_id.catalogue import load_catalogue
     from caller_id.importer import CASE_STATUSES, ImportRowsError, import_file
-    from caller_id.store import Database
 
     # A status the catalogue matches on is known too: the administrator who adds one there can import it.
     catalogue = load_catalogue(config.intents_file)
@@ -334,13 +339,9 @@ def _db_import(args: argparse.Namespace, config: Config) -> int:
                                           if spec.cases is not None and spec.cases.statuses))
 
     async def go() -> Any:
-        db = Database(config.database_url)
-        try:
-            await db.migrate()
+        async with _database(config) as db:
             return await import_file(db, args.file, progress=sys.stderr.isatty(), region=config.region,
                                      statuses=statuses)
-        finally:
-            await db.dispose()
 
     try:
         summary = asyncio.run(go())
@@ -361,7 +362,7 @@ def _db_import(args: argparse.Namespace, config: Config) -> int:
 
 def _lookup(args: argparse.Namespace, config: Config) -> int:
     from ivr.call.decision import decide
-    from ivr.call.inbound import role_question, role_question_text
+    from ivr.call.inbound import role_question
     from ivr.services import build_services
 
     line = _line_named(config, args.line) if args.line is not None else config.line_for(None)
@@ -394,7 +395,7 @@ def _lookup(args: argparse.Namespace, config: Config) -> int:
             if asked and services.prompts is not None:
                 language = decision.view.language or line.language
                 prompt, wait_ms = await role_question(services, asked, language, elapsed=0.0)
-                result["question_prompt"] = role_question_text(asked, language)
+                result["question_prompt"] = services.selfservice.script.role_question(asked, language)
                 result["question_seconds"] = {"prompt": round(prompt.seconds, 2), "wait": wait_ms / 1000}
                 if args.role is None:  # the caller presses nothing at it
                     before = prompt.seconds + wait_ms / 1000
@@ -527,6 +528,7 @@ def _rules_check(args: argparse.Namespace, config: Config) -> int:
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
     from ivr.sim.fastagi_caller import mixed_scripts, run_closed_loop, run_open_loop, summarize
+    from queues.variables import CUSTOMER_ID, INTENT, PRIORITY, QUEUE
 
     host = args.host or (config.agi.host if config.agi.host not in ("0.0.0.0", "::") else "127.0.0.1")
     port = args.port or config.agi.port
@@ -552,9 +554,9 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
     if args.verbose:
         for r in results:
             v = r.variables
-            print(f"{r.script.number!r:>32} {r.script.line or '-':8} -> queue {v.get('IVR_QUEUE', '-'):12} "
-                  f"prio {v.get('QUEUE_PRIO', '-'):>3} intent {v.get('IVR_INTENT', '-'):24} "
-                  f"customer {v.get('IVR_CUSTOMER_ID', '-'):>8} "
+            print(f"{r.script.number!r:>32} {r.script.line or '-':8} -> queue {v.get(QUEUE, '-'):12} "
+                  f"prio {v.get(PRIORITY, '-'):>3} intent {v.get(INTENT, '-'):24} "
+                  f"customer {v.get(CUSTOMER_ID, '-'):>8} "
                   f"{'%.1f ms' % (r.routed_after * 1000) if r.routed_after else ''}"
                   f"{' hung up' if r.hung_up else ''}{' ERROR ' + r.error if r.error else ''}")
     summary = summarize(results, wall)
@@ -574,17 +576,14 @@ async def _sample_numbers(config: Config, limit: int = 2000) -> list[str]:
     from sqlalchemy import select
 
     from caller_id.models import PhoneNumber
-    from caller_id.store import Database
 
-    db = Database(config.database_url)
-    try:
-        async with db.session() as session:
-            rows = await session.scalars(select(PhoneNumber.e164).limit(limit))
-            return list(rows)
-    except Exception:  # noqa: BLE001 - no database: simulate with a fixed number
-        return []
-    finally:
-        await db.dispose()
+    async with _database(config, migrate=False) as db:
+        try:
+            async with db.session() as session:
+                rows = await session.scalars(select(PhoneNumber.e164).limit(limit))
+                return list(rows)
+        except Exception:  # noqa: BLE001 - no database: simulate with a fixed number
+            return []
 
 
 if __name__ == "__main__":

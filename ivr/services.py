@@ -22,7 +22,7 @@ from caller_id.cache import InProcessCache, ProfileCache, RedisCache
 from caller_id.cache import redis_client as make_redis_client
 from caller_id.catalogue import IntentCatalogue, load_catalogue
 from caller_id.directory import CallerDirectory, Source
-from caller_id.lookup import SqlDirectory
+from caller_id.lookup import SqlSource
 from caller_id.store import Database
 from ivr.agents.callcenter import CallCenter
 from ivr.agents.hub import Hub
@@ -130,7 +130,7 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
         contexts = InProcessContexts(config.call_context_ttl)
         notes.append("shared state: in-process (no Redis configured)")
 
-    crm = SqlDirectory(db)
+    crm = SqlSource(db)
     directory = CallerDirectory(
         [crm], cache, timeout=config.lookup.timeout,
         db_for_version=db, version_poll=config.lookup.version_poll,

@@ -1,10 +1,9 @@
 """Live queue and agent state, fed by AMI events.
 
-`QueueState.apply(event)` takes one AMI event as a plain dict of header to
-value (``{"Event": "QueueCallerJoin", "Queue": "support", ...}``) and keeps,
-per queue, who is waiting (position, since when, call id, segment) and what
-every member is doing (logged in, available, ringing, in a call, paused with
-its reason and since when).  `snapshot()` turns it into plain JSON-able
+`QueueState.apply(event)` takes one AMI event (a `queues.events.AmiEvent`)
+and keeps, per queue, who is waiting (position, since when, call id,
+segment) and what every member is doing (logged in, available, ringing, in a
+call, paused with its reason and since when).  `snapshot()` turns it into plain JSON-able
 dicts for the wallboard; `agent_for_call()` tells the screen-pop which member
 interface is talking to a call.
 
@@ -21,10 +20,10 @@ Events it understands (field names as Asterisk 23 sends them, see
   ``Location``), QueueEntry (``Wait``), QueueStatusComplete;
 - Hangup, only to forget a caller or a call whose end events were lost.
 
-Everything else is counted as ignored.  A bad event (not a mapping, a
+Everything else is counted as ignored.  A bad event (not an `AmiEvent`, a
 missing queue or channel id) is counted and dropped; a header that is not a
-usable number reads as missing (see "reading AMI events" below); `apply`
-never raises.
+usable number reads as missing (`queues.events` judges what Asterisk sends);
+`apply` never raises.
 
 Resync: after a (re)connection, send ``Action: QueueStatus`` and call
 `begin_resync(action_id=...)`; the QueueParams / QueueMember / QueueEntry answers
@@ -38,8 +37,9 @@ the member is still ``InCall``.  Outside a resync the same three events
 update the live state without removing anything (a filtered QueueStatus).
 
 Times: the ``Timestamp`` header (epoch seconds, with ``timestampevents =
-yes``) when present, never later than `clock()` plus MAX_CLOCK_SKEW, else
-`clock()` (QueueStatus answers never carry one).
+yes``) when present, never later than `clock()` plus
+`queues.events.MAX_CLOCK_SKEW`, else `clock()` (QueueStatus answers never
+carry one).
 Events older than what the state already knows about the same caller or
 member are stale and skipped, so replays, duplicates and events out of order
 do not bring back callers who left or members who were removed.
@@ -78,7 +78,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,23 +86,13 @@ from sqlalchemy import select
 
 from caller_id.models import Agent, CallRecord
 from caller_id.normalise import mask
+from caller_id.store import as_utc
+from queues.events import MAX_DURATION, AmiEvent, BadEvent, Handlers
+from queues.variables import CALL_ID, SEGMENT
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "AGENT_STATES",
-    "MAX_CLOCK_SKEW",
-    "MAX_DURATION",
-    "MEMBER_STATUS",
-    "QueueState",
-    "chan_variables",
-    "event_time",
-    "header",
-    "integer",
-    "masked_number",
-    "number",
-    "timestamp",
-]
+__all__ = ["AGENT_STATES", "MEMBER_STATUS", "QueueState", "masked_number"]
 
 MEMBER_STATUS = {
     0: "unknown",
@@ -119,9 +109,6 @@ _NOT_LOGGED_IN = {4, 5}
 _RINGING = {6, 7}
 _OCCUPIED = {2, 3, 8}
 
-CALL_ID_VARIABLE = "IVR_CALL_ID"
-SEGMENT_VARIABLE = "IVR_SEGMENT"
-
 # How long facts about departed callers, ended calls and removed members are
 # kept to recognise late duplicates (seconds of event time).
 TOMBSTONE_SECONDS = 3600.0
@@ -135,167 +122,6 @@ ANSWERED_WINDOW = 86400.0
 ANSWERED_BUCKET = 60.0
 # Events after which an agent's state may have changed without the event naming the agent's interface.
 _CALLER_EVENTS = frozenset({"QueueCallerLeave", "QueueCallerAbandon", "AgentConnect", "AgentDump", "Hangup"})
-
-
-# --- reading AMI events ---------------------------------------------------------
-#
-# Every part that reads AMI events (this state, `queues.stats`, `ivr.agents.callcenter`,
-# `ivr.agents.screenpop`) reads headers through the helpers below, so what Asterisk (or
-# anything posing as it) sends is judged in one place:
-#
-# - an id or a name longer than its column in caller_id/models.py reads as
-#   absent, with a warning: no Asterisk writes one, and a cut one would be
-#   another id (and the call-record writer could not store it);
-# - a number is finite and in range (`number`), else absent, with a warning;
-# - an event's time is never later than its receive time plus MAX_CLOCK_SKEW
-#   (`timestamp`), so one far-future Timestamp cannot make every later event
-#   look stale.
-
-ID_LENGTH = CallRecord.__table__.c.uniqueid.type.length  # Uniqueid, Linkedid, IVR_CALL_ID
-QUEUE_LENGTH = CallRecord.__table__.c.queue.type.length
-MEMBER_LENGTH = Agent.__table__.c.interface.type.length  # an interface or a member's name
-_LENGTHS = {
-    "Uniqueid": ID_LENGTH, "Linkedid": ID_LENGTH, "DestUniqueid": ID_LENGTH, "DestLinkedid": ID_LENGTH,
-    "Queue": QUEUE_LENGTH,
-    "Interface": MEMBER_LENGTH, "Location": MEMBER_LENGTH, "StateInterface": MEMBER_LENGTH,
-    "MemberName": MEMBER_LENGTH, "Name": MEMBER_LENGTH,
-}
-_VARIABLE_LENGTHS = {CALL_ID_VARIABLE: ID_LENGTH}
-
-MAX_CLOCK_SKEW = 5.0  # seconds an event may be dated after its arrival (two clocks never agree exactly)
-MAX_DURATION = 31 * 86400.0  # seconds; no queue call waits or talks a month
-MAX_NUMBER = float(2**53)  # beyond it a float holds no exact whole number
-
-
-def header(event: Mapping[str, Any], name: str) -> str | None:
-    """The value of header `name` as a stripped string, or None when absent.
-
-    The exact name is tried first, then a case-insensitive match (AMI header
-    names are case-insensitive).  A repeated header given as a list yields
-    its first value.  An id or a name longer than its column reads as None.
-    """
-    value = event.get(name)
-    if value is None:
-        lowered = name.lower()
-        for key, candidate in event.items():
-            if isinstance(key, str) and key.lower() == lowered:
-                value = candidate
-                break
-        else:
-            return None
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-        if value is None:
-            return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = str(value).strip()
-    limit = _LENGTHS.get(name)
-    if limit is not None and len(text) > limit:
-        log.warning("AMI %s: %s of %d characters is longer than any Asterisk writes (%d); read as missing",
-                    _event_name(event), name, len(text), limit)
-        return None
-    return text
-
-
-def number(event: Mapping[str, Any], name: str, *, low: float = -MAX_NUMBER,
-           high: float = MAX_NUMBER) -> float | None:
-    """Header `name` as a finite number in [low, high]; None when absent, empty or unusable.
-
-    ``inf``, ``nan``, ``1e400``, words and values out of range are logged
-    (no traceback) and read as missing: one odd header costs that field,
-    never the event.
-    """
-    raw = header(event, name)
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high):
-        log.warning("AMI %s: %s %r is not a usable number; read as missing", _event_name(event), name, raw[:40])
-        return None
-    return value
-
-
-def integer(event: Mapping[str, Any], name: str, default: int | None = None, *, low: float = -MAX_NUMBER,
-            high: float = MAX_NUMBER) -> int | None:
-    """`number` as a whole number (the fraction dropped), `default` when it is missing."""
-    value = number(event, name, low=low, high=high)
-    return default if value is None else int(value)
-
-
-def chan_variables(event: Mapping[str, Any], prefix: str = "ChanVariable") -> dict[str, str]:
-    """The channel variables of an event (``channelvars`` in manager.conf).
-
-    Accepts ``ChanVariable`` as a dict (``{"IVR_CALL_ID": "call-1"}``), a list
-    of ``"NAME=value"`` strings, or one such string; also the
-    ``ChanVariable(<channel>)`` form of OriginateResponse.  ``DestChanVariable``
-    (the member's leg) is read only with ``prefix="DestChanVariable"``.
-    Empty values are left out.
-    """
-    found: dict[str, str] = {}
-    lowered = prefix.lower()
-    for key, value in event.items():
-        if not isinstance(key, str):
-            continue
-        name = key.lower()
-        if not (name == lowered or name.startswith(lowered + "(")):
-            continue
-        if isinstance(value, Mapping):
-            pairs: Iterable[tuple[Any, Any]] = value.items()
-        else:
-            items = value if isinstance(value, (list, tuple)) else [value]
-            pairs = (str(item).partition("=")[::2] for item in items if item is not None)
-        for var, val in pairs:
-            var, val = str(var).strip(), ("" if val is None else str(val).strip())
-            limit = _VARIABLE_LENGTHS.get(var)
-            if limit is not None and len(val) > limit:
-                log.warning("AMI %s: %s of %d characters is longer than any the IVR sets (%d); read as missing",
-                            _event_name(event), var, len(val), limit)
-                continue
-            if var and val:
-                found[var] = val
-    return found
-
-
-def event_time(event: Mapping[str, Any], clock: Callable[[], float] = time.time) -> float:
-    """When the event happened: its `timestamp` received now (`clock()`), else `clock()`."""
-    now = clock()
-    stamp = timestamp(event, now)
-    return now if stamp is None else stamp
-
-
-def timestamp(event: Mapping[str, Any], now: float) -> float | None:
-    """The ``Timestamp`` header (epoch seconds) of an event received at `now`; None when absent or unusable.
-
-    Never later than ``now + MAX_CLOCK_SKEW``: an event cannot come from the
-    future, and a clamp (rather than the receive time itself) keeps events
-    from a clock a little ahead of ours in their order.
-    """
-    value = number(event, "Timestamp", low=0.0)
-    if value is None or value == 0:
-        return None
-    return min(value, now + MAX_CLOCK_SKEW)
-
-
-class BadEvent(ValueError):
-    """An event that cannot be applied (a required header missing or malformed)."""
-
-
-def _required(event: Mapping[str, Any], name: str) -> str:
-    value = header(event, name)
-    if not value:
-        raise BadEvent(f"{name} missing")
-    return value
-
-
-def _flag(event: Mapping[str, Any], name: str) -> bool | None:
-    raw = header(event, name)
-    if raw is None or raw == "":
-        return None
-    return raw.lower() in ("1", "yes", "true", "on")
 
 
 # --- the model ------------------------------------------------------------------
@@ -386,6 +212,8 @@ class _Model:
 
 # --- the state ------------------------------------------------------------------
 
+_handles = Handlers()  # QueueState's handlers, by the events they apply
+
 class QueueState:
     """Live state of every queue, its waiting callers and its members.
 
@@ -432,24 +260,24 @@ class QueueState:
         }
 
     # -- input ---------------------------------------------------------------
-    def apply(self, event: Mapping[str, Any]) -> bool:
+    def apply(self, event: AmiEvent) -> bool:
         """Apply one AMI event; True when it was a queue event that was used.
 
         Never raises: malformed events are counted in ``counters["bad"]``.
         """
         self.counters["events"] += 1
         try:
-            if not isinstance(event, Mapping):
-                raise BadEvent("not a mapping")
-            name = header(event, "Event")
-            handler = self._HANDLERS.get(name or "")
+            if not isinstance(event, AmiEvent):
+                raise BadEvent("not an AMI event")
+            name = event.name
+            handler = _handles.get(name)
             if handler is None:
                 self.counters["ignored"] += 1
                 return False
             when = self._when(event, name in self._STATUS_EVENTS)
             if name in self._STATUS_EVENTS:
                 mine = self._staging is not None and (
-                    self._resync_action is None or header(event, "ActionID") == self._resync_action)
+                    self._resync_action is None or event.header("ActionID") == self._resync_action)
                 outcome = handler(self, self._staging if mine else self._model, event, when, True)
                 if name == "QueueStatusComplete" and mine:
                     self.end_resync()
@@ -476,7 +304,7 @@ class QueueState:
             log.exception("queue state: could not apply a %s event", _event_name(event))
         return False
 
-    def _when(self, event: Mapping[str, Any], is_status_answer: bool) -> float:
+    def _when(self, event: AmiEvent, is_status_answer: bool) -> float:
         """The time of an event: its Timestamp (see `timestamp`), else the clock.
 
         A QueueStatus answer never has a Timestamp; in a stream that has them
@@ -486,7 +314,7 @@ class QueueState:
         are newer even when the newest Timestamp was ahead of our clock.
         """
         now = self._clock()
-        stamp = timestamp(event, now)
+        stamp = event.timestamp(now)
         if stamp is not None:
             self._latest = max(self._latest, stamp)
             return stamp
@@ -494,7 +322,7 @@ class QueueState:
             return min(self._latest, now)
         return now
 
-    def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
+    def apply_all(self, events: Iterable[AmiEvent]) -> None:
         for event in events:
             self.apply(event)
 
@@ -581,9 +409,10 @@ class QueueState:
     # -- event handlers ------------------------------------------------------
     # Each returns the name of the counter to bump.
 
-    def _on_join(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        position = integer(event, "Position", low=0)
+    @_handles("QueueCallerJoin")
+    def _on_join(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        position = event.integer("Position", low=0)
         if model.left.get((name, uid), -math.inf) >= when or model.ended.get(uid, -math.inf) >= when:
             return "stale"
         call = model.calls.get(uid)
@@ -604,12 +433,13 @@ class QueueState:
         self._fill_caller(caller, event)
         return outcome
 
-    def _on_leave(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+    @_handles("QueueCallerLeave", "QueueCallerAbandon")
+    def _on_leave(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
         queue = model.queues.get(name)
         known = model.left.get((name, uid))
         model.left[(name, uid)] = max(known or when, when)
-        kind = header(event, "Event") or ""
+        kind = event.name or ""
         if queue is None or uid not in queue.callers:
             if known is None:
                 return "unmatched"
@@ -624,9 +454,10 @@ class QueueState:
         _stop_ringing(queue, uid)
         return "applied"
 
-    def _on_agent_called(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        interface = _required(event, "Interface")
+    @_handles("AgentCalled")
+    def _on_agent_called(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        interface = event.required("Interface")
         if model.left.get((name, uid), -math.inf) >= when or model.ended.get(uid, -math.inf) >= when:
             return "stale"
         queue = model.queue(name)
@@ -641,10 +472,11 @@ class QueueState:
             self._fill_caller(caller, event)
         return "applied"
 
-    def _on_ring_no_answer(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        interface = _required(event, "Interface")
-        ring_ms = integer(event, "RingTime", low=0, high=MAX_DURATION * 1000)
+    @_handles("AgentRingNoAnswer")
+    def _on_ring_no_answer(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        interface = event.required("Interface")
+        ring_ms = event.integer("RingTime", low=0, high=MAX_DURATION * 1000)
         queue = model.queues.get(name)
         member = queue.members.get(interface) if queue else None
         if member is None:
@@ -658,9 +490,10 @@ class QueueState:
         }
         return "applied"
 
-    def _on_connect(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        interface = _required(event, "Interface")
+    @_handles("AgentConnect")
+    def _on_connect(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        interface = event.required("Interface")
         if model.ended.get(uid, -math.inf) >= when:
             return "stale"
         existing = model.calls.get(uid)
@@ -676,23 +509,24 @@ class QueueState:
         model.left[(name, uid)] = max(model.left.get((name, uid), when), when)
         model.left_by.setdefault((name, uid), "AgentConnect")
         _stop_ringing(queue, uid)
-        call.member_name = header(event, "MemberName") or None
-        call.member_channel = header(event, "DestChannel") or None
-        call.member_uniqueid = header(event, "DestUniqueid") or None
-        call.hold_time = integer(event, "HoldTime", low=0, high=MAX_DURATION)
-        call.linkedid = header(event, "Linkedid") or call.linkedid
-        number = header(event, "CallerIDNum")
+        call.member_name = event.header("MemberName") or None
+        call.member_channel = event.header("DestChannel") or None
+        call.member_uniqueid = event.header("DestUniqueid") or None
+        call.hold_time = event.integer("HoldTime", low=0, high=MAX_DURATION)
+        call.linkedid = event.header("Linkedid") or call.linkedid
+        number = event.header("CallerIDNum")
         if number and call.number == "unknown":
             call.number = masked_number(number)
-        variables = chan_variables(event)
-        call.call_id = variables.get(CALL_ID_VARIABLE) or call.call_id
-        call.segment = variables.get(SEGMENT_VARIABLE) or call.segment or self._lookup_segment(call.call_id)
+        variables = event.variables
+        call.call_id = variables.get(CALL_ID) or call.call_id
+        call.segment = variables.get(SEGMENT) or call.segment or self._lookup_segment(call.call_id)
         model.calls[uid] = call
         self._member_for(model, queue, interface, event, when)
         return "applied"
 
-    def _on_complete(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
+    @_handles("AgentComplete")
+    def _on_complete(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
         known = model.ended.get(uid)
         model.ended[uid] = max(known or when, when)
         call = model.calls.get(uid)
@@ -703,9 +537,10 @@ class QueueState:
         del model.calls[uid]
         return "applied"
 
-    def _on_dump(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        interface = header(event, "Interface")
+    @_handles("AgentDump")
+    def _on_dump(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        interface = event.header("Interface")
         queue = model.queues.get(name)
         changed = False
         if queue is not None:
@@ -719,8 +554,9 @@ class QueueState:
             changed = True
         return "applied" if changed else "unmatched"
 
-    def _on_hangup(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        uid = header(event, "Uniqueid")
+    @_handles("Hangup")
+    def _on_hangup(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        uid = event.header("Uniqueid")
         if not uid:
             return "ignored"
         changed = False
@@ -743,9 +579,12 @@ class QueueState:
                     changed = True
         return "applied" if changed else "ignored"
 
-    def _on_member(self, model: _Model, event: Mapping[str, Any], when: float, status: bool) -> str:
-        name = _required(event, "Queue")
-        interface = header(event, "Interface") or header(event, "Location")
+    @_handles("QueueMemberAdded", "QueueMemberStatus", "QueueMemberPause", "QueueMemberPenalty",
+              "QueueMemberRinginuse", "QueueMember",
+              "QueueMemberPaused")  # QueueMemberPause's name before Asterisk 12
+    def _on_member(self, model: _Model, event: AmiEvent, when: float, status: bool) -> str:
+        name = event.required("Queue")
+        interface = event.header("Interface") or event.header("Location")
         if not interface:
             raise BadEvent("Interface missing")
         queue = model.queue(name)
@@ -760,9 +599,10 @@ class QueueState:
         _update_member(member, event, when)
         return "applied"
 
-    def _on_member_removed(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name = _required(event, "Queue")
-        interface = _required(event, "Interface")
+    @_handles("QueueMemberRemoved")
+    def _on_member_removed(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name = event.required("Queue")
+        interface = event.required("Interface")
         queue = model.queues.get(name)
         known = model.removed.get((name, interface))
         model.removed[(name, interface)] = max(known or when, when)
@@ -774,30 +614,32 @@ class QueueState:
         del queue.members[interface]
         return "applied"
 
-    def _on_params(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        queue = model.queue(_required(event, "Queue"))
+    @_handles("QueueParams")
+    def _on_params(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        queue = model.queue(event.required("Queue"))
         params: dict[str, Any] = {"updated_at": when}
         for key in ("Strategy",):
-            value = header(event, key)
+            value = event.header(key)
             if value is not None:
                 params[key.lower()] = value
         for key, out in (("Max", "max"), ("Calls", "calls"), ("Holdtime", "holdtime"),
                          ("TalkTime", "talktime"), ("Completed", "completed"), ("Abandoned", "abandoned"),
                          ("ServiceLevel", "service_level"), ("Weight", "weight")):
-            value = integer(event, key)
+            value = event.integer(key)
             if value is not None:
                 params[out] = value
         for key, out in (("ServicelevelPerf", "service_level_perf"), ("ServicelevelPerf2", "service_level_perf2")):
-            perf = number(event, key, low=0.0, high=100.0)  # a percentage
+            perf = event.number(key, low=0.0, high=100.0)  # a percentage
             if perf is not None:
                 params[out] = perf
         queue.params = params
         return "applied"
 
-    def _on_entry(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
-        name, uid = _required(event, "Queue"), _required(event, "Uniqueid")
-        position = integer(event, "Position", low=0)
-        wait = integer(event, "Wait", 0, low=0, high=MAX_DURATION) or 0
+    @_handles("QueueEntry")
+    def _on_entry(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
+        name, uid = event.required("Queue"), event.required("Uniqueid")
+        position = event.integer("Position", low=0)
+        wait = event.integer("Wait", 0, low=0, high=MAX_DURATION) or 0
         queue = model.queue(name)
         caller = queue.callers.get(uid)
         if caller is None and (name, uid) in model.left:
@@ -810,40 +652,19 @@ class QueueState:
             queue.order.remove(uid)
         index = len(queue.order) if position is None else min(max(position - 1, 0), len(queue.order))
         queue.order.insert(index, uid)
-        caller.priority = integer(event, "Priority", caller.priority)
+        caller.priority = event.integer("Priority", caller.priority)
         self._fill_caller(caller, event)
         return "applied"
 
-    def _on_status_complete(self, model: _Model, event: Mapping[str, Any], when: float, _status: bool) -> str:
+    @_handles("QueueStatusComplete")
+    def _on_status_complete(self, model: _Model, event: AmiEvent, when: float, _status: bool) -> str:
         return "applied"
 
-    _HANDLERS: dict[str, Callable[..., str]] = {
-        "QueueCallerJoin": _on_join,
-        "QueueCallerLeave": _on_leave,
-        "QueueCallerAbandon": _on_leave,
-        "AgentCalled": _on_agent_called,
-        "AgentRingNoAnswer": _on_ring_no_answer,
-        "AgentConnect": _on_connect,
-        "AgentComplete": _on_complete,
-        "AgentDump": _on_dump,
-        "Hangup": _on_hangup,
-        "QueueMemberAdded": _on_member,
-        "QueueMemberStatus": _on_member,
-        "QueueMemberPause": _on_member,
-        "QueueMemberPaused": _on_member,  # the name before Asterisk 12
-        "QueueMemberPenalty": _on_member,
-        "QueueMemberRinginuse": _on_member,
-        "QueueMemberRemoved": _on_member_removed,
-        "QueueParams": _on_params,
-        "QueueMember": _on_member,
-        "QueueEntry": _on_entry,
-        "QueueStatusComplete": _on_status_complete,
-    }
     _STATUS_EVENTS = frozenset({"QueueParams", "QueueMember", "QueueEntry", "QueueStatusComplete"})
-    EVENTS = frozenset(_HANDLERS)  # the events `apply` uses; everything else is ignored
+    EVENTS = _handles.events  # the events `apply` uses; everything else is ignored
 
     # -- helpers -------------------------------------------------------------
-    def _member_for(self, model: _Model, queue: _Queue, interface: str, event: Mapping[str, Any],
+    def _member_for(self, model: _Model, queue: _Queue, interface: str, event: AmiEvent,
                     when: float) -> _Member | None:
         """The member an agent event names, created when unknown (None if it was removed since)."""
         member = queue.members.get(interface)
@@ -851,23 +672,23 @@ class QueueState:
             if model.removed.get((queue.name, interface), -math.inf) >= when:
                 return None
             member = queue.members[interface] = _Member(interface=interface, updated_at=-math.inf)
-        name = header(event, "MemberName")
+        name = event.header("MemberName")
         if name and not member.name:
             member.name = name
         return member
 
-    def _fill_caller(self, caller: _Caller, event: Mapping[str, Any]) -> None:
-        caller.linkedid = header(event, "Linkedid") or caller.linkedid
-        caller.channel = header(event, "Channel") or caller.channel
-        number = header(event, "CallerIDNum")
+    def _fill_caller(self, caller: _Caller, event: AmiEvent) -> None:
+        caller.linkedid = event.header("Linkedid") or caller.linkedid
+        caller.channel = event.header("Channel") or caller.channel
+        number = event.header("CallerIDNum")
         if number:
             caller.number = masked_number(number)
-        variables = chan_variables(event)
-        call_id = variables.get(CALL_ID_VARIABLE)
+        variables = event.variables
+        call_id = variables.get(CALL_ID)
         if call_id and call_id != caller.call_id:
             caller.call_id = call_id
             caller.segment = None
-        caller.segment = variables.get(SEGMENT_VARIABLE) or caller.segment or self._lookup_segment(caller.call_id)
+        caller.segment = variables.get(SEGMENT) or caller.segment or self._lookup_segment(caller.call_id)
 
     def _lookup_segment(self, call_id: str | None) -> str | None:
         if not call_id or self._segment_of is None:
@@ -881,18 +702,18 @@ class QueueState:
 
     # -- agents: state since when, answered calls ---------------------------
     @staticmethod
-    def _touched(model: _Model, event: Mapping[str, Any], name: str) -> set[str]:
+    def _touched(model: _Model, event: AmiEvent, name: str) -> set[str]:
         """The interfaces whose agent state an event may change (looked at before it is applied)."""
-        found = {value for value in (header(event, "Interface"), header(event, "Location")) if value}
+        found = {value for value in (event.header("Interface"), event.header("Location")) if value}
         if name in _CALLER_EVENTS:
-            uid = header(event, "Uniqueid")
+            uid = event.header("Uniqueid")
             if uid:
                 call = model.calls.get(uid)
                 if call is not None:
                     found.add(call.interface)
                 elif name == "Hangup":
                     found.update(c.interface for c in model.calls.values() if c.member_uniqueid == uid)
-                queue_name = header(event, "Queue")
+                queue_name = event.header("Queue")
                 if queue_name and name != "Hangup":
                     queues = [model.queues[queue_name]] if queue_name in model.queues else []
                 else:
@@ -915,9 +736,9 @@ class QueueState:
             if known is None or known[0] != state:
                 self._agent_since[interface] = (state, _fact_since(model, interface, state) or when)
 
-    def _count_answered(self, event: Mapping[str, Any], when: float) -> None:
+    def _count_answered(self, event: AmiEvent, when: float) -> None:
         """One answered call for the agent, once per (queue, caller), as the statistics count it."""
-        queue, uid, interface = header(event, "Queue"), header(event, "Uniqueid"), header(event, "Interface")
+        queue, uid, interface = event.header("Queue"), event.header("Uniqueid"), event.header("Interface")
         if queue and uid and interface:
             self._add_answered(queue, uid, interface, when)
 
@@ -961,8 +782,8 @@ class QueueState:
             rows = (await session.execute(statement)).all()
         added = 0
         for queue, uniqueid, call_id, answered_at, interface in rows:
-            at = (answered_at if answered_at.tzinfo else answered_at.replace(tzinfo=dt.timezone.utc)).timestamp()
-            added += self._add_answered(queue, uniqueid or f"record:{call_id}", interface, at)
+            added += self._add_answered(queue, uniqueid or f"record:{call_id}", interface,
+                                        as_utc(answered_at).timestamp())
         return added
 
     def _prune(self) -> None:
@@ -1189,11 +1010,8 @@ class QueueState:
 # --- small pure helpers -----------------------------------------------------------
 
 def _event_name(event: Any) -> str:
-    if isinstance(event, Mapping):
-        try:
-            return header(event, "Event") or "unnamed"
-        except Exception:  # noqa: BLE001
-            return "unreadable"
+    if isinstance(event, AmiEvent):
+        return event.name or "unnamed"
     return type(event).__name__
 
 
@@ -1229,35 +1047,35 @@ def _carry_caller(known: _Caller, fresh: _Caller) -> None:
         fresh.since, fresh.since_exact = known.since, True
 
 
-def _update_member(member: _Member, event: Mapping[str, Any], when: float) -> None:
+def _update_member(member: _Member, event: AmiEvent, when: float) -> None:
     member.updated_at = when
-    member.name = header(event, "MemberName") or header(event, "Name") or member.name
-    member.state_interface = header(event, "StateInterface") or member.state_interface
-    member.membership = header(event, "Membership") or member.membership
-    member.penalty = integer(event, "Penalty", member.penalty)
-    member.calls_taken = integer(event, "CallsTaken", member.calls_taken)
-    member.last_call = integer(event, "LastCall", member.last_call)
-    member.last_pause = integer(event, "LastPause", member.last_pause)
-    member.login_time = integer(event, "LoginTime", member.login_time)
-    member.wrapuptime = integer(event, "Wrapuptime", member.wrapuptime, low=0, high=MAX_DURATION)
-    in_call = _flag(event, "InCall")
+    member.name = event.header("MemberName") or event.header("Name") or member.name
+    member.state_interface = event.header("StateInterface") or member.state_interface
+    member.membership = event.header("Membership") or member.membership
+    member.penalty = event.integer("Penalty", member.penalty)
+    member.calls_taken = event.integer("CallsTaken", member.calls_taken)
+    member.last_call = event.integer("LastCall", member.last_call)
+    member.last_pause = event.integer("LastPause", member.last_pause)
+    member.login_time = event.integer("LoginTime", member.login_time)
+    member.wrapuptime = event.integer("Wrapuptime", member.wrapuptime, low=0, high=MAX_DURATION)
+    in_call = event.flag("InCall")
     if in_call is not None:
         member.in_call = in_call
-    member.status = integer(event, "Status", member.status)
-    ringinuse = _flag(event, "Ringinuse")
+    member.status = event.integer("Status", member.status)
+    ringinuse = event.flag("Ringinuse")
     if ringinuse is not None:
         member.ringinuse = ringinuse
-    paused = _flag(event, "Paused")
+    paused = event.flag("Paused")
     if paused is not None:
         if paused and not member.paused:
-            fresh = member.paused_since is None and header(event, "Timestamp") is None
+            fresh = member.paused_since is None and event.header("Timestamp") is None
             member.paused_since = min(float(member.last_pause), when) if fresh and member.last_pause else when
         elif not paused:
             member.paused_since = None
         member.paused = paused
-    reason = header(event, "PausedReason")
+    reason = event.header("PausedReason")
     if reason is None:
-        reason = header(event, "Reason")  # QueueMemberPaused before Asterisk 12
+        reason = event.header("Reason")  # QueueMemberPaused before Asterisk 12
     if not member.paused:
         member.paused_reason = ""
     elif reason is not None:

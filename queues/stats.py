@@ -1,7 +1,7 @@
 """Service statistics per queue and per customer segment, over a sliding window.
 
 `QueueStatistics.apply(event)` takes the same AMI events as `QueueState`
-(plain dicts of header to value) and counts, per queue and per customer
+(`queues.events.AmiEvent`) and counts, per queue and per customer
 segment, the calls offered, answered and abandoned, their waits, talk and
 handle times, over the last `window` seconds (24 h by default, or 60 min,
 or anything else): figures slide continuously, there is no reset at
@@ -79,16 +79,10 @@ from sqlalchemy import Integer, case, func, select
 from sqlalchemy.sql import and_
 
 from caller_id.models import CallRecord
-from queues.state import (
-    CALL_ID_VARIABLE,
-    MAX_DURATION,
-    SEGMENT_VARIABLE,
-    chan_variables,
-    event_time,
-    header,
-    integer,
-    masked_number,
-)
+from caller_id.store import as_utc
+from queues.events import MAX_DURATION, AmiEvent, Handlers
+from queues.state import masked_number
+from queues.variables import CALL_ID, SEGMENT
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +140,9 @@ class _Answered:
     segment: str
     interface: str | None
     hold_time: float | None
+
+
+_handles = Handlers()  # QueueStatistics' handlers, by the events they count
 
 
 class QueueStatistics:
@@ -334,19 +331,18 @@ class QueueStatistics:
             self._abandoned.popleft()
 
     # -- AMI events ----------------------------------------------------------
-    def apply(self, event: Mapping[str, Any]) -> bool:
+    def apply(self, event: AmiEvent) -> bool:
         """Count what one AMI event says; True when it was used.  Never raises."""
         self.counters["events"] += 1
         try:
-            if not isinstance(event, Mapping):
-                raise ValueError("not a mapping")
-            name = header(event, "Event") or ""
-            handler = self._HANDLERS.get(name)
+            if not isinstance(event, AmiEvent):
+                raise ValueError("not an AMI event")
+            handler = _handles.get(event.name)
             if handler is None:
                 self.counters["ignored"] += 1
                 used = False
             else:
-                when = event_time(event, self._clock)
+                when = event.at(self._clock)
                 self._latest = max(self._latest, when)
                 used = handler(self, event, when)
                 self.counters["used" if used else "duplicates" if used is False else "ignored"] += 1
@@ -362,14 +358,15 @@ class QueueStatistics:
             log.exception("queue statistics: could not count an event")
         return False
 
-    def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
+    def apply_all(self, events: Iterable[AmiEvent]) -> None:
         for event in events:
             self.apply(event)
 
     # Handlers return True (used), False (a duplicate) or None (nothing to count).
 
-    def _on_join(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+    @_handles("QueueCallerJoin")
+    def _on_join(self, event: AmiEvent, when: float) -> bool | None:
+        queue, uid = event.required("Queue"), event.required("Uniqueid")
         for key in [k for k in self._pending if k[1] == uid and k[0] != queue]:
             self._settle(key, "left")  # moved on to another queue
         key = (queue, uid)
@@ -383,36 +380,39 @@ class QueueStatistics:
         call_id, segment = self._identify(event)
         self._joins[key] = _Joined(
             at=when, call_id=call_id, segment=segment,
-            number=header(event, "CallerIDNum") or "", position=integer(event, "Position", low=0),
+            number=event.header("CallerIDNum") or "", position=event.integer("Position", low=0),
         )
         return True
 
-    def _on_abandon(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+    @_handles("QueueCallerAbandon")
+    def _on_abandon(self, event: AmiEvent, when: float) -> bool | None:
+        queue, uid = event.required("Queue"), event.required("Uniqueid")
         key = (queue, uid)
         if key in self._done:
             return False
         hold = _duration(event, "HoldTime")
-        position, original = integer(event, "Position", low=0), integer(event, "OriginalPosition", low=0)
+        position, original = event.integer("Position", low=0), event.integer("OriginalPosition", low=0)
         self._finish_abandoned(key, when, hold, position, original, "abandon", event)
         return True
 
-    def _on_leave(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+    @_handles("QueueCallerLeave")
+    def _on_leave(self, event: AmiEvent, when: float) -> bool | None:
+        queue, uid = event.required("Queue"), event.required("Uniqueid")
         key = (queue, uid)
         if key in self._done:
             return None  # the Leave after an Abandon or a Connect: nothing new
         if key in self._pending:
             return False
-        self._pending[key] = (when, integer(event, "Position", low=0), self._clock())
+        self._pending[key] = (when, event.integer("Position", low=0), self._clock())
         if key not in self._joins:
             call_id, segment = self._identify(event)
             self._joins[key] = _Joined(at=math.nan, call_id=call_id, segment=segment,
-                                       number=header(event, "CallerIDNum") or "", position=None)
+                                       number=event.header("CallerIDNum") or "", position=None)
         return True
 
-    def _on_connect(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+    @_handles("AgentConnect")
+    def _on_connect(self, event: AmiEvent, when: float) -> bool | None:
+        queue, uid = event.required("Queue"), event.required("Uniqueid")
         key = (queue, uid)
         if key in self._done:
             return False
@@ -423,20 +423,21 @@ class QueueStatistics:
             when - joined.at if joined is not None and math.isfinite(joined.at) else None)
         segment = joined.segment if joined is not None else self._identify(event)[1]
         self._done[key] = when
-        self._answered[key] = _Answered(at=when, segment=segment, interface=header(event, "Interface"),
+        self._answered[key] = _Answered(at=when, segment=segment, interface=event.header("Interface"),
                                         hold_time=wait)
         self.record_answered(queue, at=when, wait=wait, segment=segment)
         return True
 
-    def _on_complete(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue, uid = _need(event, "Queue"), _need(event, "Uniqueid")
+    @_handles("AgentComplete")
+    def _on_complete(self, event: AmiEvent, when: float) -> bool | None:
+        queue, uid = event.required("Queue"), event.required("Uniqueid")
         key = (queue, uid)
         if key in self._completed:
             return False
         answered = self._answered.pop(key, None)
         talk_time = _duration(event, "TalkTime")
         talk = float(talk_time) if talk_time is not None else (when - answered.at if answered else None)
-        interface = header(event, "Interface") or (answered.interface if answered else None)
+        interface = event.header("Interface") or (answered.interface if answered else None)
         if answered is None:
             segment = self._identify(event)[1]
             if key not in self._done:  # its Connect was missed: count the answer now
@@ -451,10 +452,11 @@ class QueueStatistics:
         self.record_completed(queue, at=when, talk=talk, segment=segment, interface=interface)
         return True
 
-    def _on_varset(self, event: Mapping[str, Any], when: float) -> bool | None:
-        if (header(event, "Variable") or "").upper() != "QUEUESTATUS":
+    @_handles("VarSet")
+    def _on_varset(self, event: AmiEvent, when: float) -> bool | None:
+        if (event.header("Variable") or "").upper() != "QUEUESTATUS":
             return None
-        return True if self.queue_result(_need(event, "Uniqueid"), header(event, "Value") or "") else None
+        return True if self.queue_result(event.required("Uniqueid"), event.header("Value") or "") else None
 
     def queue_result(self, uniqueid: str, status: str) -> bool:
         """What Queue() returned on channel `uniqueid` (its ``QUEUESTATUS``), when not seen as a VarSet.
@@ -473,8 +475,9 @@ class QueueStatistics:
             settled = True
         return self._relabel(uniqueid, reason) or settled
 
-    def _on_hangup(self, event: Mapping[str, Any], when: float) -> bool | None:
-        uid = header(event, "Uniqueid")
+    @_handles("Hangup")
+    def _on_hangup(self, event: AmiEvent, when: float) -> bool | None:
+        uid = event.header("Uniqueid")
         if not uid:
             return None
         keys = [k for k in self._pending if k[1] == uid]
@@ -484,36 +487,24 @@ class QueueStatistics:
             del self._joins[key]  # a Join whose Leave never came
         return True if keys else None
 
-    def _on_member(self, event: Mapping[str, Any], when: float) -> bool | None:
-        queue = header(event, "Queue")
-        interface = header(event, "Interface") or header(event, "Location")
+    @_handles("QueueMemberAdded", "QueueMemberStatus", "QueueMemberPause", "QueueMemberPenalty",
+              "QueueMemberRinginuse", "QueueMember")
+    def _on_member(self, event: AmiEvent, when: float) -> bool | None:
+        queue = event.header("Queue")
+        interface = event.header("Interface") or event.header("Location")
         wrapup = _duration(event, "Wrapuptime")
         if not queue or not interface or wrapup is None:
             return None
         self._member_wrapup[(queue, interface)] = float(wrapup)
         return None
 
-    _HANDLERS: dict[str, Callable[..., bool | None]] = {
-        "QueueCallerJoin": _on_join,
-        "QueueCallerAbandon": _on_abandon,
-        "QueueCallerLeave": _on_leave,
-        "AgentConnect": _on_connect,
-        "AgentComplete": _on_complete,
-        "VarSet": _on_varset,
-        "Hangup": _on_hangup,
-        "QueueMemberAdded": _on_member,
-        "QueueMemberStatus": _on_member,
-        "QueueMemberPause": _on_member,
-        "QueueMemberPenalty": _on_member,
-        "QueueMemberRinginuse": _on_member,
-        "QueueMember": _on_member,
-    }
+    EVENTS = _handles.events  # the events `apply` counts; everything else is ignored
 
     # -- settling ------------------------------------------------------------
-    def _identify(self, event: Mapping[str, Any]) -> tuple[str | None, str]:
-        variables = chan_variables(event)
-        call_id = variables.get(CALL_ID_VARIABLE)
-        segment = variables.get(SEGMENT_VARIABLE)
+    def _identify(self, event: AmiEvent) -> tuple[str | None, str]:
+        variables = event.variables
+        call_id = variables.get(CALL_ID)
+        segment = variables.get(SEGMENT)
         if not segment and call_id and self._segment_of is not None:
             try:
                 segment = self._segment_of(call_id)
@@ -523,18 +514,18 @@ class QueueStatistics:
         return call_id, _segment_key(segment)
 
     def _finish_abandoned(self, key: tuple[str, str], when: float, hold: int | None, position: int | None,
-                          original_position: int | None, reason: str, event: Mapping[str, Any] | None) -> None:
+                          original_position: int | None, reason: str, event: AmiEvent | None) -> None:
         queue, uid = key
         joined = self._joins.pop(key, None)
         self._pending.pop(key, None)
         if joined is None and event is not None:
             call_id, segment = self._identify(event)
             joined = _Joined(at=math.nan, call_id=call_id, segment=segment,
-                             number=header(event, "CallerIDNum") or "", position=None)
+                             number=event.header("CallerIDNum") or "", position=None)
         wait: float | None = float(hold) if hold is not None else None
         if wait is None and joined is not None and math.isfinite(joined.at):
             wait = max(0.0, when - joined.at)
-        number = (header(event, "CallerIDNum") if event is not None else None) or (joined.number if joined else "")
+        number = (event.header("CallerIDNum") if event is not None else None) or (joined.number if joined else "")
         self._done[key] = when
         self.record_abandoned(
             queue, at=when, wait=wait, segment=joined.segment if joined else None,
@@ -885,22 +876,13 @@ def _per_queue(value: float | Mapping[str, float], default: float) -> tuple[dict
     return {}, float(value)
 
 
-def _need(event: Mapping[str, Any], name: str) -> str:
-    value = header(event, name)
-    if not value:
-        raise ValueError(f"{name} missing")
-    return value
-
-
-def _duration(event: Mapping[str, Any], name: str) -> int | None:
+def _duration(event: AmiEvent, name: str) -> int | None:
     """``HoldTime`` / ``TalkTime`` / ``Wrapuptime``: whole seconds, as Asterisk measures them."""
-    return integer(event, name, low=0, high=MAX_DURATION)
+    return event.integer(name, low=0, high=MAX_DURATION)
 
 
 def _epoch(value: float | dt.datetime) -> float:
-    """Epoch seconds of a number or a datetime (a naive one is taken as UTC, as SQLite returns them)."""
+    """Epoch seconds of a number or a datetime (a naive one is UTC, as SQLite returns them: `as_utc`)."""
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.timestamp()
+        return as_utc(value).timestamp()
     return float(value)

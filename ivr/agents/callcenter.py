@@ -9,11 +9,13 @@
     ...
     await center.stop()
 
-One synchronous handler sees every AMI event once, turns it into a plain
-dict (`event_dict`) and hands it to `QueueState`, `QueueStatistics`, the
-`ScreenPop` (which queues it and returns), the call-record updater and the
-wallboard; none of them waits on I/O, so the AMI dispatcher never stalls
-on a database, Redis or a browser.
+One synchronous handler sees every AMI event once, reads it into one
+`queues.events.AmiEvent` and hands that to `QueueState`, `QueueStatistics`,
+the `ScreenPop` (which queues it and returns), the call-record updater and
+the wallboard; none of them waits on I/O, so the AMI dispatcher never stalls
+on a database, Redis or a browser.  Each of them lists the events it handles
+beside its handlers (its ``EVENTS``); the listener reads only the events in
+their union, and the rest (VarSet storms, Newexten...) stop at one set lookup.
 
 After every (re)connection a ``QueueStatus`` resync rebuilds `QueueState`
 (``begin_resync`` / ``end_resync``; live events keep flowing meanwhile and
@@ -33,11 +35,12 @@ caller's Uniqueid): ``queue`` on QueueCallerJoin; ``answered_at``,
 AgentConnect; ``talk_seconds`` and ``ended_at`` on AgentComplete;
 ``wait_seconds`` and ``ended_at`` with ``answered_at`` left NULL on
 QueueCallerAbandon.  Updates are merged per call and written in batches by
-a background task; the record itself may not be there yet (the FastAGI
-side inserts in batches too), so an update that matches no row is retried
-for `record_max_age` seconds.  A database outage only delays them; an
-update the database refuses (`ivr.call.records.is_refused_row`) is dropped with
-a log line, and the others are written.
+a background task (an `ivr.call.records.BatchedWriter`); the record itself
+may not be there yet (the FastAGI side inserts in batches too), so an update
+that matches no row is retried for `record_max_age` seconds.  A database
+outage only delays them; an update the database refuses
+(`ivr.call.records.is_refused_row`) is dropped with a log line, and the
+others are written.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,42 +63,31 @@ from caller_id.models import CallRecord
 from ivr.agents.hub import WALLBOARD, Hub
 from ivr.asterisk.ami import AmiError, Message
 from ivr.asterisk.ami_client import AmiClient
-from ivr.call.records import is_refused_row, refusal
-from queues.state import CALL_ID_VARIABLE, MAX_DURATION, QueueState, chan_variables, event_time, header, number
+from ivr.agents.screenpop import ScreenPop
+from ivr.call.records import BatchedWriter
+from queues.events import MAX_DURATION, AmiEvent, Handlers
+from queues.state import QueueState
 from queues.stats import QueueStatistics
+from queues.variables import CALL_ID
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallCenter", "RecordUpdates", "event_dict"]
+__all__ = ["CallCenter", "RecordUpdates", "ami_event", "wallboard"]
 
-# The events anything here uses; the rest (VarSet storms, Newexten...) stop at one set lookup.
-_STATS_EVENTS = frozenset({
-    "QueueCallerJoin", "QueueCallerAbandon", "QueueCallerLeave", "AgentConnect", "AgentComplete",
-    "VarSet", "Hangup", "QueueMemberAdded", "QueueMemberStatus", "QueueMemberPause", "QueueMemberPenalty",
-    "QueueMemberRinginuse", "QueueMember",
-})
 # Events after which the wallboard is sent soon rather than at the next interval.
 _IMPORTANT = frozenset({
     "QueueCallerJoin", "QueueCallerAbandon", "AgentConnect", "AgentComplete", "QueueMemberAdded",
     "QueueMemberRemoved", "QueueMemberPause", "QueueMemberPaused",
 })
-_RECORD_EVENTS = frozenset({"QueueCallerJoin", "AgentConnect", "AgentComplete", "QueueCallerAbandon"})
 
 
-def event_dict(event: Message | Mapping[str, Any]) -> dict[str, Any]:
-    """An AMI event as the plain dict `QueueState` and friends take.
-
-    Every header keeps its first value; ``ChanVariable`` and
-    ``DestChanVariable`` become dicts of all their ``NAME=value`` lines.
-    """
-    if isinstance(event, Message):
-        result = event.to_dict()
-        if "ChanVariable" in event:
-            result["ChanVariable"] = event.variables
-        if "DestChanVariable" in event:
-            result["DestChanVariable"] = event.dest_variables
-        return result
-    return dict(event)
+def ami_event(message: Message | Mapping[str, Any] | AmiEvent) -> AmiEvent:
+    """The `AmiEvent` of an AMI message (or of a mapping of header to value: replays, tests)."""
+    if isinstance(message, AmiEvent):
+        return message
+    if isinstance(message, Message):
+        return AmiEvent.from_headers(message.headers)
+    return AmiEvent.of(message)
 
 
 # --------------------------------------------------------------------------
@@ -118,7 +110,50 @@ class _Update:
 _Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
 
 
-class RecordUpdates:
+_outcomes = Handlers()  # RecordUpdates' handlers, by the events whose outcome they record
+# What a handler says: the columns to set, the columns to fill where NULL, the member whose agent it was.
+_Outcome = tuple[dict[str, Any], dict[str, Any], str | None]
+
+
+@_outcomes("QueueCallerJoin")
+def _joined(event: AmiEvent, at: dt.datetime) -> _Outcome:
+    return {}, {}, None
+
+
+@_outcomes("AgentConnect")
+def _answered(event: AmiEvent, at: dt.datetime) -> _Outcome:
+    return _waited(event, {"answered_at": at}), {}, event.member()
+
+
+@_outcomes("AgentComplete")
+def _completed(event: AmiEvent, at: dt.datetime) -> _Outcome:
+    values: dict[str, Any] = {"ended_at": at}
+    fill = _waited(event, {})
+    talk = _seconds(event, "TalkTime")
+    if talk is not None:
+        values["talk_seconds"] = talk
+        fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
+    return values, fill, event.member()
+
+
+@_outcomes("QueueCallerAbandon")
+def _abandoned(event: AmiEvent, at: dt.datetime) -> _Outcome:
+    return _waited(event, {"ended_at": at}), {}, None
+
+
+def _waited(event: AmiEvent, columns: dict[str, Any]) -> dict[str, Any]:
+    """`columns` with ``wait_seconds``: the event's HoldTime, when it has a usable one."""
+    hold = _seconds(event, "HoldTime")
+    if hold is not None:
+        columns["wait_seconds"] = hold
+    return columns
+
+
+def _seconds(event: AmiEvent, name: str) -> float | None:
+    return event.number(name, low=0.0, high=MAX_DURATION)
+
+
+class RecordUpdates(BatchedWriter):
     """Queue outcomes merged per call and written to ``call_records`` in batches.
 
     `note(event)` (synchronous, no I/O) records what an event says; a
@@ -127,6 +162,8 @@ class RecordUpdates:
     the database fails, everything waits (bounded by `max_pending` calls,
     the oldest dropped) and the failure is logged once.
     """
+
+    EVENTS = _outcomes.events  # the events `note` records; everything else is ignored
 
     def __init__(
         self,
@@ -138,62 +175,34 @@ class RecordUpdates:
         max_pending: int = 50_000,
         clock: Callable[[], float] = time.time,
     ):
+        super().__init__(interval=interval, gather=interval, what="queue outcomes", task_name="call-record-updates")
         self._db = db
         self._agents = agents
-        self.interval = interval
         self.max_age = max_age
         self.max_pending = max_pending
         self._clock = clock
         self._pending: OrderedDict[tuple[str, str], _Update] = OrderedDict()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._failing = False
         self.stats: dict[str, int] = {
             "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0, "rejected": 0,
         }
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def note(self, event: Mapping[str, Any]) -> None:
-        name = header(event, "Event")
-        if name not in _RECORD_EVENTS:
+    def note(self, event: AmiEvent) -> None:
+        outcome = _outcomes.get(event.name)
+        if outcome is None:
             return
-        call_id = chan_variables(event).get(CALL_ID_VARIABLE)
-        uid = header(event, "Uniqueid")
+        call_id = event.variables.get(CALL_ID)
+        uid = event.header("Uniqueid")
         if call_id:
             column, key = "call_id", call_id
         elif uid:
             column, key = "uniqueid", uid
         else:
             return
-        at = _utc(event_time(event, self._clock))
-        queue = header(event, "Queue") or None
-        values: dict[str, Any] = {"queue": queue} if queue else {}
-        fill: dict[str, Any] = {}
-        interface = None
-        if name == "AgentConnect":
-            values["answered_at"] = at
-            hold = _seconds(event, "HoldTime")
-            if hold is not None:
-                values["wait_seconds"] = hold
-            interface = header(event, "Interface") or header(event, "MemberName")
-        elif name == "AgentComplete":
-            values["ended_at"] = at
-            talk = _seconds(event, "TalkTime")
-            if talk is not None:
-                values["talk_seconds"] = talk
-                fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
-            hold = _seconds(event, "HoldTime")
-            if hold is not None:
-                fill["wait_seconds"] = hold
-            interface = header(event, "Interface") or header(event, "MemberName")
-        elif name == "QueueCallerAbandon":
-            values["ended_at"] = at
-            hold = _seconds(event, "HoldTime")
-            if hold is not None:
-                values["wait_seconds"] = hold
+        at = _utc(event.at(self._clock))
+        queue = event.header("Queue") or None
+        values, fill, interface = outcome(event, at)
+        if queue:
+            values["queue"] = queue
         self._merge(column, key, values, fill, interface)
 
     def _merge(self, column: str, key: str, values: dict[str, Any], fill: dict[str, Any],
@@ -213,53 +222,14 @@ class RecordUpdates:
         if interface:
             entry.interface = interface
         entry.next_try = 0.0
-        if self._task is not None:
-            self._wake.set()
+        self._wake()
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="call-record-updates")
+    def _failed(self, exc: Exception) -> None:
+        self.stats["db_errors"] += 1
+        super()._failed(exc)
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        try:
-            async with asyncio.timeout(timeout):
-                await self.flush(everything=True)
-        except Exception as exc:  # noqa: BLE001
-            log.error("call records: %d queue outcomes not written at shutdown: %s", len(self._pending), exc)
-
-    async def _run(self) -> None:
-        delay = self.interval
-        while True:
-            if self._failing:
-                await asyncio.sleep(delay)  # new events do not cut a backoff short
-            else:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                        await asyncio.sleep(self.interval)  # gather a batch
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried with backoff
-                self.stats["db_errors"] += 1
-                if not self._failing:
-                    log.error("call records: cannot write queue outcomes (%s); %d calls waiting, will retry",
-                              exc, len(self._pending))
-                    self._failing = True
-                delay = min(max(delay, self.interval) * 2, 10.0)
-                continue
-            if self._failing:
-                log.info("call records: queue outcomes are written again")
-                self._failing = False
-            delay = self.interval
+    async def _flush_at_close(self) -> None:
+        await self.flush(everything=True)
 
     async def flush(self, *, everything: bool = False) -> int:
         """Write the updates that are due (all with `everything`); how many rows changed.
@@ -278,14 +248,13 @@ class RecordUpdates:
                     agent_ids[interface] = await found if inspect.isawaitable(found) else found
                 except Exception as exc:  # noqa: BLE001 - written without the agent
                     log.warning("call records: agent lookup for %s failed: %s", interface, exc)
-        try:
-            results = await self._write(due, agent_ids)
-        except Exception as exc:
-            if not is_refused_row(exc):
-                raise
-            results = await self._write_each(due, agent_ids)
+
+        async def write(entries: list[_Update]) -> list[_Written]:
+            return await self._write(entries, agent_ids)
+
+        batches = await self._write_refusing(deque(due), write)
         written = 0
-        for entry, snapshot, rows in results:
+        for entry, snapshot, rows in (result for batch in batches for result in batch):
             current = self._pending.get((entry.column, entry.key))
             if current is not entry:
                 continue
@@ -328,25 +297,11 @@ class RecordUpdates:
             await session.commit()
         return results
 
-    async def _write_each(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
-        """A batch the database refused, one update at a time: the refused ones are dropped."""
-        results: list[_Written] = []
-        for entry in entries:
-            try:
-                results += await self._write([entry], agent_ids)
-            except Exception as exc:
-                if not is_refused_row(exc):
-                    raise
-                if self._pending.get((entry.column, entry.key)) is entry:
-                    del self._pending[(entry.column, entry.key)]
-                self.stats["rejected"] += 1
-                log.error("call records: the database refused the queue outcome for %s %s (%s); dropped",
-                          entry.column, entry.key, refusal(exc))
-        return results
-
-
-def _seconds(event: Mapping[str, Any], name: str) -> float | None:
-    return number(event, name, low=0.0, high=MAX_DURATION)
+    def _refused(self, entry: _Update) -> str:
+        if self._pending.get((entry.column, entry.key)) is entry:
+            del self._pending[(entry.column, entry.key)]
+        self.stats["rejected"] += 1
+        return f"the queue outcome for {entry.column} {entry.key}"
 
 
 def _utc(epoch: float) -> dt.datetime:
@@ -383,7 +338,7 @@ class CallCenter:
         *,
         queue_state: QueueState,
         queue_stats: QueueStatistics,
-        screenpop: Any,
+        screenpop: ScreenPop,
         wallboard_interval: float = 1.0,
         wallboard_min_gap: float | None = None,
         wallboard_idle: float | None = None,
@@ -412,8 +367,8 @@ class CallCenter:
         self._clock = clock
         resolver = agents if agents is not None else getattr(screenpop, "agents", None)
         self.records = RecordUpdates(db, resolver, interval=record_interval, max_age=record_max_age, clock=clock)
-        self._events = (QueueState.EVENTS | _STATS_EVENTS | _RECORD_EVENTS
-                        | frozenset(getattr(screenpop, "EVENTS", ())))
+        # The events anything here handles: only these are read.
+        self._events = QueueState.EVENTS | QueueStatistics.EVENTS | RecordUpdates.EVENTS | ScreenPop.EVENTS
         self._previous_hook: Any = None
         self._started = False
         self._resync_task: asyncio.Task[None] | None = None
@@ -469,16 +424,17 @@ class CallCenter:
         self._resync_task = self._wallboard_task = None
         if self.queue_state.resyncing:
             self.queue_state.abort_resync()
-        await self.records.stop()
+        await self.records.close()
 
     # -- events ------------------------------------------------------------------
-    def _on_event(self, message: Message | Mapping[str, Any]) -> None:
+    def _on_event(self, message: Message | Mapping[str, Any] | AmiEvent) -> None:
         """Every AMI event comes here once; nothing in it waits."""
         try:
-            name = message.event if isinstance(message, Message) else header(message, "Event")
-            if name not in self._events:
+            if isinstance(message, Message) and message.event not in self._events:
+                return  # not read at all
+            event = ami_event(message)
+            if event.name not in self._events:
                 return
-            event = event_dict(message)
         except Exception:  # noqa: BLE001
             self.stats["errors"] += 1
             log.exception("AMI listener: unreadable event")
@@ -489,10 +445,11 @@ class CallCenter:
                 step(event)
             except Exception:  # noqa: BLE001 - the others still get the event
                 self.stats["errors"] += 1
-                log.exception("AMI listener: %s failed on a %s event", getattr(step, "__qualname__", step), name)
-        self._touch_wallboard(name in _IMPORTANT)
+                log.exception("AMI listener: %s failed on a %s event", getattr(step, "__qualname__", step),
+                              event.name)
+        self._touch_wallboard(event.name in _IMPORTANT)
 
-    def handle(self, event: Message | Mapping[str, Any]) -> None:
+    def handle(self, event: Message | Mapping[str, Any] | AmiEvent) -> None:
         """Feed one event by hand (replays, tests): the same path as a live one."""
         self._on_event(event)
 
@@ -521,9 +478,9 @@ class CallCenter:
                 if not result.ok:
                     raise AmiError(f"QueueStatus refused: {result.message}")
                 for item in result.events:
-                    self.queue_state.apply(event_dict(item))
+                    self.queue_state.apply(ami_event(item))
                 if result.complete is not None:
-                    self.queue_state.apply(event_dict(result.complete))
+                    self.queue_state.apply(ami_event(result.complete))
                 self.queue_state.end_resync()
             except asyncio.CancelledError:
                 self.queue_state.abort_resync()
@@ -560,16 +517,6 @@ class CallCenter:
         return ended
 
     # -- wallboard -------------------------------------------------------------------
-    def wallboard(self) -> dict[str, Any]:
-        """The wallboard message as it would be published now."""
-        state = self.ami.state
-        return {
-            "type": "wallboard",
-            "at": self._clock(),
-            "queues": self.queue_state.snapshot(),
-            "stats": self.queue_stats.snapshot(),
-            "ami": {"connected": state.connected, "since": state.since, "last_error": state.last_error},
-        }
 
     def _touch_wallboard(self, important: bool) -> None:
         self._dirty = True
@@ -599,7 +546,8 @@ class CallCenter:
                     continue
                 self._dirty = self._urgent = False
                 self._last_wallboard = time.monotonic()
-                await self.hub.publish(WALLBOARD, self.wallboard())
+                await self.hub.publish(WALLBOARD, wallboard(self.queue_state, self.queue_stats, self.ami,
+                                                            self._clock()))
                 self.stats["wallboards"] += 1
             except asyncio.CancelledError:
                 raise
@@ -607,3 +555,19 @@ class CallCenter:
                 self.stats["errors"] += 1
                 log.exception("wallboard: snapshot failed")
                 await asyncio.sleep(self.wallboard_interval)
+
+
+def wallboard(queue_state: QueueState, queue_stats: QueueStatistics, ami: AmiClient | None,
+              at: float) -> dict[str, Any]:
+    """The wallboard message (topic ``wallboard``): the queues, the statistics and the AMI connection.
+
+    `ami` is None when no AMI host is configured: the connection then reads as
+    not connected, "AMI not configured".
+    """
+    if ami is None:
+        link: dict[str, Any] = {"connected": False, "since": None, "last_error": "AMI not configured"}
+    else:
+        state = ami.state
+        link = {"connected": state.connected, "since": state.since, "last_error": state.last_error}
+    return {"type": "wallboard", "at": at, "queues": queue_state.snapshot(), "stats": queue_stats.snapshot(),
+            "ami": link}

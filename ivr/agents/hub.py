@@ -28,14 +28,28 @@ subscribers at once, without a round trip, and sends it to the other nodes
 through Redis pub/sub (channel ``<prefix><topic>``, an envelope that names
 the sending node, so a node never delivers its own message twice).  Each
 node keeps ONE subscriber connection to Redis, subscribed to the topics its
-local subscribers want; its pub/sub reader is a small sans-IO RESP parser
-(`RespParser`) over asyncio streams, so liveness is checked with PING and
-reconnection is ours: after Redis goes away the hub reconnects with capped
-backoff and subscribes again; what other nodes published meanwhile is lost.
-The outage is logged once and its end once.  Publishing to Redis happens on
-a background task with a bounded outbox, so a slow or dead Redis never
-slows the publisher, and local subscribers keep getting local messages
-while Redis is down (fail open).
+local subscribers want, checked with a PING every `ping_interval`; after
+Redis goes away the hub reconnects with capped backoff and subscribes again;
+what other nodes published meanwhile is lost.  The outage is logged once and
+its end once.  Publishing to Redis happens on a background task with a
+bounded outbox (a pipeline of PUBLISH on the redis-py client), so a slow or
+dead Redis never slows the publisher, and local subscribers keep getting
+local messages while Redis is down (fail open).
+
+The subscriber connection is a redis-py connection made with the client's
+settings: redis-py connects (TCP, TLS or a Unix socket), authenticates,
+encodes the commands and parses the replies.  The hub drives it itself
+rather than through redis-py's `PubSub`, which cannot keep this behaviour:
+
+* `subscribe` and `Subscription.close` are synchronous and never wait on
+  Redis; `PubSub.subscribe` and `unsubscribe` are coroutines, so the hub
+  queues SUBSCRIBE and UNSUBSCRIBE for one writer task instead.
+* `PubSub` connects again, and subscribes again, inside its own reads and
+  commands, by the client's retry policy; that would hide an outage from
+  `connected`, `wait_ready` and the once-per-outage log lines, and from the
+  hub's backoff.
+* `PubSub` has no connection before its first channel; the hub's connection,
+  its PING and `wait_connected` hold while no page subscribes to anything.
 """
 
 from __future__ import annotations
@@ -44,7 +58,6 @@ import asyncio
 import json
 import logging
 import random
-import ssl
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,12 +72,9 @@ __all__ = [
     "HubClosed",
     "InProcessHub",
     "RedisHub",
-    "RespError",
-    "RespParser",
     "Subscription",
     "SubscriptionClosed",
     "agent_topic",
-    "encode_command",
 ]
 
 WALLBOARD = "wallboard"
@@ -310,93 +320,6 @@ class InProcessHub:
 
 
 # --------------------------------------------------------------------------
-# RESP, the Redis protocol, for the subscriber connection (no I/O here)
-# --------------------------------------------------------------------------
-
-
-class RespError(Exception):
-    """An error reply (``-ERR ...``) or bytes that are not RESP."""
-
-
-def encode_command(*args: str | bytes | int) -> bytes:
-    """One command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-class RespParser:
-    """Incremental RESP2 reply parser: ``feed(bytes)`` returns the complete replies.
-
-    Simple strings come back as str, bulk strings as bytes, integers as int,
-    arrays as lists, nil as None and error replies as `RespError` instances
-    (returned, not raised).  Bytes that are not RESP raise `RespError`.
-    """
-
-    def __init__(self, max_bulk: int = 64 * 1024 * 1024):
-        self._buffer = bytearray()
-        self._max_bulk = max_bulk
-
-    def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data
-        replies: list[Any] = []
-        while self._buffer:
-            parsed = self._parse(0)
-            if parsed is None:
-                break
-            value, end = parsed
-            del self._buffer[:end]
-            replies.append(value)
-        return replies
-
-    def _parse(self, pos: int) -> tuple[Any, int] | None:
-        buffer = self._buffer
-        line_end = buffer.find(b"\r\n", pos)
-        if line_end < 0:
-            if len(buffer) - pos > 65536:
-                raise RespError("reply line too long")
-            return None
-        kind = buffer[pos:pos + 1]
-        text = bytes(buffer[pos + 1:line_end])
-        after = line_end + 2
-        if kind == b"+":
-            return text.decode("utf-8", "replace"), after
-        if kind == b"-":
-            return RespError(text.decode("utf-8", "replace")), after
-        try:
-            number = int(text)
-        except ValueError:
-            raise RespError(f"not a RESP reply: {bytes(buffer[pos:line_end])[:40]!r}") from None
-        if kind == b":":
-            return number, after
-        if kind == b"$":
-            if number < 0:
-                return None, after
-            if number > self._max_bulk:
-                raise RespError("bulk reply too long")
-            end = after + number
-            if len(buffer) < end + 2:
-                return None
-            if buffer[end:end + 2] != b"\r\n":
-                raise RespError("bulk reply not terminated")
-            return bytes(buffer[after:end]), end + 2
-        if kind == b"*":
-            if number < 0:
-                return None, after
-            items = []
-            for _ in range(number):
-                parsed = self._parse(after)
-                if parsed is None:
-                    return None
-                item, after = parsed
-                items.append(item)
-            return items, after
-        raise RespError(f"not a RESP reply: {bytes(buffer[pos:line_end])[:40]!r}")
-
-
-# --------------------------------------------------------------------------
 # across nodes: Redis pub/sub
 # --------------------------------------------------------------------------
 
@@ -440,7 +363,6 @@ class RedisHub:
         publish_batch: int = 500,
     ):
         import redis.asyncio as aioredis
-        from redis.asyncio.connection import parse_url
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -461,25 +383,28 @@ class RedisHub:
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
             self._owns_client = True
-            settings = parse_url(redis)
-            self._use_ssl = "SSL" in getattr(settings.get("connection_class"), "__name__", "")
         else:
             self._client = redis
             self._owns_client = False
-            pool = redis.connection_pool
-            settings = dict(pool.connection_kwargs)
-            self._use_ssl = "SSL" in getattr(pool.connection_class, "__name__", "")
-        self._settings = settings
+        pool = self._client.connection_pool
+        self._connection_class = pool.connection_class
+        # The client's address, TLS, credentials and protocol; replies as bytes; one connection attempt
+        # per try (the hub backs off itself); no read timeout (the hub's PING tells a dead connection).
+        self._connection_kwargs = {
+            **pool.connection_kwargs, "decode_responses": False, "socket_timeout": None,
+            "health_check_interval": 0, "retry": Retry(NoBackoff(), 0),
+        }
         self._topics = _LocalTopics()
         self._outbox: deque[tuple[str, str]] = deque(maxlen=max_outbox)
         self._outbox_ready = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
+        self._connection: Any = None  # the subscriber connection while it is up
+        self._commands: deque[tuple[str, ...]] = deque()  # for the subscriber connection, in order
+        self._commands_ready = asyncio.Event()
         self._confirmed: set[str] = set()  # channels Redis confirmed on the current connection
         self._state_changed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
-        self._down_since: float | None = None
         self._down_logged = False
         self._rng = random.Random()
         self.last_error: str | None = None
@@ -495,7 +420,7 @@ class RedisHub:
     @property
     def connected(self) -> bool:
         """The subscriber connection to Redis is up."""
-        return self._writer is not None
+        return self._connection is not None
 
     def subscribers(self, topic: str) -> int:
         return len(self._topics.by_topic.get(topic, ()))
@@ -525,7 +450,7 @@ class RedisHub:
         self._start()
         sub = Subscription(topic, maxsize or self.maxsize, on_close=self._unsubscribe, ready=self._wait_topic)
         if self._topics.add(sub):
-            self._send(encode_command("SUBSCRIBE", self.channel(topic)))
+            self._send("SUBSCRIBE", self.channel(topic))
         return sub
 
     async def close(self) -> None:
@@ -551,7 +476,7 @@ class RedisHub:
     # -- internals: subscriptions ----------------------------------------------
     def _unsubscribe(self, sub: Subscription) -> None:
         if self._topics.remove(sub) and not self._closed:
-            self._send(encode_command("UNSUBSCRIBE", self.channel(sub.topic)))
+            self._send("UNSUBSCRIBE", self.channel(sub.topic))
 
     async def _wait_topic(self, topic: str, timeout: float | None) -> bool:
         channel = self.channel(topic)
@@ -573,14 +498,12 @@ class RedisHub:
     def _changed(self) -> None:
         self._state_changed.set()
 
-    def _send(self, data: bytes) -> None:
-        writer = self._writer
-        if writer is None:
+    def _send(self, *command: str) -> None:
+        """Queue a command for the subscriber connection (never waits)."""
+        if self._connection is None:
             return  # subscribed again from the topic list on the next connection
-        try:
-            writer.write(data)
-        except Exception as exc:  # noqa: BLE001 - the reader notices and reconnects
-            log.debug("hub: write to Redis failed: %s", exc)
+        self._commands.append(command)
+        self._commands_ready.set()
 
     def _start(self) -> None:
         if self._closed:
@@ -606,117 +529,88 @@ class RedisHub:
         self.last_error = None
 
     # -- internals: the subscriber connection ---------------------------------------
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        s = self._settings
-        async with asyncio.timeout(self.connect_timeout):
-            if s.get("path"):
-                reader, writer = await asyncio.open_unix_connection(s["path"])
-            else:
-                context = self._ssl_context() if self._use_ssl else None
-                reader, writer = await asyncio.open_connection(
-                    s.get("host") or "localhost", int(s.get("port") or 6379), ssl=context)
-            try:
-                password = s.get("password")
-                if password:
-                    username = s.get("username")
-                    args = ("AUTH", username, password) if username else ("AUTH", password)
-                    writer.write(encode_command(*args))
-                    parser = RespParser()
-                    while True:
-                        data = await reader.read(65536)
-                        if not data:
-                            raise ConnectionError("closed during AUTH")
-                        replies = parser.feed(data)
-                        if replies:
-                            if isinstance(replies[0], RespError):
-                                raise ConnectionError(f"AUTH refused: {replies[0]}")
-                            break
-            except BaseException:
-                writer.close()
-                raise
-        return reader, writer
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        s = self._settings
-        context = ssl.create_default_context(cafile=s.get("ssl_ca_certs"))
-        if s.get("ssl_certfile"):
-            context.load_cert_chain(s["ssl_certfile"], s.get("ssl_keyfile"))
-        reqs = s.get("ssl_cert_reqs")
-        if reqs in ("none", ssl.CERT_NONE):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif s.get("ssl_check_hostname") is False:
-            context.check_hostname = False
-        return context
-
     async def _listen(self) -> None:
+        from redis.exceptions import RedisError
+
         attempt = 0
         while not self._closed:
-            writer: asyncio.StreamWriter | None = None
-            pinger: asyncio.Task[None] | None = None
+            connection: Any = None
+            writer: asyncio.Task[None] | None = None
             try:
-                reader, writer = await self._open()
-                # No await between reading the topic list and publishing the writer:
-                # a subscribe() after this line writes its own SUBSCRIBE.
+                connection = self._connection_class(**self._connection_kwargs)
+                async with asyncio.timeout(self.connect_timeout):
+                    await connection.connect()
+                # No await between reading the topic list and publishing the connection:
+                # a subscribe() after this line queues its own SUBSCRIBE.
                 channels = [self.channel(t) for t in self._topics.by_topic]
+                self._commands.clear()  # what an earlier connection left unsent
                 if channels:
-                    writer.write(encode_command("SUBSCRIBE", *channels))
-                writer.write(encode_command("PING"))
-                self._writer = writer
+                    self._commands.append(("SUBSCRIBE", *channels))
+                self._commands.append(("PING",))
+                self._connection = connection
                 self.stats["connects"] += 1
                 self._came_back()
                 self._changed()
                 attempt = 0
-                pinger = asyncio.get_running_loop().create_task(self._ping(writer), name="hub-pinger")
-                await self._read(reader)
-                raise ConnectionError("connection closed by Redis")
+                writer = asyncio.get_running_loop().create_task(self._write(connection), name="hub-writer")
+                await self._read(connection)
             except asyncio.CancelledError:
                 raise
-            except (OSError, EOFError, TimeoutError, RespError) as exc:
+            except (OSError, TimeoutError, RedisError) as exc:
                 self._went_down(str(exc) or type(exc).__name__)
             except Exception as exc:  # noqa: BLE001 - keep the hub alive whatever it was
                 log.exception("hub: subscriber connection failed")
                 self._went_down(str(exc) or type(exc).__name__)
             finally:
-                if pinger is not None:
-                    pinger.cancel()
-                if self._writer is not None and self._writer is writer:
+                if writer is not None:
+                    writer.cancel()
+                if self._connection is connection:
                     self.stats["disconnects"] += 1
-                self._writer = None
+                self._connection = None
                 self._confirmed.clear()
                 self._changed()
-                if writer is not None:
-                    writer.close()
+                if connection is not None:
+                    await connection.disconnect(nowait=True)
             if self._closed:
                 return
             delay = min(self.reconnect_max, self.reconnect_initial * 2 ** min(attempt, 20))
             attempt += 1
             await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
 
-    async def _ping(self, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval)
-            writer.write(encode_command("PING"))
+    async def _write(self, connection: Any) -> None:
+        """Send the queued commands in order, and a PING every `ping_interval`."""
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + self.ping_interval
+        try:
+            # Checked before every send: redis-py would open a closed connection again by itself.
+            while connection.is_connected:
+                if self._commands:
+                    command = connection.pack_command(*self._commands.popleft())
+                    await connection.send_packed_command(command, check_health=False)
+                    continue
+                self._commands_ready.clear()
+                try:
+                    async with asyncio.timeout_at(next_ping):
+                        await self._commands_ready.wait()
+                except TimeoutError:
+                    self._commands.append(("PING",))
+                    next_ping = loop.time() + self.ping_interval
+        except Exception as exc:  # noqa: BLE001 - the reader notices and reconnects
+            log.debug("hub: write to Redis failed: %s", exc)
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = RespParser()
+    async def _read(self, connection: Any) -> None:
         silence = self.ping_interval + self.ping_timeout
         while True:
             try:
                 async with asyncio.timeout(silence):
-                    data = await reader.read(65536)
+                    reply = await connection.read_response(push_request=True)  # RESP3: pub/sub pushes too
             except TimeoutError:
                 raise TimeoutError(f"no answer from Redis for {silence:g} s") from None
-            if not data:
-                return
-            for reply in parser.feed(data):
-                self._on_reply(reply)
+            self._on_reply(reply)
 
     def _on_reply(self, reply: Any) -> None:
-        if isinstance(reply, RespError):
-            raise reply
         if not isinstance(reply, list) or not reply:
-            return  # +PONG before any subscription, +OK
+            return  # PONG before any subscription
         kind = _text(reply[0]).lower()
         if kind == "message" and len(reply) >= 3:
             self._on_message(_text(reply[1]), reply[2])

@@ -1,8 +1,8 @@
 """Screen-pop: the customer card on the agent's screen while the call rings and connects.
 
-`ScreenPop.on_event(event)` takes app_queue's AMI events (plain dicts of
-header to value, as `QueueState` takes them; `ivr.agents.callcenter.event_dict`
-turns an `ivr.asterisk.ami.Message` into one) and publishes on the hub topic
+`ScreenPop.on_event(event)` takes app_queue's AMI events (the
+`queues.events.AmiEvent` that `ivr.agents.callcenter` reads from each AMI
+message and hands to `QueueState` too) and publishes on the hub topic
 ``agent:<agent_id>`` of the agent the event names (``Interface``, else
 ``MemberName``, resolved to an agent id by `agents`)::
 
@@ -47,14 +47,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from caller_id.normalise import mask
 from ivr.agents.hub import Hub, agent_topic
 from ivr.call.context import _number, build_card
-from queues.state import CALL_ID_VARIABLE, chan_variables, event_time, header
+from queues.events import AmiEvent, Handlers
+from queues.variables import CALL_ID
 
 log = logging.getLogger(__name__)
 
@@ -69,32 +70,9 @@ WRAP_UP_SECONDS = 900.0  # an answered call stays the agent's (disposition, note
 _WRAP_UP_CARDS = 20  # per agent
 _PRUNE_EVERY = 1000  # events
 
-# The events the screen-pop uses; everything else is ignored cheaply.
-EVENTS = frozenset({
-    "QueueCallerJoin", "AgentCalled", "AgentConnect", "AgentComplete", "AgentRingNoAnswer", "AgentDump",
-    "QueueCallerAbandon", "QueueCallerLeave", "Hangup",
-})
-
-
-# --------------------------------------------------------------------------
-# the card
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# agents
-# --------------------------------------------------------------------------
-
-
-
-
-# --------------------------------------------------------------------------
-# the screen-pop
-# --------------------------------------------------------------------------
+_handles = Handlers()  # ScreenPop's handlers, by the events they turn into cards
+# The events that start following a call no card was shown for yet.
+_OPENING = frozenset({"QueueCallerJoin", "AgentCalled", "AgentConnect", "AgentComplete"})
 
 
 @dataclass(slots=True)
@@ -139,8 +117,6 @@ class ScreenPop:
     lookup_timeout  one context lookup may take this long
     """
 
-    EVENTS = EVENTS
-
     def __init__(
         self,
         contexts: Any,
@@ -176,15 +152,15 @@ class ScreenPop:
         }
 
     # -- input ---------------------------------------------------------------
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def on_event(self, event: AmiEvent) -> None:
         """Queue one AMI event for its call; returns at once, never raises."""
         try:
             if self._closed:
                 return
-            name = header(event, "Event")
-            if name not in EVENTS:
+            name = event.name
+            if name not in _handles:
                 return
-            uid = header(event, "Uniqueid")
+            uid = event.header("Uniqueid")
             if not uid:
                 return
             if name == "Hangup" and uid not in self._calls and uid not in self._lanes:
@@ -314,62 +290,80 @@ class ScreenPop:
                 await self._end_call(call, "lost", self._clock())
             return
 
-        event: Mapping[str, Any] = data
-        name = header(event, "Event") or ""
-        at = event_time(event, self._clock)
+        event: AmiEvent = data
+        at = event.at(self._clock)
         if call is None:
-            if name not in ("QueueCallerJoin", "AgentCalled", "AgentConnect", "AgentComplete"):
+            if event.name not in _OPENING:
                 return  # nothing on anybody's screen for this call
             call = await self._new_call(uid, event)
         call.touched = time.monotonic()
         call.at = at
         self._fill(call, event)
+        await _handles[event.name](self, call, event, at)
 
-        if name == "QueueCallerJoin":
-            if call.left and call.connected is None:
-                # Left one queue without an agent and joined another: the old rings are over.
-                call.left = False
-                if call.leave_timer is not None:
-                    call.leave_timer.cancel()
-                for card in list(call.agents.values()):
-                    if card.state == RINGING:
-                        await self._show(call, card.interface, None, ENDED, "left", at)
-            return
-        interface = header(event, "Interface") or header(event, "MemberName") or ""
-        if name == "AgentCalled":
-            await self._show(call, interface, event, RINGING, None, at)
-        elif name == "AgentConnect":
-            call.connected = interface
+    # Each handler takes the call (followed, filled from the event), the event and its time.
+
+    @_handles("QueueCallerJoin")
+    async def _on_join(self, call: _Call, event: AmiEvent, at: float) -> None:
+        if call.left and call.connected is None:
+            # Left one queue without an agent and joined another: the old rings are over.
             call.left = False
             if call.leave_timer is not None:
                 call.leave_timer.cancel()
-            await self._show(call, interface, event, ANSWERED, None, at)
-            for other in list(call.agents.values()):
-                if other.interface != interface and other.state == RINGING:
-                    await self._show(call, other.interface, None, ENDED, "answered_elsewhere", at)
-        elif name == "AgentComplete":
-            await self._show(call, interface, event, ENDED, "completed", at)
-            await self._end_call(call, "completed")
-        elif name in ("AgentRingNoAnswer", "AgentDump"):
-            card = call.agents.get(interface)
-            if card is not None and card.state != ENDED:
-                reason = "no_answer" if name == "AgentRingNoAnswer" else "dumped"
-                await self._show(call, interface, event, ENDED, reason, at)
-        elif name == "QueueCallerAbandon":
-            await self._end_call(call, "abandoned")
-        elif name == "QueueCallerLeave":
-            if call.connected is None:
-                # Asterisk sends the Leave of an answered call just before its AgentConnect.
-                call.left = True
-                if call.leave_timer is None or call.leave_timer.done():
-                    call.leave_timer = self._spawn(self._leave_later(uid), f"screenpop-leave-{uid}")
-        elif name == "Hangup":
-            await self._end_call(call, "hangup")
+            for card in list(call.agents.values()):
+                if card.state == RINGING:
+                    await self._show(call, card.interface, None, ENDED, "left", at)
 
-    async def _new_call(self, uid: str, event: Mapping[str, Any]) -> _Call:
-        variables = chan_variables(event)
-        call_id_var = variables.get(CALL_ID_VARIABLE)
-        linkedid = header(event, "Linkedid")
+    @_handles("AgentCalled")
+    async def _on_called(self, call: _Call, event: AmiEvent, at: float) -> None:
+        await self._show(call, event.member() or "", event, RINGING, None, at)
+
+    @_handles("AgentConnect")
+    async def _on_connect(self, call: _Call, event: AmiEvent, at: float) -> None:
+        interface = event.member() or ""
+        call.connected = interface
+        call.left = False
+        if call.leave_timer is not None:
+            call.leave_timer.cancel()
+        await self._show(call, interface, event, ANSWERED, None, at)
+        for other in list(call.agents.values()):
+            if other.interface != interface and other.state == RINGING:
+                await self._show(call, other.interface, None, ENDED, "answered_elsewhere", at)
+
+    @_handles("AgentComplete")
+    async def _on_complete(self, call: _Call, event: AmiEvent, at: float) -> None:
+        await self._show(call, event.member() or "", event, ENDED, "completed", at)
+        await self._end_call(call, "completed")
+
+    @_handles("AgentRingNoAnswer", "AgentDump")
+    async def _on_not_answered(self, call: _Call, event: AmiEvent, at: float) -> None:
+        interface = event.member() or ""
+        card = call.agents.get(interface)
+        if card is not None and card.state != ENDED:
+            reason = "no_answer" if event.name == "AgentRingNoAnswer" else "dumped"
+            await self._show(call, interface, event, ENDED, reason, at)
+
+    @_handles("QueueCallerAbandon")
+    async def _on_abandon(self, call: _Call, event: AmiEvent, at: float) -> None:
+        await self._end_call(call, "abandoned")
+
+    @_handles("QueueCallerLeave")
+    async def _on_leave(self, call: _Call, event: AmiEvent, at: float) -> None:
+        if call.connected is None:
+            # Asterisk sends the Leave of an answered call just before its AgentConnect.
+            call.left = True
+            if call.leave_timer is None or call.leave_timer.done():
+                call.leave_timer = self._spawn(self._leave_later(call.uniqueid), f"screenpop-leave-{call.uniqueid}")
+
+    @_handles("Hangup")
+    async def _on_hangup(self, call: _Call, event: AmiEvent, at: float) -> None:
+        await self._end_call(call, "hangup")
+
+    EVENTS = _handles.events  # the events `on_event` takes; everything else is ignored cheaply
+
+    async def _new_call(self, uid: str, event: AmiEvent) -> _Call:
+        call_id_var = event.variables.get(CALL_ID)
+        linkedid = event.header("Linkedid")
         call = _Call(uniqueid=uid, key=call_id_var or uid, linkedid=linkedid, call_id_var=call_id_var,
                      touched=time.monotonic())
         self._fill(call, event)
@@ -388,18 +382,18 @@ class ScreenPop:
                 self._rebuild_card(call)
         return call
 
-    def _fill(self, call: _Call, event: Mapping[str, Any]) -> None:
-        call.queue = header(event, "Queue") or call.queue
-        call.linkedid = call.linkedid or header(event, "Linkedid")
-        number = _number(header(event, "CallerIDNum"))
-        name = _number(header(event, "CallerIDName"))
+    def _fill(self, call: _Call, event: AmiEvent) -> None:
+        call.queue = event.header("Queue") or call.queue
+        call.linkedid = call.linkedid or event.header("Linkedid")
+        number = _number(event.header("CallerIDNum"))
+        name = _number(event.header("CallerIDName"))
         changed = False
         if number and number != call.number:
             call.number, changed = number, True
         if name and name != call.caller_name:
             call.caller_name, changed = name, True
         if not call.call_id_var:
-            call.call_id_var = chan_variables(event).get(CALL_ID_VARIABLE)
+            call.call_id_var = event.variables.get(CALL_ID)
         if changed and call.status != "found":
             self._rebuild_card(call)
 
@@ -463,13 +457,13 @@ class ScreenPop:
         self._enqueue(uid, ("left", None))
 
     # -- publishing ------------------------------------------------------------------
-    async def _show(self, call: _Call, interface: str, event: Mapping[str, Any] | None, state: str,
+    async def _show(self, call: _Call, interface: str, event: AmiEvent | None, state: str,
                     reason: str | None, at: float) -> None:
         if not interface:
             return
         card = call.agents.get(interface)
         if card is None:
-            agent_id = await self._agent_id(interface, header(event, "MemberName") if event is not None else None)
+            agent_id = await self._agent_id(interface, event.header("MemberName") if event is not None else None)
             if agent_id is None:
                 return
             card = call.agents[interface] = _AgentCard(interface, agent_id, state)
@@ -552,6 +546,6 @@ class ScreenPop:
 
 
 def _kind_name(kind: str, data: Any) -> str:
-    if kind == "event" and isinstance(data, Mapping):
-        return header(data, "Event") or "event"
+    if kind == "event" and isinstance(data, AmiEvent):
+        return data.name or "event"
     return kind

@@ -147,37 +147,10 @@ class Message:
     def action_id(self) -> str | None:
         return self.get("ActionID")
 
-    @property
-    def variables(self) -> dict[str, str]:
-        """``ChanVariable: NAME=value`` (and ``ChanVariable(<channel>):``) as a dict."""
-        return _variables(self.headers, "chanvariable")
-
-    @property
-    def dest_variables(self) -> dict[str, str]:
-        """``DestChanVariable: NAME=value`` (the member channel of agent events)."""
-        return _variables(self.headers, "destchanvariable")
-
-    def to_dict(self) -> dict[str, str]:
-        """First value of each key; repeated keys are in `get_all`."""
-        result: dict[str, str] = {}
-        for key, value in self.headers:
-            result.setdefault(key, value)
-        return result
-
     def encode(self) -> bytes:
         """The message as Asterisk writes it (used by the simulator and tests)."""
         lines = "".join(f"{key}: {value}\r\n" for key, value in self.headers)
         return (lines + "\r\n").encode("utf-8")
-
-
-def _variables(headers: Iterable[tuple[str, str]], prefix: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in headers:
-        lowered = key.lower()
-        if lowered == prefix or (lowered.startswith(prefix + "(") and lowered.endswith(")")):
-            name, _, var_value = value.partition("=")
-            found[name] = var_value
-    return found
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
 
+from caller_id.catalogue import IntentCatalogue
 from caller_id.directory import LookupResult
 from caller_id.predict import Intent, predict
 from caller_id.profile import CallerView, Role
+from ivr.call.context import DecisionPart, LookupPart
 from ivr.config import Line
-from queues.rules import RouteDecision, RoutingFacts
+from queues.rules import RouteDecision, RoutingFacts, RuleSet
 
 SEGMENT_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
 
@@ -43,60 +45,31 @@ class Decision:
     def top_intent(self) -> Intent | None:
         return self.intents[0] if self.intents else None
 
+    def part(self) -> DecisionPart:
+        """The decision as the call context keeps it for the agent's card."""
+        lookup, view = self.lookup, self.view
+        return DecisionPart.of(
+            number=lookup.number,
+            line=self.line.name,
+            lookup=LookupPart(lookup.source, lookup.degraded, round(lookup.elapsed_ms, 2)),
+            customer=view.customer,
+            customers=lookup.profile.customers,
+            roles=lookup.profile.roles,
+            role=view.role,
+            question=self.question,
+            segment=view.segment,
+            is_vip=view.is_vip,
+            manager=view.manager,
+            open_cases=tuple(case for case in view.cases if case.is_open),
+            recent_calls=view.recent_calls,
+            intents=self.intents,
+            confirmed_intent=self.confirmed_intent,
+            route=self.route,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        profile = self.lookup.profile
-        view = self.view
-        customer = None
-        if view.customer is not None:
-            c = view.customer
-            customer = {
-                "id": c.id, "name": c.name, "segment": c.segment, "is_vip": c.is_vip,
-                "language": c.language,
-                "manager": _manager(c.manager),
-            }
-        return {
-            "number": self.lookup.number,
-            "line": self.line.name,
-            "lookup": {"source": self.lookup.source, "degraded": self.lookup.degraded,
-                       "elapsed_ms": round(self.lookup.elapsed_ms, 2)},
-            "customer": customer,
-            "customers": [{"id": c.id, "name": c.name} for c in profile.customers],
-            "roles": [_role(r) for r in profile.roles],
-            "role": _role(view.role) if view.role else None,
-            "question": [_role(r) for r in self.question],
-            "segment": view.segment,
-            "is_vip": view.is_vip,
-            "manager": _manager(view.manager),
-            "open_cases": [
-                {"id": k.id, "product": k.product, "title": k.title, "status": k.status,
-                 "priority": k.priority, "due_at": k.due_at.isoformat() if k.due_at else None,
-                 "customer_owes_next_step": k.customer_owes_next_step}
-                for k in view.cases if k.is_open
-            ],
-            "recent_calls": [
-                {"started_at": c.started_at.isoformat(), "line": c.line, "intent": c.intent,
-                 "queue": c.queue, "self_served": c.self_served}
-                for c in view.recent_calls
-            ],
-            "intents": [i.to_dict() for i in self.intents],
-            "confirmed_intent": self.confirmed_intent,
-            "route": self.route.to_dict(),
-        }
-
-
-def _role(role: Role) -> dict[str, Any]:
-    org = role.organisation
-    return {
-        "kind": role.kind, "customer_id": role.customer_id, "label": role.label,
-        "organisation": None if org is None else {
-            "id": org.id, "name": org.name, "segment": org.segment, "is_vip": org.is_vip},
-    }
-
-
-def _manager(manager: Any) -> dict[str, Any] | None:
-    if manager is None:
-        return None
-    return {"id": manager.id, "name": manager.name, "interface": manager.interface}
+        """`part` as JSON: what a call context stores and `ivr lookup` prints."""
+        return self.part().to_dict()
 
 
 def candidate_roles(lookup: LookupResult, line: Line) -> tuple[Role, ...]:
@@ -123,8 +96,8 @@ def decide(
     lookup: LookupResult,
     line: Line,
     *,
-    catalogue: Any,
-    rules: Any,
+    catalogue: IntentCatalogue,
+    rules: RuleSet,
     now: dt.datetime,
     role: Role | None = None,
 ) -> Decision:
@@ -140,7 +113,7 @@ def decide(
     return Decision(lookup=lookup, line=line, view=view, intents=intents, route=route, question=question)
 
 
-def with_intent(decision: Decision, intent: str, *, rules: Any, now: dt.datetime) -> Decision:
+def with_intent(decision: Decision, intent: str, *, rules: RuleSet, now: dt.datetime) -> Decision:
     """The decision routed again for the reason the caller gave."""
     route = rules.decide(RoutingFacts(view=decision.view, line=decision.line.name, intent=intent, now=now))
     return replace(decision, route=route, confirmed_intent=intent)

@@ -19,12 +19,17 @@ import time
 import uuid
 from typing import Any
 
+from caller_id.directory import LookupResult
 from caller_id.normalise import mask
 from caller_id.profile import Role
 from ivr import metrics
-from ivr.call.decision import Decision, decide, with_intent
 from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from ivr.call.context import CallContext, Keypress, RoleQuestion
+from ivr.call.decision import Decision, decide, with_intent
+from ivr.config import Line
+from ivr.selfservice.dialog import Dialog
 from ivr.selfservice.timing import hand_over_reserve
+from queues import variables
 from speech.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -32,43 +37,19 @@ log = logging.getLogger(__name__)
 ROLE_QUESTION_TIMEOUT_MS = 4000
 ROLE_QUESTION_MIN_WAIT_MS = 2000  # the key wait is cut down to fit time_to_person, never below this
 
-_ROLE_TEXT = {
-    "ru": {
-        "intro": "Здравствуйте!",
-        "private": "Как частное лицо — {digit},",
-        "employee": "по делам компании {org} — {digit},",
-        "director": "как руководитель компании {org} — {digit},",
-    },
-    "en": {
-        "intro": "Hello!",
-        "private": "as a private client, {digit},",
-        "employee": "for {org}, {digit},",
-        "director": "as the director of {org}, {digit},",
-    },
-}
-
-
-def role_question_text(roles: tuple[Role, ...], language: str) -> str:
-    texts = _ROLE_TEXT.get(language, _ROLE_TEXT["en"])
-    choices = " ".join(texts[role.kind].format(digit=digit, org=role.organisation.name if role.organisation else "")
-                       for digit, role in enumerate(roles, start=1))
-    choices = choices[:1].upper() + choices[1:]
-    return f"{texts['intro']} {choices.rstrip(',')}."
-
 
 async def role_question(services: Any, roles: tuple[Role, ...], language: str, *,
                         elapsed: float) -> tuple[Prompt, int]:
-    """The role question as Asterisk plays it, asked `elapsed` seconds after the AGI start, and its
-    key wait in ms: what is left of the dialog's time_to_person after the prompt and the hand-over
-    reserve, between ROLE_QUESTION_MIN_WAIT_MS and ROLE_QUESTION_TIMEOUT_MS."""
-    if services.prompts is None:
+    """The role question (its texts: config/dialog.yaml) as Asterisk plays it, asked `elapsed`
+    seconds after the AGI start, and its key wait in ms: what is left of the dialog's time_to_person
+    after the prompt and the hand-over reserve, between ROLE_QUESTION_MIN_WAIT_MS and
+    ROLE_QUESTION_TIMEOUT_MS."""
+    if services.prompts is None or services.selfservice is None:
         raise RuntimeError("prompt synthesis is disabled")
-    prompt = await services.prompts.for_asterisk(role_question_text(roles, language), language)
-    selfservice = services.selfservice
-    if selfservice is None:
-        return prompt, ROLE_QUESTION_TIMEOUT_MS
-    script = selfservice.script
-    reserve = await hand_over_reserve(services.prompts, script, script.language_for(language))
+    script = services.selfservice.script
+    language = script.language_for(language)
+    prompt = await services.prompts.for_asterisk(script.role_question(roles, language), language)
+    reserve = await hand_over_reserve(services.prompts, script, language)
     left_ms = (script.settings.time_to_person - elapsed - prompt.seconds - reserve) * 1000
     return prompt, int(max(ROLE_QUESTION_MIN_WAIT_MS, min(ROLE_QUESTION_TIMEOUT_MS, left_ms)))
 
@@ -78,7 +59,11 @@ def new_call_id() -> str:
 
 
 class InboundScript:
-    """Callable registered as the `inbound` FastAGI script."""
+    """Callable registered as the `inbound` FastAGI script.
+
+    The call's state as it goes is its `CallContext`: each step notes on it what the caller
+    pressed and said, the outcome and why the call degraded; at the end it is stored for the
+    agent's screen and summed up in the call record."""
 
     def __init__(self, services: Any):
         self.services = services
@@ -86,65 +71,64 @@ class InboundScript:
     async def __call__(self, call: AgiCall) -> None:
         s = self.services
         started = time.perf_counter()
-        call_id = new_call_id()
         env = call.env
         line = s.config.line_for(env.args[0] if env.args and env.args[0] else env.dnid or env.extension)
-        state: dict[str, Any] = {"dtmf": [], "degraded": [], "outcome": "routed"}
+        context = CallContext(call_id=new_call_id(), uniqueid=env.uniqueid, channel=env.channel, line=line.name,
+                              outcome="routed")
         decision: Decision | None = None
         try:
-            await call.set_variable("IVR_CALL_ID", call_id)
-            decision = await self._decide(env.callerid, line, state, call_id)
+            await call.set_variable(variables.CALL_ID, context.call_id)
+            decision = await self._decide(env.callerid, line, context)
             if decision is not None and decision.lookup.degraded:
-                self._fail_open(state, f"lookup_{decision.lookup.source}", call_id, decision.lookup.degraded)
+                self._fail_open(context, f"lookup_{decision.lookup.source}", decision.lookup.degraded)
             if decision is not None and decision.question:
-                decision = await self._ask_role(call, decision, state, call_id,
-                                                elapsed=time.perf_counter() - started)
+                decision = await self._ask_role(call, decision, context, elapsed=time.perf_counter() - started)
             if decision is not None and s.selfservice is not None and decision.line.self_service != "off":
-                if state.get("wants_person"):
-                    state["dialog_skipped"] = "caller pressed 0"
+                if context.role_question is not None and context.role_question.wants_person:
+                    context.dialog_skipped = "caller pressed 0"
                 elif not decision.route.self_service:
-                    state["dialog_skipped"] = f"rule {decision.route.rule}"
+                    context.dialog_skipped = f"rule {decision.route.rule}"
                 else:
-                    decision = await self._self_service(call, decision, state, call_id,
+                    decision = await self._self_service(call, decision, context,
                                                         elapsed=time.perf_counter() - started)
             if decision is not None:
-                await self._set_route(call, decision, state, call_id)
+                await self._set_route(call, decision, context)
         except ChannelGone as exc:
-            state["outcome"] = "hangup"
-            log.info("call %s: caller gone before routing finished (%s)", call_id, exc)
+            context.outcome = "hangup"
+            log.info("call %s: caller gone before routing finished (%s)", context.call_id, exc)
         except AgiError as exc:
-            self._fail_open(state, "agi_error", call_id, exc)
+            self._fail_open(context, "agi_error", exc)
         except Exception as exc:  # noqa: BLE001 - the call must go on
-            log.exception("call %s: unexpected error; default queue kept", call_id)
-            self._fail_open(state, "internal_error", call_id, exc)
+            log.exception("call %s: unexpected error; default queue kept", context.call_id)
+            self._fail_open(context, "internal_error", exc)
         finally:
             elapsed = time.perf_counter() - started
-            metrics.CALLS.labels(outcome=state["outcome"]).inc()
+            metrics.CALLS.labels(outcome=context.outcome).inc()
             metrics.CALL_PATH_SECONDS.observe(elapsed)
-            await self._remember(call, call_id, line.name, decision, state, elapsed)
+            await self._remember(context, decision, elapsed)
 
     # -- steps ----------------------------------------------------------------
-    async def _decide(self, raw_number: str | None, line: Any, state: dict[str, Any], call_id: str) -> Decision | None:
+    async def _decide(self, raw_number: str | None, line: Line, context: CallContext) -> Decision | None:
         s = self.services
         try:
             return await asyncio.wait_for(self._identify_and_decide(raw_number, line), s.config.agi.decision_budget)
         except asyncio.TimeoutError:
-            self._fail_open(state, "decision_timeout", call_id, "decision budget exceeded")
+            self._fail_open(context, "decision_timeout", "decision budget exceeded")
         except Exception as exc:  # noqa: BLE001 - a broken rule or prediction must not drop the call
-            log.exception("call %s: decision failed; default queue kept", call_id)
-            self._fail_open(state, "decision_error", call_id, exc)
+            log.exception("call %s: decision failed; default queue kept", context.call_id)
+            self._fail_open(context, "decision_error", exc)
         return None
 
-    async def _identify_and_decide(self, raw_number: str | None, line: Any, role: Role | None = None) -> Decision:
+    async def _identify_and_decide(self, raw_number: str | None, line: Line, role: Role | None = None) -> Decision:
         s = self.services
         lookup = await s.directory.lookup(raw_number, region=s.config.region)
         return self._decide_for(lookup, line, role)
 
-    def _decide_for(self, lookup: Any, line: Any, role: Role | None) -> Decision:
+    def _decide_for(self, lookup: LookupResult, line: Line, role: Role | None) -> Decision:
         s = self.services
         return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
 
-    async def _ask_role(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str, *,
+    async def _ask_role(self, call: AgiCall, decision: Decision, context: CallContext, *,
                         elapsed: float) -> Decision:
         """Ask once which role the caller calls in, `elapsed` seconds after the AGI start.  No answer
         (or no way to ask) keeps the role the line and the CRM make most likely, already in
@@ -157,49 +141,47 @@ class InboundScript:
             pressed, _timed_out = await call.get_data(prompt.name, wait_ms, 1, seconds=prompt.seconds)
             if pressed.isdigit() and 1 <= int(pressed) <= len(roles):
                 chosen = roles[int(pressed) - 1]
-            elif pressed == "0":  # a person, as 0 means in every question: no menu after this one
-                state["wants_person"] = True
         except (ChannelGone, AgiTimeout):
             raise
         except AgiError as exc:  # Asterisk refused the command or the file: the session goes on
-            self._fail_open(state, "role_question_error", call_id, exc)
+            self._fail_open(context, "role_question_error", exc)
         except Exception as exc:  # noqa: BLE001 - synthesis trouble: assume the default role
-            self._fail_open(state, "prompt_error", call_id, exc)
-        state["dtmf"].append({"step": "role", "pressed": pressed})
+            self._fail_open(context, "prompt_error", exc)
+        context.dtmf.append(Keypress("role", pressed))
         assumed = decision.view.role
-        state["role_question"] = {
-            "asked": [r.label for r in roles], "pressed": pressed,
-            "chosen": chosen.label if chosen else None,
-            "confirmed": chosen is not None,
-            "assumed": None if chosen is not None or assumed is None else assumed.label,
-        }
+        context.role_question = RoleQuestion(
+            asked=tuple(r.label for r in roles), pressed=pressed,
+            chosen=chosen.label if chosen else None,
+            confirmed=chosen is not None,
+            assumed=None if chosen is not None or assumed is None else assumed.label,
+        )
         if chosen is None:
-            log.info("call %s: role not confirmed; routed as %s", call_id, assumed.kind if assumed else "-")
+            log.info("call %s: role not confirmed; routed as %s", context.call_id, assumed.kind if assumed else "-")
             return decision
         return self._decide_for(decision.lookup, decision.line, chosen)
 
-    async def _self_service(self, call: AgiCall, decision: Decision, state: dict[str, Any],
-                            call_id: str, *, elapsed: float) -> Decision:
+    async def _self_service(self, call: AgiCall, decision: Decision, context: CallContext, *,
+                            elapsed: float) -> Decision:
         """The self-service dialog, `elapsed` seconds after the AGI start; the decision routed again
         for the reason the caller gave."""
         s = self.services
         try:
-            dialog = await s.selfservice.converse(call, decision, call_id, s.now(), elapsed=elapsed)
+            dialog = await s.selfservice.converse(call, decision, context.call_id, s.now(), elapsed=elapsed)
         except ChannelGone as exc:
-            state["dialog"] = getattr(exc, "dialog", None)
+            _note_dialog(context, getattr(exc, "dialog", None))
             raise
         except (AgiError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - the caller still reaches a person
-            log.exception("call %s: self-service dialog failed", call_id)
-            self._fail_open(state, "dialog_error", call_id, exc)
+            log.exception("call %s: self-service dialog failed", context.call_id)
+            self._fail_open(context, "dialog_error", exc)
             return decision
         if dialog is None:
             return decision
-        state["dialog"] = dialog
+        _note_dialog(context, dialog)
         outcome = dialog.outcome
         if outcome.contained:
-            state["outcome"] = "self_served"
+            context.outcome = "self_served"
         intent = outcome.intent
         if intent is None and outcome.declined is not None and outcome.declined == decision.intent:
             # "not that": route for the next best guess instead of the one the caller turned down
@@ -216,35 +198,34 @@ class InboundScript:
             raise RuntimeError("prompt synthesis is disabled")
         return await s.prompts.for_asterisk(text, language)
 
-    async def _set_route(self, call: AgiCall, decision: Decision, state: dict[str, Any], call_id: str) -> None:
+    async def _set_route(self, call: AgiCall, decision: Decision, context: CallContext) -> None:
         route = decision.route
         view = decision.view
         values: dict[str, str | int] = {}
         if view.customer is not None:
-            values["IVR_CUSTOMER_ID"] = view.customer.id
+            values[variables.CUSTOMER_ID] = view.customer.id
         if view.segment:
-            values["IVR_SEGMENT"] = view.segment  # queue events carry it (manager.conf channelvars)
+            values[variables.SEGMENT] = view.segment  # queue events carry it (manager.conf channelvars)
         if decision.intent is not None:
-            values["IVR_INTENT"] = decision.intent
-        dialog = state.get("dialog")
-        if dialog is not None and dialog.outcome.contained:
-            values["IVR_CONTAINED"] = 1  # the dialplan says goodbye instead of queueing
+            values[variables.INTENT] = decision.intent
+        if context.self_service is not None and context.self_service.contained:
+            values[variables.CONTAINED] = 1  # the dialplan says goodbye instead of queueing
         if route.announcement:
             announcement = await self._announcement(route.announcement, view.language or decision.line.language,
-                                                    state, call_id)
+                                                    context)
             if announcement:
-                values["IVR_ANNOUNCE"] = announcement
+                values[variables.ANNOUNCE] = announcement
         if route.manager_interface:
-            values["IVR_MANAGER"] = route.manager_interface
-            values["IVR_MANAGER_TIMEOUT"] = route.manager_timeout or 20
-        values["QUEUE_PRIO"] = route.priority
-        values["IVR_QUEUE"] = route.queue  # last: the dialplan reads it as "routed"
+            values[variables.MANAGER] = route.manager_interface
+            values[variables.MANAGER_TIMEOUT] = route.manager_timeout or 20
+        values[variables.PRIORITY] = route.priority
+        values[variables.QUEUE] = route.queue  # last: the dialplan reads it as "routed"
         await call.set_variables(values)
         log.info("call %s: %s -> queue %s prio %d (rule %s, intent %s, lookup %s)",
-                 call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
+                 context.call_id, mask(decision.lookup.number), route.queue, route.priority, route.rule,
                  decision.intent or "-", decision.lookup.source)
 
-    async def _announcement(self, name: str, language: str, state: dict[str, Any], call_id: str) -> str:
+    async def _announcement(self, name: str, language: str, context: CallContext) -> str:
         """The sound Asterisk plays: a configured text or free text synthesised, else the name itself."""
         texts = self.services.config.announcements.get(name)
         if texts is None and " " not in name.strip():
@@ -253,51 +234,32 @@ class InboundScript:
         try:
             return (await self._prompt(text, language)).name
         except Exception as exc:  # noqa: BLE001 - no announcement rather than no call
-            self._fail_open(state, "prompt_error", call_id, exc)
+            self._fail_open(context, "prompt_error", exc)
             return ""
 
-    def _fail_open(self, state: dict[str, Any], reason: str, call_id: str, exc: Any) -> None:
-        state["degraded"].append(reason)
-        if state["outcome"] == "routed":
-            state["outcome"] = "fail_open"
+    def _fail_open(self, context: CallContext, reason: str, exc: object) -> None:
+        context.degraded.append(reason)
+        if context.outcome == "routed":
+            context.outcome = "fail_open"
         metrics.FAIL_OPEN.labels(reason=reason).inc()
-        log.warning("call %s: failing open (%s): %s", call_id, reason, exc)
+        log.warning("call %s: failing open (%s): %s", context.call_id, reason, exc)
 
-    async def _remember(
-        self, call: AgiCall, call_id: str, line: str, decision: Decision | None,
-        state: dict[str, Any], elapsed: float,
-    ) -> None:
+    async def _remember(self, context: CallContext, decision: Decision | None, elapsed: float) -> None:
         """Store the context for the screen-pop and queue the call record; never raises."""
         s = self.services
         try:
-            uniqueid = call.env.uniqueid
-            context: dict[str, Any] = {
-                "call_id": call_id,
-                "uniqueid": uniqueid,
-                "channel": call.env.channel,
-                "line": line,
-                "started_at": s.now().isoformat(),
-                "outcome": state["outcome"],
-                "degraded": state["degraded"],
-                "dtmf": state["dtmf"],
-                "role_question": state.get("role_question"),
-                "dialog_skipped": state.get("dialog_skipped"),  # why no self-service: straight to a person
-                "decision_ms": round(elapsed * 1000, 2),
-            }
-            dialog = state.get("dialog")
-            if dialog is not None:
-                context["transcript"] = dialog.transcript
-                context["self_service"] = dialog.outcome.to_dict()
+            context.started_at = s.now()
+            context.decision_ms = round(elapsed * 1000, 2)
             record: dict[str, Any] = {
-                "call_id": call_id, "uniqueid": uniqueid, "line": line,
+                "call_id": context.call_id, "uniqueid": context.uniqueid, "line": context.line,
                 "started_at": dt.datetime.now(dt.timezone.utc),
-                "degraded": ",".join(state["degraded"]) or None,
+                "degraded": ",".join(context.degraded) or None,
             }
-            if dialog is not None:
-                record.update(self_served=dialog.outcome.contained, rating=dialog.outcome.rating)
+            if context.self_service is not None:
+                record.update(self_served=context.self_service.contained, rating=context.self_service.rating)
             if decision is not None:
                 view = decision.view
-                context["decision"] = decision.to_dict()
+                context.decision = decision.part()
                 top = decision.top_intent
                 record.update(
                     number=decision.lookup.number,
@@ -307,14 +269,19 @@ class InboundScript:
                     segment=view.segment,
                     predicted_intent=top.intent if top else None,
                     predicted_score=top.score if top else None,
-                    queue=decision.route.queue if state["outcome"] not in ("hangup", "self_served") else None,
+                    queue=decision.route.queue if context.outcome not in ("hangup", "self_served") else None,
                     priority=decision.route.priority,
                     rule=decision.route.rule,
                 )
-            record["context"] = {k: context[k] for k in ("dtmf", "role_question", "outcome", "transcript",
-                                                         "self_service") if k in context}
-            await s.contexts.put(call_id, context, aliases=(uniqueid,) if uniqueid else ())
+            record["context"] = context.for_record()
+            await s.contexts.put(context.call_id, context, aliases=(context.uniqueid,) if context.uniqueid else ())
             s.recorder.add(record)
         except Exception:  # noqa: BLE001
-            log.exception("call %s: could not store the call context or record", call_id)
+            log.exception("call %s: could not store the call context or record", context.call_id)
 
+
+def _note_dialog(context: CallContext, dialog: Dialog | None) -> None:
+    """The self-service dialog's steps and outcome on the call's context (nothing when none ran)."""
+    if dialog is not None:
+        context.transcript = dialog.transcript
+        context.self_service = dialog.outcome

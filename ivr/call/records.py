@@ -10,8 +10,12 @@ A record the database refuses (`is_refused_row`: a value too long for its
 column on PostgreSQL, a duplicate call id) must not hold up the others: a
 batch that fails that way is written again one record at a time, and the
 refused ones are logged and dropped (counted in `rejected`).  Values from
-Asterisk are bounded where they come in (`ivr.asterisk.agi`, `queues.state`), so this
+Asterisk are bounded where they come in (`ivr.asterisk.agi`, `queues.events`), so this
 is the last line, not the usual path.
+
+`BatchedWriter` is that writer task, its backoff and its refused-row rule;
+the call records' queue outcomes (`ivr.agents.callcenter.RecordUpdates`) are
+written by one too.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -61,15 +66,143 @@ def refusal(exc: BaseException) -> str:
     return f"{type(original).__name__}: {text[0][:200]}" if text else type(original).__name__
 
 
-class CallRecorder:
-    def __init__(self, db: Any, *, batch: int = 500, interval: float = 0.2, max_pending: int = 100_000):
-        self._db = db
-        self._batch = batch
-        self._interval = interval
-        self._pending: deque[dict[str, Any]] = deque(maxlen=max_pending)
+MAX_BACKOFF = 10.0  # seconds between two tries at most while the database fails
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class BatchedWriter:
+    """A background task that writes what is pending to the database in batches, with backoff.
+
+    A subclass keeps what is pending in `_pending` (anything with a length),
+    writes it in `flush()` (which raises when the database fails, leaving
+    what was not written pending), through `_write_refusing` so that a row
+    the database refuses is dropped (`_refused`) without holding up the
+    others, and calls `_wake()` when a batch is ready.  The task then waits
+    `gather` seconds more for what follows to join the batch, and writes at
+    least every `interval` seconds.  While the database fails, the wait
+    doubles after each failure up to `MAX_BACKOFF` (what arrives meanwhile
+    does not cut it short) and the failure is logged once; `what` names what
+    is written in those log lines.
+    """
+
+    _pending: Any
+
+    def __init__(self, *, interval: float, gather: float, what: str, task_name: str):
+        self.interval = interval
+        self.gather = gather
+        self.what = what
+        self._task_name = task_name
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> Any:
+        raise NotImplementedError
+
+    async def _flush_at_close(self) -> None:
+        """What `close` writes: everything pending."""
+        await self.flush()
+
+    def _refused(self, item: Any) -> str:
+        """Forget an item the database refused; what it was, for the log line."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the task, then write what is pending, for at most `timeout` seconds."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flush_at_close()
+        except Exception as exc:  # noqa: BLE001
+            log.error("call records: %d %s not written at shutdown: %s", self.pending, self.what, exc)
+
+    async def _run(self) -> None:
+        delay = self.interval
+        while True:
+            if self._failing:
+                await asyncio.sleep(delay)  # what arrives meanwhile does not cut a backoff short
+            else:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+                        if self.gather:
+                            await asyncio.sleep(self.gather)  # what follows joins the batch
+                except TimeoutError:
+                    pass
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                self._failed(exc)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            if self._failing:
+                log.info("call records: %s are written again", self.what)
+                self._failing = False
+            delay = self.interval
+
+    def _failed(self, exc: Exception) -> None:
+        """A write failed: said once until writes work again."""
+        if not self._failing:
+            log.error("call records: cannot write %s (%s); %d waiting, will retry", self.what, exc, self.pending)
+            self._failing = True
+
+    async def _write_refusing(self, items: deque[Item],
+                              write: Callable[[list[Item]], Awaitable[Result]]) -> list[Result]:
+        """`write` the items in one go; a batch the database refused, one item at a time.
+
+        The items it refuses (`is_refused_row`) are dropped (`_refused`) and
+        logged; any other failure is raised.  Each item written or dropped is
+        taken off the left of `items`, so what is left there when this raises
+        was not written.  Returns what each `write` returned.
+        """
+        try:
+            result = await write(list(items))
+        except Exception as exc:
+            if not is_refused_row(exc):
+                raise
+        else:
+            items.clear()
+            return [result]
+        results = []
+        while items:
+            try:
+                results.append(await write([items[0]]))
+            except Exception as exc:
+                if not is_refused_row(exc):
+                    raise
+                log.error("call records: the database refused %s (%s); dropped", self._refused(items[0]),
+                          refusal(exc))
+            items.popleft()
+        return results
+
+
+class CallRecorder(BatchedWriter):
+    """Finished calls' records, inserted `batch` at a time (see the module docstring)."""
+
+    def __init__(self, db: Any, *, batch: int = 500, interval: float = 0.2, max_pending: int = 100_000):
+        super().__init__(interval=interval, gather=0.0, what="records", task_name="call-recorder")
+        self._db = db
+        self._batch = batch
+        self._pending: deque[dict[str, Any]] = deque(maxlen=max_pending)
         self.written = 0
         self.dropped = 0  # the oldest, when the queue was full
         self.rejected = 0  # refused by the database
@@ -85,86 +218,23 @@ class CallRecorder:
             self.dropped += 1
         self._pending.append(row)
         if len(self._pending) >= self._batch:
-            self._wakeup.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="call-recorder")
+            self._wake()
 
     async def flush(self) -> None:
         """Write everything pending now (raises if the database fails; what is not written stays pending)."""
         while self._pending:
-            rows = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
+            rows = deque(self._pending.popleft() for _ in range(min(self._batch, len(self._pending))))
             try:
-                await self._insert(rows)
-            except Exception as exc:
-                if not is_refused_row(exc):
-                    self._pending.extendleft(reversed(rows))
-                    raise
-                await self._insert_each(rows)
-                continue
-            except BaseException:
-                self._pending.extendleft(reversed(rows))
-                raise
-            self.written += len(rows)
+                await self._write_refusing(rows, self._insert)
+            finally:
+                self._pending.extendleft(reversed(rows))  # those neither written nor refused
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         async with self._db.session() as session:
             await session.execute(_INSERT, rows)
             await session.commit()
+        self.written += len(rows)
 
-    async def _insert_each(self, rows: list[dict[str, Any]]) -> None:
-        """A batch the database refused, one record at a time: the refused ones are dropped."""
-        for index, row in enumerate(rows):
-            try:
-                await self._insert([row])
-            except Exception as exc:
-                if not is_refused_row(exc):
-                    self._pending.extendleft(reversed(rows[index:]))
-                    raise
-                self.rejected += 1
-                log.error("call records: the database refused the record of call %s (%s); dropped",
-                          str(row.get("call_id"))[:64], refusal(exc))
-                continue
-            except BaseException:
-                self._pending.extendleft(reversed(rows[index:]))
-                raise
-            self.written += 1
-
-    async def close(self, timeout: float = 5.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        try:
-            await asyncio.wait_for(self.flush(), timeout)
-        except Exception as exc:  # noqa: BLE001
-            log.error("call records: %d not written at shutdown: %s", len(self._pending), exc)
-
-    async def _run(self) -> None:
-        delay = self._interval
-        while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
-            self._wakeup.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried with backoff
-                if not self._failing:
-                    log.error("call records: database write failed (%s); %d waiting, will retry",
-                              exc, len(self._pending))
-                self._failing = True
-                delay = min(delay * 2, 10.0)
-                continue
-            if self._failing:
-                log.info("call records: database writes work again")
-                self._failing = False
-            delay = self._interval
+    def _refused(self, row: dict[str, Any]) -> str:
+        self.rejected += 1
+        return f"the record of call {str(row.get('call_id'))[:64]}"

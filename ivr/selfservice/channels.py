@@ -17,7 +17,7 @@ from typing import Any
 
 from ivr.asterisk.audiosocket import AudioFrame, DtmfFrame
 from ivr.asterisk.audiosocket_server import AudioSocketCall, CallEnded
-from ivr.selfservice.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Question, Reply, TimeUp, WouldNotFit
+from ivr.selfservice.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, CallerReply, ChannelFailed, Question, TimeUp, WouldNotFit
 from ivr.selfservice.script import OPERATOR, DialogScript
 from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 from speech.asr import Final, NoInput, SpeechStarted
@@ -58,7 +58,7 @@ class SpeechChannel:
                         self._barge_in(playback)
         await self._stop_listening()
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         limit = _deadline(within)
         meanings = self.script.meanings(question.step, language)
         grammar = self.script.grammars(language)[question.step]
@@ -74,12 +74,12 @@ class SpeechChannel:
                 deadline = deadline or loop.time() + self.no_input_timeout
                 if loop.time() >= deadline:
                     await self._stop_listening()
-                    return Reply(NO_INPUT, via="speech")
+                    return CallerReply(NO_INPUT, via="speech")
             event = await self._next_event(_POLL)
             if isinstance(event, DtmfFrame):
                 self._barge_in(playback)
                 await self._stop_listening()
-                return Reply(question.digits.get(event.digit, NOT_UNDERSTOOD), heard=event.digit, via="dtmf")
+                return CallerReply(question.digits.get(event.digit, NOT_UNDERSTOOD), heard=event.digit, via="dtmf")
             if not isinstance(event, AudioFrame):
                 continue
             for result in await self._feed(event.pcm):
@@ -89,7 +89,7 @@ class SpeechChannel:
                     self._barge_in(playback)
                     return _meaning_of(result, meanings)
                 elif isinstance(result, NoInput):
-                    return Reply(NO_INPUT, via="speech")
+                    return CallerReply(NO_INPUT, via="speech")
             if not playback.done or self.recognizer.is_in_speech:
                 deadline = None
 
@@ -147,7 +147,7 @@ def _deadline(within: float | None) -> float | None:
     return None if within is None else asyncio.get_running_loop().time() + within
 
 
-def _meaning_of(final: Final, meanings: dict[str, str]) -> Reply:
+def _meaning_of(final: Final, meanings: dict[str, str]) -> CallerReply:
     said = [meanings[p] for p in final.phrases if p in meanings]
     if OPERATOR in said:
         meaning = OPERATOR
@@ -155,7 +155,7 @@ def _meaning_of(final: Final, meanings: dict[str, str]) -> Reply:
         meaning = meanings[final.phrase]
     else:
         meaning = NOT_UNDERSTOOD
-    return Reply(meaning, heard=final.text, via="speech", confidence=final.confidence)
+    return CallerReply(meaning, heard=final.text, via="speech", confidence=final.confidence)
 
 
 class KeypadChannel:
@@ -172,15 +172,15 @@ class KeypadChannel:
         _fits(prompt.seconds, limit)
         await self._agi(self.call.stream_file(prompt.name, seconds=prompt.seconds))
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         limit = _deadline(within)
         prompt = await self._prompt(question.text_for(self.mode), language)
         _fits(prompt.seconds + self.no_input_ms / 1000, limit)
         digits, _timed_out = await self._agi(self.call.get_data(prompt.name, self.no_input_ms, 1,
                                                                 seconds=prompt.seconds))
         if not digits:
-            return Reply(NO_INPUT, via="dtmf")
-        return Reply(question.digits.get(digits, NOT_UNDERSTOOD), heard=digits, via="dtmf")
+            return CallerReply(NO_INPUT, via="dtmf")
+        return CallerReply(question.digits.get(digits, NOT_UNDERSTOOD), heard=digits, via="dtmf")
 
     async def _prompt(self, text: str, language: str) -> Prompt:
         try:

@@ -2,10 +2,11 @@
 
 `Dialog` is the conversation, independent of how it reaches the caller: it
 talks to a `Channel` that either speaks and listens over AudioSocket
-(`ivr.speech_channel`) or plays prompts and collects keys over FastAGI
-(`ivr.keypad_channel`).  Its `plan` comes from the call's decision: the
-caller's name and language, the predicted intents and, for the ones the
-catalogue can answer, the answer filled from the case.
+(`ivr.selfservice.channels.SpeechChannel`) or plays prompts and collects keys
+over FastAGI (`ivr.selfservice.channels.KeypadChannel`), asking a `Question`
+and getting the caller's `CallerReply`.  Its `plan` comes from the call's
+decision: the caller's name and language, the predicted intents and, for the
+ones the catalogue can answer, the answer filled from the case.
 
 Time is the caller's: until the caller gives an answer, the dialog keeps to
 ``settings.time_to_person`` counted from the AGI start (the hand-over prompt
@@ -69,7 +70,9 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Reply:
+class CallerReply:
+    """What the caller answered to one `Question`."""
+
     meaning: str  # yes / no / operator / an intent / "1".."5" / no_input / not_understood
     heard: str = ""  # the words recognised or the keys pressed
     via: str = ""  # speech / dtmf
@@ -85,7 +88,7 @@ class Channel(Protocol):
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         """Play `text` to the end (the caller may cut it short)."""
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         """Play the question and return the caller's answer."""
 
 
@@ -390,7 +393,7 @@ class Dialog:
             self.step = give_up_to
 
     async def _ask(self, channel: Channel, step: str, name: str, text: str, keys_text: str,
-                   digits: dict[str, str], *, transfer_on_failure: bool = True) -> Reply | None:
+                   digits: dict[str, str], *, transfer_on_failure: bool = True) -> CallerReply | None:
         """Ask; None when the step must be asked again (or the dialog moved on)."""
         digits = {"0": OPERATOR, **digits}
         if self._misses:

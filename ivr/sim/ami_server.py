@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ivr.asterisk.ami import AmiParser, Item, Message
+from queues.variables import CALL_ID, CUSTOMER_ID
 
 
 def iter_messages(data: bytes, chunks: Iterable[int] | None = None) -> Iterator[Item]:
@@ -418,7 +419,7 @@ class AmiSimulator:
         secret: str = "ivrsecret",
         auth_delay: float = 1.0,
         auth_timeout: float = 30.0,
-        channelvars: Iterable[str] = ("IVR_CALL_ID", "IVR_CUSTOMER_ID"),
+        channelvars: Iterable[str] = (CALL_ID, CUSTOMER_ID),
         clock: Callable[[], float] = time.time,
         split_utf8_writes: bool = False,
         split_pause: float = 0.01,

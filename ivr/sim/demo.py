@@ -49,6 +49,7 @@ from typing import Any, Callable
 from ivr.sim.ami_server import AmiSimulator
 from ivr.config import PROJECT_DIR, AmiSettings, Config
 from ivr.sim.fastagi_caller import CallScript, place_call
+from queues.variables import CALL_ID, CONTAINED, CUSTOMER_ID, EVENT_VARIABLES, INTENT, PRIORITY, QUEUE, SEGMENT
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ MEMBERS = 8  # agents taking calls in the demo
 UNKNOWN_NUMBERS = ("+79161234567", "+74997770011", "anonymous", "+49301234000")
 # What callers press in the self-service dialog, in the order it asks.
 CALLER_HABITS = (["1", "1", "5"], ["1", "1", "4"], ["0"], ["2", "0"], [], ["2", "2"], ["1"], [])
-CHANNEL_VARIABLES = ("IVR_CALL_ID", "IVR_CUSTOMER_ID", "IVR_SEGMENT")
 
 
 # --------------------------------------------------------------------------
@@ -84,7 +84,7 @@ class DemoCall:
 
     @property
     def call_id(self) -> str | None:
-        return self.variables.get("IVR_CALL_ID")
+        return self.variables.get(CALL_ID)
 
 
 @dataclass
@@ -295,7 +295,7 @@ def simulator_for(agents: list[DemoAgent], queues: list[str],
                   levels: dict[str, int] | None = None) -> AmiSimulator:
     """An Asterisk with `queues`, every demo agent a static member of each."""
     levels = service_levels() if levels is None else levels
-    sim = AmiSimulator(auth_delay=0.05, channelvars=CHANNEL_VARIABLES)
+    sim = AmiSimulator(auth_delay=0.05, channelvars=EVENT_VARIABLES)
     for queue in queues:
         sim.add_queue(queue, strategy="leastrecent", servicelevel=levels.get(queue, 60))
         for agent in agents:
@@ -405,14 +405,14 @@ class CallGenerator:
             return
         v = call.variables
         who = self._who(call)
-        if v.get("IVR_CONTAINED") == "1":
+        if v.get(CONTAINED) == "1":
             self.stats.self_served += 1
             call.outcome = "self-service"
-            self._say(call, f"call from {who} answered by self-service ({v.get('IVR_INTENT', '-')})")
+            self._say(call, f"call from {who} answered by self-service ({v.get(INTENT, '-')})")
             return
-        queue = v.get("IVR_QUEUE")
+        queue = v.get(QUEUE)
         if not queue:  # what the dialplan does: the line's default queue, set before the AGI
-            self._error(call, "no IVR_QUEUE from the server: the dialplan's default queue takes the call")
+            self._error(call, f"no {QUEUE} from the server: the dialplan's default queue takes the call")
             queue = line.default_queue
         try:
             queue = self.sim.queue(queue).name
@@ -421,14 +421,14 @@ class CallGenerator:
             for agent in self.prepared.agents:
                 self.sim.add_member(queue, agent.interface, agent.name, static=True)
         call.queue = queue
-        variables = {k: v[k] for k in CHANNEL_VARIABLES if v.get(k)}
+        variables = {k: v[k] for k in EVENT_VARIABLES if v.get(k)}
         digits = delivered if delivered != "anonymous" else ""
         self.sim.place_caller(queue, uniqueid=call.uniqueid, callerid=f'"" <{digits}>' if digits else "",
-                              variables=variables, priority=int(v.get("QUEUE_PRIO") or 0))
+                              variables=variables, priority=int(v.get(PRIORITY) or 0))
         self.stats.queued += 1
         call.outcome = "waiting"
-        predicted = f", predicted {v['IVR_INTENT']}" if v.get("IVR_INTENT") else ""
-        self._say(call, f"call from {who} -> queue {queue}, priority {v.get('QUEUE_PRIO', '0')}{predicted}")
+        predicted = f", predicted {v[INTENT]}" if v.get(INTENT) else ""
+        self._say(call, f"call from {who} -> queue {queue}, priority {v.get(PRIORITY, '0')}{predicted}")
         try:
             await self.in_queue(call, rng)
         except asyncio.CancelledError:
@@ -526,10 +526,10 @@ class CallGenerator:
 
     def _who(self, call: DemoCall) -> str:
         v = call.variables
-        name = self.prepared.customers.get(v.get("IVR_CUSTOMER_ID", ""))
+        name = self.prepared.customers.get(v.get(CUSTOMER_ID, ""))
         if name is None:
-            return f"{call.number} (unknown caller)" if not v.get("IVR_CUSTOMER_ID") else call.number
-        segment = f", segment {v['IVR_SEGMENT']}" if v.get("IVR_SEGMENT") else ""
+            return f"{call.number} (unknown caller)" if not v.get(CUSTOMER_ID) else call.number
+        segment = f", segment {v[SEGMENT]}" if v.get(SEGMENT) else ""
         return f"{call.number} ({name}{segment})"
 
     def _name(self, interface: str) -> str:

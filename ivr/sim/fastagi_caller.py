@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.sim.audiosocket_peer import AsteriskAudioSocket
+from queues.variables import QUEUE
 from speech.audio import TELEPHONE_RATE, sound_seconds
 
 
@@ -183,7 +184,7 @@ class CallResult:
 
     @property
     def queue(self) -> str | None:
-        return self.variables.get("IVR_QUEUE")
+        return self.variables.get(QUEUE)
 
 
 class AsteriskChannel:
@@ -302,7 +303,7 @@ class AsteriskChannel:
         plays = self._sounds(args[0])
         if plays is None:
             return Response([b"200 result=-1\n"])
-        timeout = _number(args[1]) / 1000 if len(args) > 1 else 0.0
+        timeout = _milliseconds(args[1]) / 1000 if len(args) > 1 else 0.0
         first, between = (timeout, timeout) if timeout > 0 else (RESPONSE_TIMEOUT, DIGIT_TIMEOUT)
         maximum = int(args[2]) if len(args) > 2 and args[2].isdigit() and int(args[2]) > 0 else 1024
         keys = self._keys()
@@ -329,7 +330,7 @@ class AsteriskChannel:
         escape = args[1] if len(args) > 1 else ""
         wait = 0.0
         if command == "GET OPTION":
-            wait = _number(args[2]) / 1000 if len(args) > 2 else DIGIT_TIMEOUT
+            wait = _milliseconds(args[2]) / 1000 if len(args) > 2 else DIGIT_TIMEOUT
         pressed = self._escape(escape, plays + wait)
         endpos = round(plays * TELEPHONE_RATE)
         if pressed is None:
@@ -340,7 +341,7 @@ class AsteriskChannel:
         return Response([f"200 result={ord(digit)} endpos={endpos}\n".encode()], at)
 
     def _wait_for_digit(self, args: list[str]) -> Response:
-        timeout = _number(args[0]) / 1000
+        timeout = _milliseconds(args[0]) / 1000
         forever = timeout < 0
         for at, digit in self._keys():
             if forever or at < timeout:
@@ -456,7 +457,7 @@ async def prompt_ended(peer: AsteriskAudioSocket, since: float, quiet: float = 0
     raise ConnectionError("the AudioSocket session ended")
 
 
-def _number(text: str) -> float:
+def _milliseconds(text: str) -> float:
     """A millisecond argument as res_agi reads it (atoi: leading digits, else 0)."""
     digits = ""
     for n, char in enumerate(text.strip()):
@@ -522,7 +523,7 @@ async def place_call(host: str, port: int, script: CallScript, *, timeout: float
                 chunks = response.chunks
             for chunk in chunks:
                 writer.write(chunk)
-            if "IVR_QUEUE" in channel.variables and result.routed_after is None:
+            if QUEUE in channel.variables and result.routed_after is None:
                 result.routed_after = time.perf_counter() - started
     except asyncio.TimeoutError:
         result.error = "timeout"

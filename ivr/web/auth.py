@@ -36,7 +36,8 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy import delete, select, update
 
-from caller_id.models import Agent, User, WebSession
+from caller_id.models import Agent, User, WebSession, utcnow
+from caller_id.store import as_utc
 from ivr.web.inputs import FORM_TYPES, form_fields, is_token, refusal
 from ivr.web.keys import SESSIONS, USER
 from ivr.web.throttle import LoginThrottle
@@ -152,14 +153,6 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 class Sessions:
     """Log-ins kept in SQL (shared by every node), with the log-in throttle (shared through Redis when given)."""
 
@@ -183,7 +176,7 @@ class Sessions:
             return None
         await self.throttle.succeeded(username, address)
         token = secrets.token_urlsafe(32)
-        now = _utcnow()
+        now = utcnow()
         async with self.db.session() as session:
             row = WebSession(token_hash=_token_hash(token), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
                              created_at=now, last_seen=now, expires_at=now + self.ttl)
@@ -196,7 +189,7 @@ class Sessions:
         """The logged-in user of a session token, sliding its expiry; None when absent or expired."""
         if not is_token(token):
             return None
-        now = _utcnow()
+        now = utcnow()
         async with self.db.session() as session:
             found = (await session.execute(
                 select(WebSession, User).join(User, User.id == WebSession.user_id)
@@ -204,11 +197,11 @@ class Sessions:
             if found is None:
                 return None
             row, user = found
-            if _aware(row.expires_at) < now or not user.active:
+            if as_utc(row.expires_at) < now or not user.active:
                 await session.execute(delete(WebSession).where(WebSession.id == row.id))
                 await session.commit()
                 return None
-            if now - _aware(row.last_seen) > SLIDE_EVERY:  # not a write per request
+            if now - as_utc(row.last_seen) > SLIDE_EVERY:  # not a write per request
                 await session.execute(update(WebSession).where(WebSession.id == row.id)
                                       .values(last_seen=now, expires_at=now + self.ttl))
                 await session.commit()

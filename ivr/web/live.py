@@ -34,6 +34,7 @@ from sqlalchemy import select
 
 from caller_id.models import Agent
 
+from ivr.agents.callcenter import wallboard
 from ivr.agents.hub import WALLBOARD, SubscriptionClosed, agent_topic
 from ivr.web.auth import COOKIE, origin_ok, require
 from ivr.web.inputs import Input, params, refusal
@@ -83,11 +84,7 @@ class LiveSockets:
 
 def wallboard_now(agent_side: Any) -> dict[str, Any]:
     """The wallboard message as it would be published now, with or without AMI."""
-    if agent_side.center is not None:
-        return agent_side.center.wallboard()
-    return {"type": "wallboard", "at": time.time(), "queues": agent_side.queue_state.snapshot(),
-            "stats": agent_side.queue_stats.snapshot(), "ami": {"connected": False, "since": None,
-                                                                 "last_error": "AMI not configured"}}
+    return wallboard(agent_side.queue_state, agent_side.queue_stats, agent_side.ami, time.time())
 
 
 class Feed(Input):

@@ -4,7 +4,10 @@ Pages are small shells (``templates/*.html``) filled with the user's name,
 role and CSRF token (``$name``) and the words of the page's language
 (``{{key}}``, from ``static/i18n``: see `ivr.web.i18n`); the live content is
 drawn by ``static/*.js`` from the WebSocket and the REST API in the same
-language.  ``/language?to=en`` switches a browser's language.
+language.  A shell takes in another with ``<!--#include file="x.html" -->``:
+the agent's screen and the wallboard share ``head.html``, which loads the
+page's own script, ``static/<page>.js`` for ``<page>.html``.
+``/language?to=en`` switches a browser's language.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ LANGUAGE_COOKIE_AGE = 365 * 86400
 routes = web.RouteTableDef()
 _cache: dict[str, str] = {}
 _SLOTS = re.compile(r"\$([a-z_]+)|\{\{\s*([a-z0-9_.]+)\s*\}\}")
+_INCLUDE = re.compile(r'<!--#include file="([a-z0-9_-]+\.html)" -->\n?')
 
 
 def _static_version() -> str:
@@ -52,11 +56,18 @@ def _static_version() -> str:
 STATIC_VERSION = _static_version()
 
 
-def render(name: str, language: str, **values: Any) -> web.Response:
-    """The shell `name` with ``$value`` and ``{{translation}}`` slots filled, every one HTML-escaped."""
+def _shell(name: str) -> str:
+    """The shell `name` with the shells it includes in place (read once)."""
     template = _cache.get(name)
     if template is None:
-        template = _cache[name] = (TEMPLATES / name).read_text(encoding="utf-8")
+        text = (TEMPLATES / name).read_text(encoding="utf-8")
+        template = _cache[name] = _INCLUDE.sub(lambda found: _shell(found.group(1)), text)
+    return template
+
+
+def render(name: str, language: str, **values: Any) -> web.Response:
+    """The shell `name` with ``$value`` and ``{{translation}}`` slots filled, every one HTML-escaped."""
+    template = _shell(name)
     values.setdefault("static", STATIC_VERSION)
     values.setdefault("lang", language)
 
@@ -91,11 +102,13 @@ async def _display_name(request: web.Request) -> str:
 
 
 async def _page(request: web.Request, name: str, title_key: str) -> web.Response:
+    """The page `name` (``<page>.html``, drawn by ``static/<page>.js``) for the logged-in user."""
     user = request[USER]
     language = language_of(request)
     other = next((lang for lang in i18n.LANGUAGES if lang != language), language)
-    return render(name, language, title=i18n.translate(language, title_key), username=user.username,
-                  display_name=await _display_name(request), role=i18n.translate(language, f"role.{user.role}"),
+    return render(name, language, script=name.removesuffix(".html"), title=i18n.translate(language, title_key),
+                  username=user.username, display_name=await _display_name(request),
+                  role=i18n.translate(language, f"role.{user.role}"),
                   csrf=user.csrf_token, agent_id=user.agent_id if user.agent_id is not None else "",
                   agent_link="" if user.agent_id is not None else "hidden",
                   wallboard_link="" if user.has("supervisor") else "hidden",

@@ -406,93 +406,12 @@ def test_broken_file_on_disk_names_that_file(tmp_path):
     assert caught.value.line == 4
 
 
-# --- texts --------------------------------------------------------------------
+# --- texts: the catalogue's facts and terms (filling texts: test_templates.py) ----
 
 
-def reason_text(template_ru: str, template_en: str = "x"):
-    catalogue = parse(MINIMAL + textwrap.dedent(f"""\
-        reasons:
-          overdue:
-            ru: "{template_ru}"
-            en: "{template_en}"
-        """))
-    return catalogue.reasons["overdue"]
-
-
-def test_dates_read_as_day_and_month_per_language():
-    text = reason_text("срок {due_date}", "due {due_date}")
-
-    assert text.render("ru", {"due_date": dt.date(2026, 12, 3)}, TODAY) == "срок 3 декабря"
-    assert text.render("en", {"due_date": dt.date(2026, 12, 3)}, TODAY) == "due 3 Dec"
-
-
-def test_dates_in_another_year_carry_the_year():
-    text = reason_text("срок {due_date}", "due {due_date}")
-
-    assert text.render("ru", {"due_date": dt.date(2027, 1, 15)}, TODAY) == "срок 15 января 2027"
-    assert text.render("en", {"due_date": dt.date(2027, 1, 15)}, TODAY) == "due 15 Jan 2027"
-
-
-def test_date_facts_are_read_from_iso_text():
+def test_an_answer_reads_its_date_fact_from_iso_text_and_translates_its_terms():
     answer = parse(MINIMAL).intent("card_ready").answer
 
     rendered = answer.render("ru", {"ready_date": "2026-12-03", "branch": "tverskaya"}, TODAY)
 
     assert rendered == "Карта будет готова 3 декабря в отделении «Тверская»."
-
-
-@pytest.mark.parametrize("days, ru", [
-    (1, "1 день"), (2, "2 дня"), (4, "4 дня"), (5, "5 дней"), (11, "11 дней"), (12, "12 дней"),
-    (21, "21 день"), (22, "22 дня"), (25, "25 дней"), (111, "111 дней"), (101, "101 день"),
-])
-def test_russian_word_forms_follow_the_number(days, ru):
-    text = reason_text("{days_overdue:день|дня|дней}", "{days_overdue:day|days}")
-
-    assert text.render("ru", {"days_overdue": days}, TODAY) == ru
-
-
-def test_english_word_forms_are_singular_only_for_one():
-    text = reason_text("{days_overdue:день|дня|дней}", "{days_overdue:day|days}")
-
-    assert text.render("en", {"days_overdue": 1}, TODAY) == "1 day"
-    assert text.render("en", {"days_overdue": 2}, TODAY) == "2 days"
-
-
-def test_list_facts_are_joined_translated_and_counted():
-    text = reason_text("ждём {missing_documents:документ|документа|документов}: {missing_documents}",
-                       "waiting for {missing_documents:document|documents}: {missing_documents}")
-    values = {"missing_documents": ["passport_copy", "income statement"]}
-
-    assert text.render("ru", values, TODAY) == "ждём 2 документа: копия паспорта, income statement"
-    assert text.render("en", values, TODAY) == "waiting for 2 documents: passport copy, income statement"
-
-
-def test_numbers_are_grouped_per_language():
-    text = reason_text("{payment_amount:рубль|рубля|рублей}", "{payment_amount:rouble|roubles}")
-
-    assert text.render("ru", {"payment_amount": 15000}, TODAY) == "15\u00a0000 рублей"
-    assert text.render("en", {"payment_amount": 15000}, TODAY) == "15,000 roubles"
-    assert text.render("en", {"payment_amount": 7.5}, TODAY) == "7.5 roubles"
-    assert text.render("ru", {"payment_amount": "21"}, TODAY) == "21 рубль"
-
-
-def test_relative_days_say_today_tomorrow_and_in_n_days():
-    text = reason_text("срок {due_in}", "due {due_in}")
-
-    assert text.render("ru", {"due_in": 0}, TODAY) == "срок сегодня"
-    assert text.render("ru", {"due_in": 1}, TODAY) == "срок завтра"
-    assert text.render("ru", {"due_in": 3}, TODAY) == "срок через 3 дня"
-    assert text.render("en", {"due_in": 5}, TODAY) == "due in 5 days"
-
-
-def test_missing_or_empty_values_leave_the_text_unsaid():
-    text = reason_text("ждём {missing_documents}", "waiting for {missing_documents}")
-
-    assert text.render("ru", {}, TODAY) is None
-    assert text.render("ru", {"missing_documents": []}, TODAY) is None
-
-
-def test_double_braces_are_literal_braces():
-    text = reason_text("{{код}} {title}", "{{code}} {title}")
-
-    assert text.render("en", {"title": "Card"}, TODAY) == "{code} Card"

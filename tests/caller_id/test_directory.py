@@ -11,7 +11,7 @@ from sqlalchemy import make_url, update
 from caller_id import models as m
 from caller_id.cache import InProcessCache, RedisCache
 from caller_id.directory import CallerDirectory
-from caller_id.lookup import SqlDirectory
+from caller_id.lookup import SqlSource
 from caller_id.profile import ROLE_PRIVATE, CallerProfile, Customer, Role
 from caller_id.store import Database, bump_crm_version
 from tests.caller_id.test_lookup import IVAN, seed
@@ -94,7 +94,7 @@ async def test_unusable_caller_id_is_invalid_and_asks_no_source():
 
 
 async def test_crm_answer_is_cached_for_the_next_call(seeded_sqlite):
-    directory = CallerDirectory([SqlDirectory(seeded_sqlite)], InProcessCache(60, 100), timeout=5)
+    directory = CallerDirectory([SqlSource(seeded_sqlite)], InProcessCache(60, 100), timeout=5)
 
     first = await directory.lookup("8 (916) 123-45-67")
     second = await directory.lookup("+79161234567")
@@ -106,7 +106,7 @@ async def test_crm_answer_is_cached_for_the_next_call(seeded_sqlite):
 
 
 async def test_caller_not_in_crm_is_cached_as_absent(seeded_sqlite):
-    directory = CallerDirectory([SqlDirectory(seeded_sqlite)], InProcessCache(60, 100), timeout=5)
+    directory = CallerDirectory([SqlSource(seeded_sqlite)], InProcessCache(60, 100), timeout=5)
 
     first = await directory.lookup(UNKNOWN_NUMBER)
     second = await directory.lookup(UNKNOWN_NUMBER)
@@ -212,7 +212,7 @@ async def test_caller_hanging_up_mid_lookup_cancels_the_sources():
 
 
 async def test_sqlite_file_locked_by_another_writer_gives_timeout(seeded_sqlite):
-    directory = CallerDirectory([SqlDirectory(seeded_sqlite)], InProcessCache(60, 100), timeout=0.2)
+    directory = CallerDirectory([SqlSource(seeded_sqlite)], InProcessCache(60, 100), timeout=0.2)
     # The database is in WAL mode, where readers pass a plain writer: a
     # writer in exclusive locking mode shuts everyone out, once the pooled
     # connections that hold the file open are gone.
@@ -245,7 +245,7 @@ async def seeded_postgres(postgres_fresh_url):
 
 @pytest.mark.postgres
 async def test_postgres_table_locked_by_another_session_gives_timeout(seeded_postgres, postgres_fresh_url):
-    directory = CallerDirectory([SqlDirectory(seeded_postgres)], InProcessCache(60, 100), timeout=0.2)
+    directory = CallerDirectory([SqlSource(seeded_postgres)], InProcessCache(60, 100), timeout=0.2)
     await directory.lookup(UNKNOWN_NUMBER)  # a pooled connection exists already
     url = make_url(postgres_fresh_url)
     locker = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
@@ -281,7 +281,7 @@ async def test_lookups_answer_from_sql_while_redis_is_down_and_use_it_again_afte
 ):
     clock = Clock()
     cache = RedisCache(redis_server.url, ttl=60, retry_interval=1, clock=clock)
-    directory = CallerDirectory([SqlDirectory(seeded_sqlite)], cache, timeout=2, db_for_version=seeded_sqlite)
+    directory = CallerDirectory([SqlSource(seeded_sqlite)], cache, timeout=2, db_for_version=seeded_sqlite)
     await directory.start()
     caplog.set_level(logging.WARNING, logger="caller_id")
     try:
@@ -306,7 +306,7 @@ async def test_lookups_answer_from_sql_while_redis_is_down_and_use_it_again_afte
 
 async def test_crm_version_bump_makes_the_cache_miss(seeded_sqlite):
     directory = CallerDirectory(
-        [SqlDirectory(seeded_sqlite)], InProcessCache(60, 100), timeout=5, db_for_version=seeded_sqlite,
+        [SqlSource(seeded_sqlite)], InProcessCache(60, 100), timeout=5, db_for_version=seeded_sqlite,
     )
     await directory.start()
     try:
@@ -332,7 +332,7 @@ async def test_crm_version_bump_reaches_every_node_sharing_redis(seeded_sqlite, 
     caches = [RedisCache(redis_url, ttl=60, prefix=prefix) for _ in range(2)]
     await caches[0].clear()
     nodes = [
-        CallerDirectory([SqlDirectory(seeded_sqlite)], cache, timeout=5,
+        CallerDirectory([SqlSource(seeded_sqlite)], cache, timeout=5,
                         db_for_version=seeded_sqlite, version_poll=0.02)
         for cache in caches
     ]
@@ -381,7 +381,7 @@ async def test_cache_is_unused_until_the_crm_version_is_known(seeded_sqlite):
             raise OSError("database unreachable")
 
     cache = InProcessCache(60, 100)
-    directory = CallerDirectory([SqlDirectory(seeded_sqlite)], cache, timeout=5, db_for_version=Unreadable())
+    directory = CallerDirectory([SqlSource(seeded_sqlite)], cache, timeout=5, db_for_version=Unreadable())
     await directory.start()
     try:
         assert (await directory.lookup(IVAN)).source == "crm"

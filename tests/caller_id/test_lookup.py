@@ -1,4 +1,4 @@
-"""SqlDirectory against real migrated databases: SQLite and PostgreSQL."""
+"""SqlSource against real migrated databases: SQLite and PostgreSQL."""
 
 import datetime as dt
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import event
 
 from caller_id import models as m
-from caller_id.lookup import SqlDirectory
+from caller_id.lookup import SqlSource
 from caller_id.profile import ROLE_DIRECTOR, ROLE_EMPLOYEE, ROLE_PRIVATE, CallerProfile
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -103,8 +103,8 @@ async def crm(migrated_db):
     return await seed(migrated_db)
 
 
-def sql(db, **options) -> SqlDirectory:
-    return SqlDirectory(db, clock=lambda: NOW, **options)
+def sql(db, **options) -> SqlSource:
+    return SqlSource(db, clock=lambda: NOW, **options)
 
 
 async def test_number_not_in_crm_gives_none(migrated_db, crm):
@@ -227,4 +227,4 @@ async def test_lookup_takes_three_queries_however_many_roles(migrated_db, crm):
 
 def test_negative_windows_are_refused(sqlite_db):
     with pytest.raises(ValueError, match="must not be negative"):
-        SqlDirectory(sqlite_db, closed_case_days=-1)
+        SqlSource(sqlite_db, closed_case_days=-1)

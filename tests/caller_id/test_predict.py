@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from caller_id.catalogue import load_catalogue, parse_catalogue
-from caller_id.lookup import SqlDirectory
+from caller_id.lookup import SqlSource
 from caller_id.models import PhoneNumber
 from caller_id.predict import Intent, predict, self_service_answer
 from caller_id.profile import Case, CallerView, Customer, Organisation, RecentCall, Role
@@ -542,13 +542,13 @@ async def test_shipped_catalogue_fits_the_seeded_crm(catalogue, sqlite_db):
     await seed(sqlite_db, 300, seed=3)
     async with sqlite_db.session() as session:
         numbers = (await session.scalars(select(PhoneNumber.e164).order_by(PhoneNumber.id))).all()
-    directory = SqlDirectory(sqlite_db)
+    crm = SqlSource(sqlite_db)
     now = dt.datetime.now(MSK)  # the seed's dates are relative to the moment of seeding
 
     first: Counter[str] = Counter()
     views_seen = 0
     for number in numbers:
-        profile = await directory.lookup(number)
+        profile = await crm.lookup(number)
         assert profile is not None, number
         for role in profile.roles:
             view = profile.view(role)

@@ -72,18 +72,17 @@ def test_every_fail_open_reason_of_the_call_path_is_initialised():
 
 
 def test_every_call_outcome_of_the_call_path_is_initialised():
-    """Scan ivr/call/inbound.py for the outcomes it records (`"outcome": ...` and `state["outcome"] = ...`)."""
+    """Scan ivr/call/inbound.py for the outcomes it records (`CallContext(..., outcome=...)` and
+    `context.outcome = ...`)."""
     tree = ast.parse((PROJECT / "ivr" / "call" / "inbound.py").read_text(encoding="utf-8"))
     used = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Dict):
-            used |= {v.value for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)
-                     and k.value == "outcome" and isinstance(v, ast.Constant)}
+        if isinstance(node, ast.keyword):
+            if node.arg == "outcome" and isinstance(node.value, ast.Constant):
+                used.add(node.value.value)
         elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            for target in node.targets:
-                if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant)
-                        and target.slice.value == "outcome"):
-                    used.add(node.value.value)
+            used |= {node.value.value for target in node.targets
+                     if isinstance(target, ast.Attribute) and target.attr == "outcome"}
     assert {"routed", "hangup", "fail_open"} <= used
     assert used <= set(CALL_OUTCOMES), f"not in metrics.CALL_OUTCOMES: {used - set(CALL_OUTCOMES)}"
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from queues.state import QueueState, chan_variables, header, masked_number
+from queues.events import MAX_CLOCK_SKEW, AmiEvent, BadEvent, Handlers
+from queues.state import QueueState, masked_number
 from tests.ivr import traces
 
 TRACES = traces.TRACES
@@ -101,7 +102,7 @@ class Replay:
         if "Timestamp" in event:
             self.clock.now = float(event["Timestamp"])
         for consumer in self.consumers:
-            consumer.apply(event)
+            consumer.apply(AmiEvent.of(event))
         return event
 
 
@@ -214,19 +215,67 @@ def state(clock: Clock) -> QueueState:
 # --- reading events ---------------------------------------------------------------
 
 def test_channel_variables_are_read_from_a_list_a_dict_or_one_string() -> None:
-    assert chan_variables({"ChanVariable": ["IVR_CALL_ID=call-1", "IVR_CUSTOMER_ID="]}) == {"IVR_CALL_ID": "call-1"}
-    assert chan_variables({"ChanVariable": {"IVR_CALL_ID": "call-2", "X": ""}}) == {"IVR_CALL_ID": "call-2"}
-    assert chan_variables({"ChanVariable": "IVR_CALL_ID=call-3"}) == {"IVR_CALL_ID": "call-3"}
-    assert chan_variables({"ChanVariable(Local/1@x;1)": ["IVR_CALL_ID=call-4"]}) == {"IVR_CALL_ID": "call-4"}
+    def variables(**event: Any) -> dict[str, str]:
+        return dict(AmiEvent.of(event).variables)
+
+    assert variables(ChanVariable=["IVR_CALL_ID=call-1", "IVR_CUSTOMER_ID="]) == {"IVR_CALL_ID": "call-1"}
+    assert variables(ChanVariable={"IVR_CALL_ID": "call-2", "X": ""}) == {"IVR_CALL_ID": "call-2"}
+    assert variables(ChanVariable="IVR_CALL_ID=call-3") == {"IVR_CALL_ID": "call-3"}
+    assert AmiEvent.of({"ChanVariable(Local/1@x;1)": ["IVR_CALL_ID=call-4"]}).variables == {"IVR_CALL_ID": "call-4"}
     # the member's leg is not the caller's
-    assert chan_variables({"DestChanVariable": ["IVR_CALL_ID=other"]}) == {}
-    assert chan_variables({"DestChanVariable": ["IVR_CALL_ID=other"]}, "DestChanVariable") == {"IVR_CALL_ID": "other"}
+    leg = AmiEvent.of({"DestChanVariable": ["IVR_CALL_ID=other"]})
+    assert leg.variables == {} and leg.dest_variables == {"IVR_CALL_ID": "other"}
+
+
+def test_an_event_is_read_from_its_header_lines_as_from_a_mapping() -> None:
+    lines = [("Event", "AgentCalled"), ("ChanVariable", "IVR_CALL_ID=call-1"), ("ChanVariable", "IVR_CUSTOMER_ID=5"),
+             ("DestChanVariable", "X=1"), ("Queue", " support "), ("queue", "other")]
+    event = AmiEvent.from_headers(lines)
+    assert event.name == "AgentCalled" and event.header("Queue") == "support"  # the first value, stripped
+    assert event.variables == {"IVR_CALL_ID": "call-1", "IVR_CUSTOMER_ID": "5"} and event.dest_variables == {"X": "1"}
+    assert event == AmiEvent.of({"Event": "AgentCalled", "ChanVariable": ["IVR_CALL_ID=call-1", "IVR_CUSTOMER_ID=5"],
+                                 "DestChanVariable": "X=1", "Queue": ["support", "other"]})
 
 
 def test_headers_are_found_whatever_their_case() -> None:
-    assert header({"uniqueid": " 17.2 "}, "Uniqueid") == "17.2"
-    assert header({"Uniqueid": ["17.3", "17.4"]}, "Uniqueid") == "17.3"
-    assert header({}, "Uniqueid") is None
+    assert AmiEvent.of({"uniqueid": " 17.2 "}).header("Uniqueid") == "17.2"
+    assert AmiEvent.of({"Uniqueid": ["17.3", "17.4"]}).header("UNIQUEID") == "17.3"
+    assert AmiEvent.of({"Uniqueid": b"17.5", "Position": 3}).header("Uniqueid") == "17.5"
+    assert AmiEvent.of({}).header("Uniqueid") is None and AmiEvent.of({}).name == ""
+
+
+def test_ids_longer_than_their_columns_read_as_missing(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="queues.events"):
+        event = AmiEvent.of({"Event": "QueueCallerJoin", "Uniqueid": "u" * 65, "Queue": "support",
+                             "ChanVariable": {"IVR_CALL_ID": "c" * 65, "IVR_CUSTOMER_ID": "7"}})
+    assert event.header("Uniqueid") is None and event.header("Queue") == "support"
+    assert event.variables == {"IVR_CUSTOMER_ID": "7"}
+    assert "Uniqueid of 65 characters" in caplog.text and "IVR_CALL_ID of 65 characters" in caplog.text
+
+
+def test_numbers_times_and_flags_are_bounded() -> None:
+    event = AmiEvent.of({"Event": "AgentComplete", "HoldTime": "7", "TalkTime": "1e400", "Position": "-1",
+                         "Paused": "Yes", "InCall": "", "Timestamp": "4102444800"})
+    assert event.integer("HoldTime", low=0) == 7 and event.number("TalkTime") is None
+    assert event.integer("Position", 0, low=0) == 0  # out of range: the default
+    assert event.flag("Paused") is True and event.flag("InCall") is None and event.flag("Ringinuse") is None
+    assert event.timestamp(1000.0) == 1000.0 + MAX_CLOCK_SKEW  # never from the future
+    assert event.at(lambda: 2000.0) == 2000.0 + MAX_CLOCK_SKEW
+    assert AmiEvent.of({"Timestamp": "0"}).at(lambda: 5.0) == 5.0
+    with pytest.raises(BadEvent):
+        event.required("Queue")
+
+
+def test_a_handler_table_refuses_an_event_handled_twice() -> None:
+    table = Handlers()
+
+    @table("QueueCallerJoin", "QueueCallerLeave")
+    def first(event: AmiEvent) -> None:
+        pass
+
+    assert table.events == {"QueueCallerJoin", "QueueCallerLeave"} and table["QueueCallerLeave"] is first
+    with pytest.raises(ValueError, match="QueueCallerJoin"):
+        table("QueueCallerJoin")(lambda event: None)
 
 
 def test_the_trace_parser_reads_repeated_channel_variables() -> None:
@@ -432,7 +481,7 @@ def test_resync_replaces_stale_callers_members_and_calls(state: QueueState, cloc
         agent_event("AgentConnect", "support", "u3", "PJSIP/2", t + 3, HoldTime=1, RingTime=0),
         agent_event("AgentConnect", "support", "u4", "PJSIP/3", t + 3, HoldTime=1, RingTime=0),
     ]:
-        state.apply(event)
+        state.apply(AmiEvent.of(event))
     clock.now = t + 10
     assert {c["uniqueid"] for c in state.snapshot()["calls"]} == {"u3", "u4"}
 
@@ -442,11 +491,11 @@ def test_resync_replaces_stale_callers_members_and_calls(state: QueueState, cloc
                   status_member("support", "PJSIP/2", status=2, in_call=1),
                   status_member("support", "PJSIP/3"),  # says it is no longer in a call
                   status_entry("support", "u2", 1, wait=8)]:
-        state.apply(event)
+        state.apply(AmiEvent.of(event))
     # while the answer is on its way, the old state is still what the wallboard sees
     assert state.resyncing
     assert state.queue_snapshot("support")["callers_waiting"] == 2
-    state.apply(COMPLETE)
+    state.apply(AmiEvent.of(COMPLETE))
     assert not state.resyncing
 
     support = state.queue_snapshot("support")
@@ -465,8 +514,8 @@ def test_resync_replaces_stale_callers_members_and_calls(state: QueueState, cloc
 
 def test_resync_learns_callers_it_never_saw_join(state: QueueState, clock: Clock) -> None:
     state.begin_resync()
-    state.apply(params("vip"))
-    state.apply(status_entry("vip", "u7", 1, wait=42))
+    state.apply(AmiEvent.of(params("vip")))
+    state.apply(AmiEvent.of(status_entry("vip", "u7", 1, wait=42)))
     state.end_resync()
     (caller,) = state.queue_snapshot("vip")["callers"]
     assert caller["since"] == clock.now - 42 and caller["wait"] == 42
@@ -475,46 +524,46 @@ def test_resync_learns_callers_it_never_saw_join(state: QueueState, clock: Clock
 
 def test_live_events_during_a_resync_are_kept(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(join("support", "u1", t, 1))
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))
     state.begin_resync()
-    state.apply(params("support"))
-    state.apply(join("support", "u2", t + 1, 2, call_id="call-0002"))  # between answer items
-    state.apply(leave("support", "u1", t + 2))                    # left before its entry arrived
-    state.apply(status_entry("support", "u1", 1, wait=3))
-    state.apply(COMPLETE)
+    state.apply(AmiEvent.of(params("support")))
+    state.apply(AmiEvent.of(join("support", "u2", t + 1, 2, call_id="call-0002")))  # between answer items
+    state.apply(AmiEvent.of(leave("support", "u1", t + 2)))                    # left before its entry arrived
+    state.apply(AmiEvent.of(status_entry("support", "u1", 1, wait=3)))
+    state.apply(AmiEvent.of(COMPLETE))
     assert [c["uniqueid"] for c in state.queue_snapshot("support")["callers"]] == ["u2"]
 
 
 def test_a_resync_of_one_queue_keeps_the_others(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(join("support", "u1", t, 1))
-    state.apply(join("vip", "u2", t, 1))
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))
+    state.apply(AmiEvent.of(join("vip", "u2", t, 1)))
     state.begin_resync("vip")
-    state.apply(params("vip"))
+    state.apply(AmiEvent.of(params("vip")))
     state.end_resync()
     assert state.queue_snapshot("support")["callers_waiting"] == 1
     assert state.queue_snapshot("vip")["callers_waiting"] == 0
 
 
 def test_a_resync_takes_only_the_answer_to_its_own_action(state: QueueState, clock: Clock) -> None:
-    state.apply(join("support", "u1", clock.now, 1))
+    state.apply(AmiEvent.of(join("support", "u1", clock.now, 1)))
     state.begin_resync(action_id="qs-9")
-    state.apply({**status_member("support", "PJSIP/5"), "ActionID": "other"})  # someone else's QueueStatus
-    state.apply({**COMPLETE, "ActionID": "other"})
+    state.apply(AmiEvent.of({**status_member("support", "PJSIP/5"), "ActionID": "other"}))  # someone else's QueueStatus
+    state.apply(AmiEvent.of({**COMPLETE, "ActionID": "other"}))
     assert state.resyncing
     assert member(state.snapshot(), "support", "PJSIP/5") is not None  # it updated the live state
-    state.apply({**params("support"), "ActionID": "qs-9"})
-    state.apply({**status_member("support", "PJSIP/6"), "ActionID": "qs-9"})
-    state.apply({**COMPLETE, "ActionID": "qs-9"})
+    state.apply(AmiEvent.of({**params("support"), "ActionID": "qs-9"}))
+    state.apply(AmiEvent.of({**status_member("support", "PJSIP/6"), "ActionID": "qs-9"}))
+    state.apply(AmiEvent.of({**COMPLETE, "ActionID": "qs-9"}))
     assert not state.resyncing
     assert [m["interface"] for m in state.queue_snapshot("support")["members"]] == ["PJSIP/6"]
     assert waiting(state, "support") == 0
 
 
 def test_an_aborted_resync_changes_nothing(state: QueueState, clock: Clock) -> None:
-    state.apply(join("support", "u1", clock.now, 1))
+    state.apply(AmiEvent.of(join("support", "u1", clock.now, 1)))
     state.begin_resync()
-    state.apply(params("vip"))
+    state.apply(AmiEvent.of(params("vip")))
     state.abort_resync()
     state.end_resync()  # nothing to end
     assert state.queue_names() == ["support"]
@@ -522,10 +571,10 @@ def test_an_aborted_resync_changes_nothing(state: QueueState, clock: Clock) -> N
 
 def test_a_resynced_member_keeps_its_pause_time_and_learns_it_from_last_pause(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(member_event("QueueMemberPause", "support", "PJSIP/1", t, paused=1, reason="lunch"))
+    state.apply(AmiEvent.of(member_event("QueueMemberPause", "support", "PJSIP/1", t, paused=1, reason="lunch")))
     state.begin_resync()
-    state.apply(status_member("support", "PJSIP/1", paused=1, reason="lunch", last_pause=int(t) - 5))
-    state.apply(status_member("support", "PJSIP/2", paused=1, reason="meeting", last_pause=int(t) - 60))
+    state.apply(AmiEvent.of(status_member("support", "PJSIP/1", paused=1, reason="lunch", last_pause=int(t) - 5)))
+    state.apply(AmiEvent.of(status_member("support", "PJSIP/2", paused=1, reason="meeting", last_pause=int(t) - 60)))
     state.end_resync()
     snap = state.snapshot()
     assert member(snap, "support", "PJSIP/1")["paused_since"] == t
@@ -537,13 +586,13 @@ def test_a_resynced_member_keeps_its_pause_time_and_learns_it_from_last_pause(st
 
 def test_positions_follow_joins_with_priority_and_leaves(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(join("support", "a", t, 1))
-    state.apply(join("support", "b", t + 1, 2))
-    state.apply(join("support", "c", t + 2, 3))
-    state.apply(join("support", "vip", t + 3, 1))  # a higher priority goes to the front
+    state.apply(AmiEvent.of(join("support", "a", t, 1)))
+    state.apply(AmiEvent.of(join("support", "b", t + 1, 2)))
+    state.apply(AmiEvent.of(join("support", "c", t + 2, 3)))
+    state.apply(AmiEvent.of(join("support", "vip", t + 3, 1)))  # a higher priority goes to the front
     order = lambda: [(c["position"], c["uniqueid"]) for c in state.queue_snapshot("support")["callers"]]  # noqa: E731
     assert order() == [(1, "vip"), (2, "a"), (3, "b"), (4, "c")]
-    state.apply(leave("support", "a", t + 4, 2))
+    state.apply(AmiEvent.of(leave("support", "a", t + 4, 2)))
     assert order() == [(1, "vip"), (2, "b"), (3, "c")]
     clock.now = t + 10
     assert state.queue_snapshot("support")["longest_wait"] == 9.0  # b, since "a" left
@@ -554,16 +603,16 @@ def test_positions_follow_joins_with_priority_and_leaves(state: QueueState, cloc
 def test_duplicates_are_counted_not_repeated(state: QueueState, clock: Clock) -> None:
     t = clock.now
     for _ in range(2):
-        state.apply(join("support", "u1", t, 1, call_id="call-0001"))
-        state.apply(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 1))
+        state.apply(AmiEvent.of(join("support", "u1", t, 1, call_id="call-0001")))
+        state.apply(AmiEvent.of(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 1)))
     assert state.queue_snapshot("support")["callers_waiting"] == 1
     for _ in range(2):
-        state.apply(leave("support", "u1", t + 2))
-        state.apply(agent_event("AgentConnect", "support", "u1", "PJSIP/1", t + 2, HoldTime=2, RingTime=1))
+        state.apply(AmiEvent.of(leave("support", "u1", t + 2)))
+        state.apply(AmiEvent.of(agent_event("AgentConnect", "support", "u1", "PJSIP/1", t + 2, HoldTime=2, RingTime=1)))
     assert len(state.snapshot()["calls"]) == 1
     for _ in range(2):
-        state.apply(agent_event("AgentComplete", "support", "u1", "PJSIP/1", t + 9, HoldTime=2, TalkTime=7,
-                                Reason="caller"))
+        state.apply(AmiEvent.of(agent_event("AgentComplete", "support", "u1", "PJSIP/1", t + 9, HoldTime=2,
+                                            TalkTime=7, Reason="caller")))
     assert state.snapshot()["calls"] == []
     assert state.counters["duplicates"] == 5  # join, ring, leave, connect, complete
     assert_clean(state)
@@ -571,48 +620,48 @@ def test_duplicates_are_counted_not_repeated(state: QueueState, clock: Clock) ->
 
 def test_a_late_join_does_not_bring_back_a_caller_who_left(state: QueueState, clock: Clock) -> None:
     t = clock.now - 60  # all received by now
-    state.apply(leave("support", "u1", t + 5))
-    state.apply(join("support", "u1", t, 1))  # older than the leave: arrived late
+    state.apply(AmiEvent.of(leave("support", "u1", t + 5)))
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))  # older than the leave: arrived late
     assert waiting(state, "support") == 0
-    state.apply(join("support", "u1", t + 30, 1))  # the same channel queuing again, later
+    state.apply(AmiEvent.of(join("support", "u1", t + 30, 1)))  # the same channel queuing again, later
     assert waiting(state, "support") == 1
     assert state.counters["stale"] == 1
 
 
 def test_a_late_connect_after_complete_does_not_leave_a_call_behind(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(agent_event("AgentComplete", "support", "u1", "PJSIP/1", t + 60, TalkTime=50, HoldTime=3))
-    state.apply(agent_event("AgentConnect", "support", "u1", "PJSIP/1", t + 10, HoldTime=3))
-    state.apply(join("support", "u1", t, 1))
+    state.apply(AmiEvent.of(agent_event("AgentComplete", "support", "u1", "PJSIP/1", t + 60, TalkTime=50, HoldTime=3)))
+    state.apply(AmiEvent.of(agent_event("AgentConnect", "support", "u1", "PJSIP/1", t + 10, HoldTime=3)))
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))
     assert state.snapshot()["calls"] == []
     assert waiting(state, "support") == 0
     # a Join older than the connection it led to is stale too
-    state.apply(agent_event("AgentConnect", "support", "u2", "PJSIP/1", t + 10, HoldTime=3))
-    state.apply(join("support", "u2", t, 1))
+    state.apply(AmiEvent.of(agent_event("AgentConnect", "support", "u2", "PJSIP/1", t + 10, HoldTime=3)))
+    state.apply(AmiEvent.of(join("support", "u2", t, 1)))
     assert waiting(state, "support") == 0
 
 
 def test_an_older_member_status_does_not_overwrite_a_newer_one(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(member_event("QueueMemberStatus", "support", "PJSIP/1", t + 2, status=1))
-    state.apply(member_event("QueueMemberStatus", "support", "PJSIP/1", t + 1, status=5))
+    state.apply(AmiEvent.of(member_event("QueueMemberStatus", "support", "PJSIP/1", t + 2, status=1)))
+    state.apply(AmiEvent.of(member_event("QueueMemberStatus", "support", "PJSIP/1", t + 1, status=5)))
     assert member(state.snapshot(), "support", "PJSIP/1")["state"] == "available"
     assert state.counters["stale"] == 1
 
 
 def test_a_removed_member_is_not_revived_by_a_late_event(state: QueueState, clock: Clock) -> None:
     t = clock.now - 60  # all received by now
-    state.apply(member_event("QueueMemberAdded", "support", "PJSIP/1", t))
-    state.apply(member_event("QueueMemberRemoved", "support", "PJSIP/1", t + 5))
-    state.apply(member_event("QueueMemberPause", "support", "PJSIP/1", t + 3, paused=1))
-    state.apply(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 4))
+    state.apply(AmiEvent.of(member_event("QueueMemberAdded", "support", "PJSIP/1", t)))
+    state.apply(AmiEvent.of(member_event("QueueMemberRemoved", "support", "PJSIP/1", t + 5)))
+    state.apply(AmiEvent.of(member_event("QueueMemberPause", "support", "PJSIP/1", t + 3, paused=1)))
+    state.apply(AmiEvent.of(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 4)))
     assert member(state.snapshot(), "support", "PJSIP/1") is None
-    state.apply(member_event("QueueMemberAdded", "support", "PJSIP/1", t + 9))  # added back, later
+    state.apply(AmiEvent.of(member_event("QueueMemberAdded", "support", "PJSIP/1", t + 9)))  # added back, later
     assert member(state.snapshot(), "support", "PJSIP/1") is not None
 
 
 def test_events_for_unknown_queues_and_members_create_them(state: QueueState, clock: Clock) -> None:
-    state.apply(agent_event("AgentConnect", "overflow", "u1", "PJSIP/9", clock.now, HoldTime=12))
+    state.apply(AmiEvent.of(agent_event("AgentConnect", "overflow", "u1", "PJSIP/9", clock.now, HoldTime=12)))
     snap = state.snapshot()
     assert member(snap, "overflow", "PJSIP/9")["state"] == "in_call"
     assert state.agent_for_call(uniqueid="u1")["queue"] == "overflow"
@@ -620,28 +669,29 @@ def test_events_for_unknown_queues_and_members_create_them(state: QueueState, cl
 
 def test_a_hangup_forgets_a_caller_and_a_call_whose_end_was_lost(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(join("support", "u1", t, 1))
-    state.apply(agent_event("AgentConnect", "support", "u2", "PJSIP/1", t, HoldTime=1))
-    state.apply({"Event": "Hangup", "Timestamp": f"{t + 9}", "Uniqueid": "u1", "Cause": "16"})
-    state.apply({"Event": "Hangup", "Timestamp": f"{t + 9}", "Uniqueid": "Du2", "Cause": "16"})  # member leg
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))
+    state.apply(AmiEvent.of(agent_event("AgentConnect", "support", "u2", "PJSIP/1", t, HoldTime=1)))
+    state.apply(AmiEvent.of({"Event": "Hangup", "Timestamp": f"{t + 9}", "Uniqueid": "u1", "Cause": "16"}))
+    # the member's leg:
+    state.apply(AmiEvent.of({"Event": "Hangup", "Timestamp": f"{t + 9}", "Uniqueid": "Du2", "Cause": "16"}))
     assert state.queue_snapshot("support")["callers_waiting"] == 0
     assert state.snapshot()["calls"] == []
 
 
 def test_an_agent_dump_stops_the_ringing_and_the_call(state: QueueState, clock: Clock) -> None:
     t = clock.now
-    state.apply(join("support", "u1", t, 1))
-    state.apply(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 1))
-    state.apply(agent_event("AgentDump", "support", "u1", "PJSIP/1", t + 2))
+    state.apply(AmiEvent.of(join("support", "u1", t, 1)))
+    state.apply(AmiEvent.of(agent_event("AgentCalled", "support", "u1", "PJSIP/1", t + 1)))
+    state.apply(AmiEvent.of(agent_event("AgentDump", "support", "u1", "PJSIP/1", t + 2)))
     assert member(state.snapshot(), "support", "PJSIP/1")["state"] == "available"
-    state.apply(agent_event("AgentConnect", "support", "u1", "PJSIP/2", t + 3, HoldTime=3))
-    state.apply(agent_event("AgentDump", "support", "u1", "PJSIP/2", t + 4))
+    state.apply(AmiEvent.of(agent_event("AgentConnect", "support", "u1", "PJSIP/2", t + 3, HoldTime=3)))
+    state.apply(AmiEvent.of(agent_event("AgentDump", "support", "u1", "PJSIP/2", t + 4)))
     assert state.snapshot()["calls"] == []
 
 
 def test_without_timestamps_the_clock_dates_events(clock: Clock) -> None:
     state = QueueState(clock=clock)
-    state.apply(join("support", "u1", None, 1))
+    state.apply(AmiEvent.of(join("support", "u1", None, 1)))
     clock.advance(7)
     assert state.queue_snapshot("support")["callers"][0]["wait"] == 7
 
@@ -651,7 +701,7 @@ def test_a_failing_segment_lookup_leaves_the_segment_unknown(clock: Clock) -> No
         raise RuntimeError("cache down")
 
     state = QueueState(clock=clock, segment_of=broken)
-    state.apply(join("support", "u1", clock.now, 1, call_id="call-9"))
+    state.apply(AmiEvent.of(join("support", "u1", clock.now, 1, call_id="call-9")))
     assert state.queue_snapshot("support")["callers"][0]["segment"] is None
     assert_clean(state)
 
@@ -660,7 +710,7 @@ def test_a_segment_channel_variable_wins(clock: Clock) -> None:
     state = QueueState(clock=clock, segment_of=lambda call_id: "C")
     event = join("support", "u1", clock.now, 1)
     event["ChanVariable"] = {"IVR_CALL_ID": "call-1", "IVR_SEGMENT": "A"}
-    state.apply(event)
+    state.apply(AmiEvent.of(event))
     assert state.queue_snapshot("support")["callers"][0]["segment"] == "A"
 
 
@@ -675,7 +725,7 @@ def test_a_segment_channel_variable_wins(clock: Clock) -> None:
     {"Event": "QueueMemberStatus", "Queue": "q" * 81, "Interface": "PJSIP/1"},
 ])
 def test_a_bad_event_is_counted_and_never_raises(state: QueueState, event: Any) -> None:
-    assert state.apply(event) is False
+    assert state.apply(AmiEvent.of(event) if isinstance(event, dict) else event) is False
     assert state.counters["bad"] == 1
     assert state.counters["errors"] == 0
 
@@ -696,7 +746,7 @@ def test_a_bad_event_is_counted_and_never_raises(state: QueueState, event: Any) 
 def test_an_unusable_number_is_a_missing_field_and_the_event_still_counts(
         state: QueueState, event: dict[str, str], field: str, key: str | None, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="queues.state"):
-        assert state.apply(event) is True
+        assert state.apply(AmiEvent.of(event)) is True
     assert state.counters["bad"] == 0 and state.counters["errors"] == 0
     assert f"{field} " in caplog.text and "read as missing" in caplog.text
     assert not [r for r in caplog.records if r.exc_info]
@@ -707,14 +757,14 @@ def test_an_unusable_number_is_a_missing_field_and_the_event_still_counts(
 
 def test_messages_that_are_not_queue_events_are_ignored(state: QueueState) -> None:
     for message in ({}, {"Response": "Success", "ActionID": "x"}, {"Event": "Newexten", "Uniqueid": "u1"}):
-        assert state.apply(message) is False
+        assert state.apply(AmiEvent.of(message)) is False
     assert state.counters["ignored"] == 3 and state.counters["bad"] == 0
 
 
 def test_a_bad_timestamp_falls_back_to_the_clock(state: QueueState, clock: Clock) -> None:
     event = join("support", "u1", None, 1)
     event["Timestamp"] = "yesterday"
-    state.apply(event)
+    state.apply(AmiEvent.of(event))
     assert state.queue_snapshot("support")["callers"][0]["since"] == clock.now
 
 
@@ -736,7 +786,7 @@ def test_random_events_never_raise_and_the_snapshot_stays_json(events: list[tupl
     if resync:
         state.begin_resync()
     for name, fields in events:
-        assert state.apply({"Event": name, **fields}) in (True, False)
+        assert state.apply(AmiEvent.of({"Event": name, **fields})) in (True, False)
     state.end_resync()
     assert state.counters["errors"] == 0
     json.dumps(state.snapshot())

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caller_id.models import CallRecord
+from queues.events import AmiEvent
 from queues.state import QueueState, masked_number
 from queues.stats import QueueStatistics, segment_report
 from tests.queues.test_state import (
@@ -76,7 +77,7 @@ def stats(clock: Clock) -> QueueStatistics:
 def feed(stats: QueueStatistics, clock: Clock, events: list[dict[str, Any]]) -> None:
     for event in events:
         clock.now = max(clock.now, float(event.get("Timestamp", clock.now)))
-        stats.apply(event)
+        stats.apply(AmiEvent.of(event))
 
 
 def assert_clean(stats: QueueStatistics) -> None:
@@ -246,7 +247,7 @@ def test_service_level_counts_answers_within_the_threshold_and_leaves_out_short_
     for n, wait in enumerate((5, 15)):
         events += answered_call("vip", f"v{n}", t + n, wait, talk=60)
     for event in sorted(events, key=lambda e: float(e["Timestamp"])):
-        stats.apply(event)
+        stats.apply(AmiEvent.of(event))
     clock.advance(60)
 
     support = stats.figures("support")
@@ -395,7 +396,7 @@ def test_a_connect_or_complete_without_a_join_still_counts(stats: QueueStatistic
 def test_random_events_never_raise(events: list[tuple[str, dict[str, Any]]]) -> None:
     stats = QueueStatistics(window=3600, clock=Clock())
     for name, fields in events:
-        stats.apply({"Event": name, **fields})
+        stats.apply(AmiEvent.of({"Event": name, **fields}))
     assert stats.counters["errors"] == 0
     json.dumps(stats.snapshot())
 
@@ -444,9 +445,9 @@ async def test_rebuild_from_call_records_gives_the_figures_back(migrated_db: Any
     assert stats.figures("vip")["answered"] == 1 and stats.figures("vip")["completed"] == 0
 
     # the live events that follow neither repeat what the records said nor lose what they finish
-    stats.apply(connect("vip", "uid-c6", minutes(4).timestamp(), 3))
-    stats.apply(complete("vip", "uid-c6", clock.now, 3, 240))
-    stats.apply(connect("support", "uid-c2", minutes(19).timestamp(), 45))
+    stats.apply(AmiEvent.of(connect("vip", "uid-c6", minutes(4).timestamp(), 3)))
+    stats.apply(AmiEvent.of(complete("vip", "uid-c6", clock.now, 3, 240)))
+    stats.apply(AmiEvent.of(connect("support", "uid-c2", minutes(19).timestamp(), 45)))
     vip = stats.figures("vip")
     assert vip["answered"] == 1 and vip["completed"] == 1 and vip["average_talk"] == 240
     assert stats.figures("support")["answered"] == 2
@@ -579,8 +580,8 @@ def test_ten_thousand_calls_add_up_to_what_each_call_says() -> None:
             check(stats, calls, clock.now)
             checked += 1
         clock.now = when
-        stats.apply(event)
-        state.apply(event)
+        stats.apply(AmiEvent.of(event))
+        state.apply(AmiEvent.of(event))
     clock.now += 3600  # everything finished: settle the last leaves, let the window hold the end
     check(stats, calls, clock.now)
     assert checked == 2

@@ -3,7 +3,8 @@
 // answered (with a timer) and stays after the call until the agent has
 // recorded the real reason and outcome (or closes it); the calls of the
 // last days with their date and length.  A card is updated in place: what
-// the agent has picked or typed in its forms is kept.
+// the agent has picked or typed in its forms is kept.  The card's fields are
+// those ivr/call/context.py declares for it (`CallContext` and its parts).
 "use strict";
 (() => {
   const {el, t, word, number, api, live, now, seconds, shortTime, date, dateTime, tick} = IVR;

@@ -14,9 +14,11 @@ import pytest
 from sqlalchemy import insert, select
 
 from caller_id.models import CallRecord
+from caller_id.store import as_utc
 from ivr.asterisk.ami import Message
-from ivr.agents.callcenter import event_dict
+from ivr.agents.callcenter import ami_event
 from ivr.agents.hub import RedisHub
+from queues.events import AmiEvent
 from tests.ivr.agents.test_screenpop import ANNA, BORIS, NUMBER, Rig, eventually, make_context, next_pop
 
 
@@ -30,12 +32,6 @@ async def add_records(db: Any, *rows: dict[str, Any]) -> None:
 async def record(db: Any, call_id: str) -> CallRecord:
     async with db.session() as session:
         return (await session.execute(select(CallRecord).where(CallRecord.call_id == call_id))).scalar_one()
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def queue_view(rig: Rig) -> dict[str, Any]:
@@ -332,12 +328,16 @@ async def test_stop_detaches_from_the_ami_client(rig: Rig):
     rig.center = None  # already stopped
 
 
-def test_event_dict_keeps_every_channel_variable():
+def test_an_ami_message_is_read_once_keeping_every_channel_variable():
     message = Message.of(("Event", "AgentCalled"), ("ChanVariable", "IVR_CALL_ID=call-1"),
                          ("ChanVariable", "IVR_CUSTOMER_ID=5"), ("DestChanVariable", "X=1"), Queue="support")
-    event = event_dict(message)
-    assert event["ChanVariable"] == {"IVR_CALL_ID": "call-1", "IVR_CUSTOMER_ID": "5"}
-    assert event["DestChanVariable"] == {"X": "1"} and event["Queue"] == "support"
+    event = ami_event(message)
+    assert event.name == "AgentCalled" and event.header("Queue") == "support"
+    assert event.variables == {"IVR_CALL_ID": "call-1", "IVR_CUSTOMER_ID": "5"}
+    assert event.dest_variables == {"X": "1"}
+    assert ami_event(event) is event
+    as_mapping = {"Event": "AgentCalled", "Queue": "support"}  # a replay's or a test's
+    assert ami_event(as_mapping) == AmiEvent.of(as_mapping)
 
 
 # --- two nodes ----------------------------------------------------------------------------------

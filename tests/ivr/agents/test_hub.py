@@ -8,20 +8,8 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from ivr.agents.hub import (
-    HubClosed,
-    InProcessHub,
-    RedisHub,
-    RespError,
-    RespParser,
-    Subscription,
-    SubscriptionClosed,
-    agent_topic,
-    encode_command,
-)
+from ivr.agents.hub import HubClosed, InProcessHub, RedisHub, Subscription, SubscriptionClosed, agent_topic
 from tests.waiting import eventually
 
 
@@ -104,45 +92,6 @@ def test_a_subscription_needs_room_for_one_message():
         Subscription("x", 0)
 
 
-# --- RESP codec --------------------------------------------------------------------
-
-def test_resp_parser_reads_pubsub_pushes_split_anywhere():
-    name = "Пётр!".encode()
-    data = (b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchan\r\n:1\r\n"
-            b"*3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$%d\r\n%s\r\n" % (len(name), name)
-            + b"+PONG\r\n-ERR wrong\r\n$-1\r\n")
-    expected = [[b"subscribe", b"chan", 1], [b"message", b"chan", "Пётр!".encode()], "PONG",
-                RespError("ERR wrong"), None]
-    for cut in range(len(data) + 1):
-        parser = RespParser()
-        replies = parser.feed(data[:cut]) + parser.feed(data[cut:])
-        assert [str(r) if isinstance(r, RespError) else r for r in replies] == \
-               [str(r) if isinstance(r, RespError) else r for r in expected]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=40), max_size=8), st.lists(st.integers(1, 30), max_size=10))
-def test_resp_parser_gives_the_same_replies_however_the_bytes_arrive(args, cuts):
-    data = b"".join(encode_command(*a) if a else b"*0\r\n" for a in [args, args[:1]])
-    whole = RespParser().feed(data)
-    parser = RespParser()
-    pieces, offset = [], 0
-    for size in cuts:
-        pieces.extend(parser.feed(data[offset:offset + size]))
-        offset += size
-    pieces.extend(parser.feed(data[offset:]))
-    assert pieces == whole == [list(args) if args else [], list(args[:1])]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200))
-def test_resp_parser_on_random_bytes_returns_or_raises_resp_error(data):
-    try:
-        RespParser().feed(data)
-    except RespError:
-        pass
-
-
 # --- across nodes: Redis ------------------------------------------------------------
 
 @pytest.mark.redis
@@ -209,6 +158,28 @@ async def test_a_hub_made_from_a_client_uses_its_settings_and_leaves_it_open(red
         await node_b.close()
     assert await client.ping()
     await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_hub_logs_in_with_the_password_of_its_url_and_a_wrong_one_keeps_it_out(redis_server):
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    address = f"127.0.0.1:{redis_server.port}/0"
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    node_a, node_b = fast_hub(f"redis://:s3cret@{address}", prefix=prefix), fast_hub(f"redis://:s3cret@{address}",
+                                                                                      prefix=prefix)
+    refused = fast_hub(f"redis://:wrong@{address}", prefix=prefix)
+    try:
+        sub = node_b.subscribe("wallboard")
+        assert await sub.wait_ready(5)
+        await node_a.publish("wallboard", {"queues": 3})
+        assert await sub.get(5) == {"queues": 3}
+        assert await refused.wait_connected(1) is False
+        assert refused.last_error
+    finally:
+        for node in (node_a, node_b, refused):
+            await node.close()
 
 
 @pytest.mark.redis

@@ -27,11 +27,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.asterisk.ami import ActionResult, ActionTracker, AmiParser, Banner, Completed, Dropped, Garbage, Message, encode_action
-from ivr.sim.ami_server import iter_messages
-from ivr.sim.ami_server import ActionParser
+from ivr.asterisk.ami import (
+    ActionResult,
+    ActionTracker,
+    AmiParser,
+    Banner,
+    Completed,
+    Dropped,
+    Garbage,
+    Message,
+    encode_action,
+)
 from ivr.asterisk.ami_client import AmiActionError, AmiAuthError, AmiClient, AmiNotConnected, AmiTimeout, backoff_delay
-from ivr.sim.ami_server import MALFORMED, AmiSimulator
+from ivr.sim.ami_server import MALFORMED, ActionParser, AmiSimulator, iter_messages
+from queues.events import AmiEvent
 from tests.ivr import traces
 from tests.waiting import eventually
 
@@ -174,16 +183,19 @@ def test_repeated_channel_variables_are_kept_in_order() -> None:
     items = messages(list(iter_messages(raw("ami-queue-answered.ami.raw"))))
     join = next(m for m in items if m.event == "QueueCallerJoin")
     assert join.get_all("ChanVariable") == ["IVR_CALL_ID=call-0001", "IVR_CUSTOMER_ID=cust-12345"]
-    assert join.variables == {"IVR_CALL_ID": "call-0001", "IVR_CUSTOMER_ID": "cust-12345"}
+    assert AmiEvent.from_headers(join.headers).variables == {"IVR_CALL_ID": "call-0001", "IVR_CUSTOMER_ID": "cust-12345"}
     assert (join["Uniqueid"], join["Linkedid"]) == ("1795333729.23", "1795333729.22")
     called = next(m for m in items if m.event == "AgentCalled")
-    assert called.variables["IVR_CALL_ID"] == "call-0001"
-    assert called.dest_variables == {"IVR_CALL_ID": "", "IVR_CUSTOMER_ID": ""}
+    assert AmiEvent.from_headers(called.headers).variables["IVR_CALL_ID"] == "call-0001"
+    assert called.get_all("DestChanVariable") == ["IVR_CALL_ID=", "IVR_CUSTOMER_ID="]
+    assert AmiEvent.from_headers(called.headers).dest_variables == {}  # the member channel's are empty
     assert called["MemberName"] == "Local/100@agents" and called["DestChannel"].endswith(";1")
     # OriginateResponse carries `Response: Success` and `ChanVariable(<channel>)` keys; it stays one event.
     originate = next(m for m in items if m.event == "OriginateResponse")
     assert originate["Response"] == "Success" and not originate.truncated
-    assert originate.variables == {"IVR_CALL_ID": "", "IVR_CUSTOMER_ID": ""}
+    assert [value for key, value in originate.headers if key.startswith("ChanVariable(")] == [
+        "IVR_CALL_ID=", "IVR_CUSTOMER_ID="]
+    assert AmiEvent.from_headers(originate.headers).variables == {}  # both empty: left out
     assert originate.action_id == "originate-2"
     complete = next(m for m in items if m.event == "AgentComplete")
     assert (complete["HoldTime"], complete["TalkTime"], complete["Reason"]) == ("0", "4", "caller")
@@ -194,7 +206,7 @@ def test_empty_values_and_lookups_are_case_insensitive() -> None:
                   if m.event == "QueueMemberStatus")
     assert status.get("pausedreason") == "" and status["PausedReason"] == ""
     assert "STATUS" in status and "Nope" not in status
-    assert status.to_dict()["Queue"] == "ringtest"
+    assert status.get("Queue") == "ringtest"
 
 
 # --- the codec on its own --------------------------------------------------------------
@@ -696,7 +708,7 @@ async def test_cyrillic_names_survive_tcp_segments_cut_inside_characters(monkeyp
             status = await client.action({"Action": "QueueStatus", "Queue": "support"})
     join = seen.named("QueueCallerJoin")[0]
     assert join["CallerIDName"] == "Иванов Пётр" and join["CallerIDNum"] == "79161234567"
-    assert join.variables["IVR_CALL_ID"] == "звонок-1"
+    assert AmiEvent.from_headers(join.headers).variables["IVR_CALL_ID"] == "звонок-1"
     connect = seen.named("AgentConnect")[0]
     assert connect["MemberName"] == "Иванова Мария" and connect["DestCallerIDName"] == "Иванов Пётр"
     assert seen.named("QueueMemberAdded")[0]["MemberName"] == "Иванова Мария"

@@ -26,6 +26,7 @@ from ivr.asterisk.ami import Message
 from ivr.asterisk.ami_client import AmiClient
 from ivr.agents.callcenter import RecordUpdates
 from ivr.call.records import CallRecorder
+from queues.events import AmiEvent
 from ivr.sim.fastagi_caller import USAGE_HEAD, AsteriskChannel, CallScript, place_call
 from tests.ivr.agents.test_screenpop import ANNA, BORIS, Rig
 from tests.waiting import eventually, within
@@ -354,13 +355,13 @@ async def test_queue_outcomes_the_database_refuses_do_not_hold_up_the_others(mig
     # A stale agent list: the member who answered out-1 is an agent the database no longer has.
     updates = RecordUpdates(migrated_db, agents=lambda interface: 1 if interface == ANNA else 999)
 
-    def connect(call_id: str, interface: str, queue: str = "support") -> dict[str, Any]:
-        return {"Event": "AgentConnect", "Queue": queue, "Uniqueid": f"u-{call_id}", "Interface": interface,
-                "ChanVariable": {"IVR_CALL_ID": call_id}, "HoldTime": "4"}
+    def connect(call_id: str, interface: str, queue: str = "support") -> AmiEvent:
+        return AmiEvent.of({"Event": "AgentConnect", "Queue": queue, "Uniqueid": f"u-{call_id}",
+                            "Interface": interface, "ChanVariable": {"IVR_CALL_ID": call_id}, "HoldTime": "4"})
 
     updates.note(connect("out-1", "PJSIP/ghost"))
     updates.note(connect("out-2", ANNA, queue="q" * 81))  # a queue name no column holds: left out
-    with caplog.at_level(logging.ERROR, logger="ivr.agents.callcenter"):
+    with caplog.at_level(logging.ERROR, logger="ivr.call.records"):
         assert await within(updates.flush(everything=True)) == 1
     one, two = await record_of(migrated_db, "out-1"), await record_of(migrated_db, "out-2")
     assert one.answered_at is None  # refused (no such agent) and dropped

@@ -13,8 +13,8 @@ import pytest
 
 from ivr import metrics
 from ivr.call.decision import decide
-from ivr.call.inbound import ROLE_QUESTION_MIN_WAIT_MS, ROLE_QUESTION_TIMEOUT_MS, role_question_text
-from ivr.call.context import build_card
+from ivr.call.inbound import ROLE_QUESTION_MIN_WAIT_MS, ROLE_QUESTION_TIMEOUT_MS
+from ivr.call.context import CallContext, build_card
 from ivr.sim.fastagi_caller import GARBAGE_NUMBERS, AsteriskChannel, CallScript, place_call, run_closed_loop
 from speech.audio import sound_seconds
 from tests.ivr.conftest import numbers_with_roles
@@ -62,6 +62,7 @@ async def test_known_caller_leaves_with_the_queue_priority_and_context_of_the_de
             assert "IVR_MANAGER" not in v
         context = await server.services.contexts.get(v["IVR_CALL_ID"])
         assert context["decision"]["route"]["queue"] == v["IVR_QUEUE"]
+        assert CallContext.from_dict(context).to_dict() == context  # the stored JSON reads back as it is
         # Queue events carry the caller channel's Uniqueid: the context is found by it too.
         assert await server.services.contexts.get(result.uniqueid) == context
 
@@ -152,7 +153,8 @@ async def test_asterisk_that_stops_answering_mid_question_fails_open_within_the_
     config = replace(base_config, agi=replace(base_config.agi, command_timeout=1.0))
     server = await start_server(config, speech=True)
     prompt = await server.services.prompts.for_asterisk(
-        role_question_text((await expected_decision(server, THREE_ROLES, "general")).question, "ru"), "ru")
+        server.services.selfservice.script.role_question(
+            (await expected_decision(server, THREE_ROLES, "general")).question, "ru"), "ru")
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     channel = AsteriskChannel(CallScript(number=THREE_ROLES, line="general"))
     writer.write(channel.environment("127.0.0.1", server.port))

@@ -1,7 +1,7 @@
 """ivr.selfservice.dialog: the self-service dialog's state machine and its plan.
 
 The channel here is a scripted caller written against the dialog's own
-contract (`mode`, `say`, `ask` -> `Reply`): in speech mode it answers with
+contract (`mode`, `say`, `ask` -> `CallerReply`): in speech mode it answers with
 phrases and maps them through the step's grammar meanings, in DTMF mode it
 presses keys and maps them through the question's `digits`, as the real
 channels do.  The end-to-end runs over AudioSocket and FastAGI are in
@@ -25,7 +25,7 @@ from caller_id.catalogue import load_catalogue
 from caller_id.predict import Intent
 from ivr.call.decision import decide
 from ivr.selfservice.dialog import (NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Dialog, TimeUp, Offer, Outcome, Plan, Question,
-                        Reply, address, make_plan, static_prompts)
+                        CallerReply, address, make_plan, static_prompts)
 from ivr.selfservice.script import OPERATOR, DialogScript, load_dialog_script
 from ivr.services import build_services
 
@@ -85,7 +85,7 @@ class ScriptedCaller:
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         self.events.append(("say", text, language))
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         """An answer that would take longer than `within` is cut off there, as a channel does."""
         self.events.append(("ask", question, language))
         if self.clock is not None and self.seconds:
@@ -99,11 +99,11 @@ class ScriptedCaller:
         if isinstance(answer, BaseException):
             raise answer
         if not answer:
-            return Reply(NO_INPUT, via=self.mode)
+            return CallerReply(NO_INPUT, via=self.mode)
         if self.mode == "dtmf":
-            return Reply(question.digits.get(answer, NOT_UNDERSTOOD), heard=answer, via="dtmf")
+            return CallerReply(question.digits.get(answer, NOT_UNDERSTOOD), heard=answer, via="dtmf")
         meaning = self.script.meanings(question.step, language).get(answer, NOT_UNDERSTOOD)
-        return Reply(meaning, heard=answer, via="speech", confidence=0.91)
+        return CallerReply(meaning, heard=answer, via="speech", confidence=0.91)
 
     @property
     def asked(self) -> list[Question]:
@@ -666,9 +666,9 @@ class TimedSilence:
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         self._play(text, 0.0, within)
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         self._play(question.text_for(self.mode), self.wait, within)
-        return Reply(NO_INPUT, via="dtmf")
+        return CallerReply(NO_INPUT, via="dtmf")
 
 
 async def test_a_silent_caller_is_handed_over_within_time_to_person_not_asked_again(script) -> None:

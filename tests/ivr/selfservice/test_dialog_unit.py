@@ -1,7 +1,7 @@
 """The dialog's script file and its state machine, without sockets.
 
 The channel here is a scripted caller: the dialog's own contract (`say`,
-`ask` -> `Reply`), which the end-to-end tests in test_selfservice.py drive
+`ask` -> `CallerReply`), which the end-to-end tests in test_service.py drive
 over real AudioSocket and FastAGI.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from caller_id.catalogue import load_catalogue
 from caller_id.predict import Intent
 from conffile import ConfigError
-from ivr.selfservice.dialog import (NO_INPUT, NOT_UNDERSTOOD, CallerGone, ChannelFailed, Dialog, Offer, Plan, Question, Reply,
-                        address, static_prompts)
+from ivr.selfservice.dialog import (NO_INPUT, NOT_UNDERSTOOD, CallerGone, CallerReply, ChannelFailed, Dialog, Offer, Plan,
+                        Question, address, static_prompts)
 from ivr.selfservice.script import OPERATOR, load_dialog_script
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -99,7 +99,7 @@ class ScriptedCaller:
     async def say(self, text: str, language: str, *, within: float | None = None) -> None:
         self.said.append(text)
 
-    async def ask(self, question: Question, language: str, *, within: float | None = None) -> Reply:
+    async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         if self.fail_at is not None and len(self.asked) == self.fail_at:
             raise ChannelFailed("recognition broke")
         if self.hang_up_at is not None and len(self.asked) == self.hang_up_at:
@@ -108,8 +108,8 @@ class ScriptedCaller:
         meaning = self.replies.pop(0) if self.replies else NO_INPUT
         if self.mode == "dtmf" and meaning not in (NO_INPUT, NOT_UNDERSTOOD):
             digit = next(d for d, m in question.digits.items() if m == meaning)
-            return Reply(question.digits[digit], heard=digit, via="dtmf")
-        return Reply(meaning, heard=meaning, via=self.mode)
+            return CallerReply(question.digits[digit], heard=digit, via="dtmf")
+        return CallerReply(meaning, heard=meaning, via=self.mode)
 
 
 def plan(offer_answer: str | None = "Ваша карта готова.", *, name: str | None = "Пётр Сергеевич") -> Plan:

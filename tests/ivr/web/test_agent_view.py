@@ -9,6 +9,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from caller_id.models import Agent, CallRecord
+from queues.events import AmiEvent
 from queues.state import QueueState
 from queues.stats import QueueStatistics
 
@@ -38,7 +39,8 @@ def agent_event(name: str, queue: str, uid: str, interface: str, at: float, **fi
 
 
 def feed(*states, events) -> None:
-    for event in events:
+    for fields in events:
+        event = AmiEvent.of(fields)
         for state in states:
             state.apply(event)
 
@@ -89,17 +91,19 @@ def test_a_state_found_by_a_resync_counts_from_the_resync_and_keeps_its_time_whi
     clock = Clock(T0)
     state = QueueState(clock=clock)
     state.begin_resync()
-    state.apply({"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1001", "Name": "Анна",
-                 "Status": "1", "Paused": "1", "PausedReason": "break", "LastPause": str(int(T0 - 90))})
-    state.apply({"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1002", "Name": "Борис", "Status": "1"})
-    state.apply({"Event": "QueueStatusComplete"})
+    feed(state, events=[{"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1001", "Name": "Анна",
+                         "Status": "1", "Paused": "1", "PausedReason": "break", "LastPause": str(int(T0 - 90))},
+                        {"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1002", "Name": "Борис",
+                         "Status": "1"},
+                        {"Event": "QueueStatusComplete"}])
     clock.now = T0 + 30
     agents = state.snapshot()["agents"]
     assert (agents["PJSIP/1001"]["state"], agents["PJSIP/1001"]["since"]) == ("paused", T0 - 90)  # LastPause
     assert (agents["PJSIP/1002"]["state"], agents["PJSIP/1002"]["since"]) == ("available", T0)
     state.begin_resync()  # the same answer again after a reconnection: nothing restarts
-    state.apply({"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1002", "Name": "Борис", "Status": "1"})
-    state.apply({"Event": "QueueStatusComplete"})
+    feed(state, events=[{"Event": "QueueMember", "Queue": "support", "Location": "PJSIP/1002", "Name": "Борис",
+                         "Status": "1"},
+                        {"Event": "QueueStatusComplete"}])
     assert state.agent("PJSIP/1002")["since"] == T0
 
 
@@ -146,8 +150,9 @@ async def test_after_a_restart_the_answered_calls_come_back_from_the_call_record
         ])
         await session.commit()
     state = QueueState()
-    state.apply(member("support", "PJSIP/1001", now.timestamp() - 10))
-    state.apply(agent_event("AgentConnect", "support", "u1", "PJSIP/1001", now.timestamp() - 7200))  # seen live too
+    feed(state, events=[member("support", "PJSIP/1001", now.timestamp() - 10),
+                        agent_event("AgentConnect", "support", "u1", "PJSIP/1001",
+                                    now.timestamp() - 7200)])  # seen live too
     assert await state.rebuild_answered(db) == 1
     assert await state.rebuild_answered(db) == 0  # again: nothing counted twice
     assert state.agent("PJSIP/1001")["answered"] == 2
