@@ -201,7 +201,7 @@ def update_benchmarks_file(path: Path, section: list[str]) -> None:
     """Put this benchmark's section into BENCHMARKS.md (replacing an older one), dated, with the machine."""
     import datetime as dt
 
-    from benchmarks.run import machine
+    from benchmarks.machine import machine
 
     section = list(section)
     at = section.index(SECTION)

@@ -13,35 +13,17 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 from benchmarks.call_path import BENCH_DIR, main_call_path
+from benchmarks.machine import machine
 from benchmarks.agents import main_agents
 from benchmarks.dialog_timing import main_dialog_timing, render_dialog_timing
 from benchmarks.idle import main_idle
 from benchmarks.speech import main_speech
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def verdict(value: float | None, target: float, higher_is_better: bool = False) -> str:

@@ -97,6 +97,8 @@ class BatchedWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._writing = False  # the task is inside flush(): a cancel now could cut a committed write short
+        self._closing = False
 
     @property
     def pending(self) -> int:
@@ -117,12 +119,22 @@ class BatchedWriter:
         self._wakeup.set()
 
     def start(self) -> None:
+        self._closing = False
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop the task, then write what is pending, for at most `timeout` seconds."""
+        """Stop the task, then write what is pending, for at most `timeout` seconds.
+
+        A write the task is doing is let finish (for up to `timeout`), never cancelled: a cancel
+        that lands after the commit would put its rows back, and they would be written twice."""
         if self._task is not None:
+            self._closing = True
+            if self._writing:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+                except Exception:  # noqa: BLE001 - a slow or failed write: cancelled below, the rest below
+                    pass
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -134,7 +146,7 @@ class BatchedWriter:
 
     async def _run(self) -> None:
         delay = self.interval
-        while True:
+        while not self._closing:
             if self._failing:
                 await asyncio.sleep(delay)  # what arrives meanwhile does not cut a backoff short
             else:
@@ -146,6 +158,9 @@ class BatchedWriter:
                 except TimeoutError:
                     pass
             self._wakeup.clear()
+            if self._closing:
+                return
+            self._writing = True
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -154,6 +169,8 @@ class BatchedWriter:
                 self._failed(exc)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
+            finally:
+                self._writing = False
             if self._failing:
                 log.info("call records: %s are written again", self.what)
                 self._failing = False

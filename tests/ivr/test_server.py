@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from ivr.sim.ami_server import AmiSimulator
 from tests.servers import free_port
 
 IVR = [sys.executable, "-m", "ivr.cli"]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 async def test_run_connects_to_the_manager_serves_the_web_pages_and_says_so(tmp_path: Path) -> None:
@@ -56,12 +58,22 @@ async def test_run_connects_to_the_manager_serves_the_web_pages_and_says_so(tmp_
 
 
 async def test_the_first_burst_of_calls_on_a_fresh_server_finds_its_callers(tmp_path: Path) -> None:
-    """A cold start: 57 callers at once the moment the port opens; none fails open on the lookup."""
+    """A cold start: 57 callers at once the moment the port opens; none fails open on the lookup.
+
+    The shipped configuration with a lookup timeout of 0.5 s instead of 0.15: 57 lookups queued
+    on a loaded two-core machine may take 0.15 s warm (the call path's capacity is the benchmark's
+    business); a server that warms up only under the burst takes seconds."""
     from ivr.sim.fastagi_caller import CallScript, place_call
 
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT / "config", config)
+    shipped = (config / "ivr.yaml").read_text(encoding="utf-8")
+    assert "  timeout: 0.15 " in shipped
+    (config / "ivr.yaml").write_text(shipped.replace("  timeout: 0.15 ", "  timeout: 0.5  ", 1), encoding="utf-8")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-    env.update(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}",
+    env.update(IVR_CONFIG=str(config / "ivr.yaml"), IVR_AGI_PORT=str(port),
+               IVR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}",
                IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()))
     server = await asyncio.create_subprocess_exec(*IVR, "run", "--demo-data", env=env, stdout=asyncio.subprocess.PIPE,
                                                   stderr=asyncio.subprocess.PIPE)

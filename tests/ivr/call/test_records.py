@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -118,3 +120,30 @@ async def test_when_the_queue_is_full_the_oldest_record_is_dropped(sqlite_db) ->
     assert (recorder.pending, recorder.dropped) == (2, 1)
     await within(recorder.flush())
     assert sorted(await stored(sqlite_db)) == ["call-1", "call-2"]
+
+
+class SlowToFinishDb:
+    """The real database, each session lingering after its commit (a connection slow to return)."""
+
+    def __init__(self, db: Any, linger: float):
+        self.db, self.linger = db, linger
+        self.sessions = 0
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> Any:
+        async with self.db.session() as session:
+            yield session
+        self.sessions += 1
+        await asyncio.sleep(self.linger)
+
+
+async def test_closing_during_a_write_lets_it_finish_and_writes_nothing_twice(sqlite_db) -> None:
+    slow = SlowToFinishDb(sqlite_db, linger=0.3)
+    recorder = CallRecorder(slow, batch=5, interval=0.05)
+    recorder.start()
+    for n in range(5):
+        recorder.add(call_record(f"call-{n}"))
+    await eventually(lambda: slow.sessions == 1)  # committed; the write has not returned yet
+    await within(recorder.close())
+    assert sorted(await stored(sqlite_db)) == [f"call-{n}" for n in range(5)]
+    assert (recorder.written, recorder.pending, recorder.rejected) == (5, 0, 0)
