@@ -17,28 +17,50 @@ import datetime as dt
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from caller_id.directory import LookupResult
+from caller_id.catalogue import IntentCatalogue
+from caller_id.directory import CallerDirectory, LookupResult
 from caller_id.normalise import mask
 from caller_id.profile import Role
 from ivr import metrics
 from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
-from ivr.call.context import CallContext, Keypress, RoleQuestion
+from ivr.call.context import CallContext, CallContexts, Keypress, RoleQuestion
 from ivr.call.decision import Decision, decide, with_intent
-from ivr.config import Line
+from ivr.call.records import CallRecorder
+from ivr.config import Config, Line
 from ivr.selfservice.dialog import Dialog
 from ivr.selfservice.timing import hand_over_reserve
 from queues import variables
-from speech.prompts import Prompt
+from queues.reload import LiveRules
+from speech.prompts import Prompt, PromptCache
+
+if TYPE_CHECKING:
+    from ivr.selfservice.service import SelfService
 
 log = logging.getLogger(__name__)
+
+
+class CallSide(Protocol):
+    """What a call needs of the server (`ivr.services.Services` is one)."""
+
+    config: Config
+    directory: CallerDirectory
+    catalogue: IntentCatalogue
+    rules: LiveRules
+    contexts: CallContexts
+    recorder: CallRecorder
+    prompts: PromptCache | None
+    selfservice: SelfService | None
+
+    def now(self) -> dt.datetime: ...
+
 
 ROLE_QUESTION_TIMEOUT_MS = 4000
 ROLE_QUESTION_MIN_WAIT_MS = 2000  # the key wait is cut down to fit time_to_person, never below this
 
 
-async def role_question(services: Any, roles: tuple[Role, ...], language: str, *,
+async def role_question(services: CallSide, roles: tuple[Role, ...], language: str, *,
                         elapsed: float) -> tuple[Prompt, int]:
     """The role question (its texts: config/dialog.yaml) as Asterisk plays it, asked `elapsed`
     seconds after the AGI start, and its key wait in ms: what is left of the dialog's time_to_person
@@ -65,7 +87,7 @@ class InboundScript:
     pressed and said, the outcome and why the call degraded; at the end it is stored for the
     agent's screen and summed up in the call record."""
 
-    def __init__(self, services: Any):
+    def __init__(self, services: CallSide):
         self.services = services
 
     async def __call__(self, call: AgiCall) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ivr.services import AgentSide, Services
 from ivr.web import api, live, ops, pages
 from ivr.web.auth import Sessions, session_middleware
 from ivr.web.inputs import MAX_BODY, ClientGone, refusal, too_large
@@ -36,7 +37,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "frame-ancestors 'none'")
 
 
-def build_app(services: Any, agent_side: Any) -> web.Application:
+def build_app(services: Services, agent_side: AgentSide) -> web.Application:
     settings = services.config.web
     app = web.Application(middlewares=[_bodies, api.json_errors, session_middleware], client_max_size=MAX_BODY)
     app[SERVICES] = services
@@ -120,7 +121,7 @@ async def _close_sockets(app: web.Application) -> None:
     await app[SOCKETS].close_all()
 
 
-async def start_web(services: Any, agent_side: Any, *, host: str | None = None,
+async def start_web(services: Services, agent_side: AgentSide, *, host: str | None = None,
                     port: int | None = None) -> web.AppRunner:
     """Serve the app; the runner's `addresses` say where (port 0 picks a free one)."""
     settings = services.config.web

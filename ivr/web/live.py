@@ -33,9 +33,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy import select
 
 from caller_id.models import Agent
-
 from ivr.agents.callcenter import wallboard
 from ivr.agents.hub import WALLBOARD, SubscriptionClosed, agent_topic
+from ivr.services import AgentSide
 from ivr.web.auth import COOKIE, origin_ok, require
 from ivr.web.inputs import Input, params, refusal
 from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS, USER
@@ -82,7 +82,7 @@ class LiveSockets:
                              return_exceptions=True)
 
 
-def wallboard_now(agent_side: Any) -> dict[str, Any]:
+def wallboard_now(agent_side: AgentSide) -> dict[str, Any]:
     """The wallboard message as it would be published now, with or without AMI."""
     return wallboard(agent_side.queue_state, agent_side.queue_stats, agent_side.ami, time.time())
 
@@ -163,7 +163,8 @@ def _steady(state: dict[str, Any] | None) -> Any:
             "calls": [{k: v for k, v in call.items() if k != "talking_for"} for call in state.get("calls") or ()]}
 
 
-async def _forward_state(agent_side: Any, subscription: Any, interface: str, socket: web.WebSocketResponse) -> None:
+async def _forward_state(agent_side: AgentSide, subscription: Any, interface: str,
+                         socket: web.WebSocketResponse) -> None:
     """The agent's own state: now, then each time a wallboard snapshot shows it changed."""
     state = agent_side.queue_state.agent(interface)
     ami = agent_side.ami

@@ -109,7 +109,7 @@ async def _may_see_details(request: web.Request, deadline: float) -> bool:
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     params(request, Nothing)
-    services, agent_side = request.app[SERVICES], request.app[AGENT_SIDE]
+    agent_side = request.app[AGENT_SIDE]
     deadline = asyncio.get_running_loop().time() + DB_TIMEOUT
     database, details = await asyncio.gather(request.app[HEALTH].result(DB_TIMEOUT),
                                              _may_see_details(request, deadline))
