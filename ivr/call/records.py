@@ -20,6 +20,7 @@ written by one too.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections import deque
@@ -72,7 +73,7 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class BatchedWriter:
+class BatchedWriter(abc.ABC):
     """A background task that writes what is pending to the database in batches, with backoff.
 
     A subclass keeps what is pending in `_pending` (anything with a length),
@@ -104,16 +105,17 @@ class BatchedWriter:
     def pending(self) -> int:
         return len(self._pending)
 
+    @abc.abstractmethod
     async def flush(self) -> Any:
-        raise NotImplementedError
+        """Write what is pending (raises when the database fails; what was not written stays pending)."""
 
     async def _flush_at_close(self) -> None:
         """What `close` writes: everything pending."""
         await self.flush()
 
+    @abc.abstractmethod
     def _refused(self, item: Any) -> str:
         """Forget an item the database refused; what it was, for the log line."""
-        raise NotImplementedError
 
     def _wake(self) -> None:
         self._wakeup.set()
