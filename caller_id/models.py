@@ -146,7 +146,16 @@ class Case(Base):
 
 
 class CallRecord(Base):
-    """One call: who, predicted vs actual reason, self-service, queue, times, rating."""
+    """One call: who, predicted vs confirmed reason, self-service, queue, times, how it ended, survey.
+
+    result        how the call ended: self_served, ivr_hangup (in the IVR, before a queue),
+                  answered (by an agent of the queue), manager (by the personal manager),
+                  transferred (by the agent who answered), abandoned (hung up waiting),
+                  unanswered (left the queues unanswered)
+    actual_intent the real reason, confirmed by ``confirmed_by``: caller (in the dialog) or agent
+                  (the disposition)
+    csat, nps     the survey's answers (1-5, 0-10); ``survey`` complete or partial
+    """
 
     __tablename__ = "call_records"
 
@@ -164,7 +173,11 @@ class CallRecord(Base):
     segment: Mapped[str | None] = mapped_column(String(1))
     predicted_intent: Mapped[str | None] = mapped_column(String(64))
     predicted_score: Mapped[float | None] = mapped_column(Float)
+    predicted_intent_2: Mapped[str | None] = mapped_column(String(64))
+    predicted_intent_3: Mapped[str | None] = mapped_column(String(64))
     actual_intent: Mapped[str | None] = mapped_column(String(64))
+    confirmed_by: Mapped[str | None] = mapped_column(String(16))
+    result: Mapped[str | None] = mapped_column(String(16))
     outcome: Mapped[str | None] = mapped_column(String(64))
     self_served: Mapped[bool] = mapped_column(Boolean, default=False)
     queue: Mapped[str | None] = mapped_column(String(80))
@@ -176,7 +189,9 @@ class CallRecord(Base):
     ended_at: Mapped[dt.datetime | None]
     wait_seconds: Mapped[float | None] = mapped_column(Float)
     talk_seconds: Mapped[float | None] = mapped_column(Float)
-    rating: Mapped[int | None] = mapped_column(Integer)
+    csat: Mapped[int | None] = mapped_column(Integer)
+    nps: Mapped[int | None] = mapped_column(Integer)
+    survey: Mapped[str | None] = mapped_column(String(16))
     degraded: Mapped[str | None] = mapped_column(String(200))  # why the call path failed open
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # IVR transcript etc.
 

@@ -28,7 +28,7 @@ from ivr.agents.callcenter import CallCenter
 from ivr.agents.hub import Hub
 from ivr.call.context import CallContexts, InProcessContexts, RedisContexts
 from ivr.call.decision import decide
-from ivr.call.records import CallRecorder
+from ivr.call.records import CallRecorder, RecordUpdates
 from ivr.config import Config
 from queues.reload import LiveRules
 from queues.state import QueueState
@@ -55,6 +55,7 @@ class Services:
     rules: LiveRules
     contexts: CallContexts
     recorder: CallRecorder
+    updates: RecordUpdates  # what is learnt about a call after its record was queued (the survey's answers)
     prompts: PromptCache | None = None  # None: prompts disabled or synthesis unavailable
     synthesizer: Synthesizer | None = None
     redis: Redis | None = None  # None: no Redis configured (state in this process)
@@ -86,6 +87,7 @@ class Services:
     async def close(self) -> None:
         await self.rules.stop()
         await self.recorder.close()
+        await self.updates.close()  # after the records: an update finds the record it changes
         await self.directory.close()
         if self.crm is not None:
             self.crm.close()
@@ -138,10 +140,12 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
     await directory.start()
     recorder = CallRecorder(db)
     recorder.start()
+    updates = RecordUpdates(db)
+    updates.start()
 
     services = Services(
         config=config, db=db, directory=directory, catalogue=catalogue, rules=rules,
-        contexts=contexts, recorder=recorder, redis=redis_client, notes=notes, crm=crm,
+        contexts=contexts, recorder=recorder, updates=updates, redis=redis_client, notes=notes, crm=crm,
     )
     if speech if speech is not None else config.prompts.enabled:
         await _start_prompts(services, worker, listen)

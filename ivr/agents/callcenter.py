@@ -35,7 +35,7 @@ caller's Uniqueid): ``queue`` on QueueCallerJoin; ``answered_at``,
 AgentConnect; ``talk_seconds`` and ``ended_at`` on AgentComplete;
 ``wait_seconds`` and ``ended_at`` with ``answered_at`` left NULL on
 QueueCallerAbandon.  Updates are merged per call and written in batches by
-a background task (an `ivr.call.records.BatchedWriter`); the record itself
+a background task (an `ivr.call.records.RecordUpdates`); the record itself
 may not be there yet (the FastAGI side inserts in batches too), so an update
 that matches no row is retried for `record_max_age` seconds.  A database
 outage only delays them; an update the database refuses
@@ -52,19 +52,14 @@ import itertools
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, update
-
-from caller_id.models import CallRecord
 from ivr.agents.hub import WALLBOARD, Hub
 from ivr.asterisk.ami import AmiError, Message
 from ivr.asterisk.ami_client import AmiClient
 from ivr.agents.screenpop import ScreenPop
-from ivr.call.records import BatchedWriter
+from ivr.call.records import RecordUpdates
 from queues.events import MAX_DURATION, AmiEvent, Handlers
 from queues.state import QueueState
 from queues.stats import QueueStatistics
@@ -72,7 +67,7 @@ from queues.variables import CALL_ID
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallCenter", "RecordUpdates", "ami_event", "wallboard"]
+__all__ = ["CallCenter", "QueueOutcomes", "ami_event", "wallboard"]
 
 # Events after which the wallboard is sent soon rather than at the next interval.
 _IMPORTANT = frozenset({
@@ -95,22 +90,7 @@ def ami_event(message: Message | Mapping[str, Any] | AmiEvent) -> AmiEvent:
 # --------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Update:
-    column: str  # "call_id" or "uniqueid"
-    key: str
-    values: dict[str, Any] = field(default_factory=dict)  # set
-    fill: dict[str, Any] = field(default_factory=dict)  # set only where NULL
-    interface: str | None = None  # agent_id to resolve at write time
-    first_seen: float = 0.0  # monotonic
-    next_try: float = 0.0
-    tries: int = 0
-
-
-_Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
-
-
-_outcomes = Handlers()  # RecordUpdates' handlers, by the events whose outcome they record
+_outcomes = Handlers()  # QueueOutcomes' handlers, by the events whose outcome they record
 # What a handler says: the columns to set, the columns to fill where NULL, the member whose agent it was.
 _Outcome = tuple[dict[str, Any], dict[str, Any], str | None]
 
@@ -153,38 +133,11 @@ def _seconds(event: AmiEvent, name: str) -> float | None:
     return event.number(name, low=0.0, high=MAX_DURATION)
 
 
-class RecordUpdates(BatchedWriter):
-    """Queue outcomes merged per call and written to ``call_records`` in batches.
-
-    `note(event)` (synchronous, no I/O) records what an event says; a
-    background task writes every `interval` seconds.  An update whose record
-    is not there yet is retried with backoff until `max_age` seconds; when
-    the database fails, everything waits (bounded by `max_pending` calls,
-    the oldest dropped) and the failure is logged once.
-    """
+class QueueOutcomes(RecordUpdates):
+    """The call records' queue outcomes, from AMI events (see the module docstring)."""
 
     EVENTS = _outcomes.events  # the events `note` records; everything else is ignored
-
-    def __init__(
-        self,
-        db: Any,
-        agents: Callable[[str], Any] | None = None,
-        *,
-        interval: float = 0.2,
-        max_age: float = 120.0,
-        max_pending: int = 50_000,
-        clock: Callable[[], float] = time.time,
-    ):
-        super().__init__(interval=interval, gather=interval, what="queue outcomes", task_name="call-record-updates")
-        self._db = db
-        self._agents = agents
-        self.max_age = max_age
-        self.max_pending = max_pending
-        self._clock = clock
-        self._pending: OrderedDict[tuple[str, str], _Update] = OrderedDict()
-        self.stats: dict[str, int] = {
-            "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0, "rejected": 0,
-        }
+    WHAT = "queue outcomes"
 
     def note(self, event: AmiEvent) -> None:
         outcome = _outcomes.get(event.name)
@@ -192,116 +145,14 @@ class RecordUpdates(BatchedWriter):
             return
         call_id = event.variables.get(CALL_ID)
         uid = event.header("Uniqueid")
-        if call_id:
-            column, key = "call_id", call_id
-        elif uid:
-            column, key = "uniqueid", uid
-        else:
+        if not call_id and not uid:
             return
         at = _utc(event.at(self._clock))
         queue = event.header("Queue") or None
         values, fill, interface = outcome(event, at)
         if queue:
             values["queue"] = queue
-        self._merge(column, key, values, fill, interface)
-
-    def _merge(self, column: str, key: str, values: dict[str, Any], fill: dict[str, Any],
-               interface: str | None) -> None:
-        self.stats["noted"] += 1
-        now = time.monotonic()
-        entry = self._pending.get((column, key))
-        if entry is None:
-            while len(self._pending) >= self.max_pending:
-                self._pending.popitem(last=False)
-                self.stats["dropped"] += 1
-            entry = self._pending[(column, key)] = _Update(column, key, first_seen=now)
-        entry.values.update(values)
-        for column_name, value in fill.items():
-            if column_name not in entry.values:
-                entry.fill[column_name] = value
-        if interface:
-            entry.interface = interface
-        entry.next_try = 0.0
-        self._wake()
-
-    def _failed(self, exc: Exception) -> None:
-        self.stats["db_errors"] += 1
-        super()._failed(exc)
-
-    async def _flush_at_close(self) -> None:
-        await self.flush(everything=True)
-
-    async def flush(self, *, everything: bool = False) -> int:
-        """Write the updates that are due (all with `everything`); how many rows changed.
-
-        Raises when the database fails (the updates stay pending).
-        """
-        now = time.monotonic()
-        due = [u for u in self._pending.values() if everything or u.next_try <= now]
-        if not due:
-            return 0
-        agent_ids: dict[str, Any] = {}
-        if self._agents is not None:
-            for interface in {u.interface for u in due if u.interface}:
-                try:
-                    found = self._agents(interface)
-                    agent_ids[interface] = await found if inspect.isawaitable(found) else found
-                except Exception as exc:  # noqa: BLE001 - written without the agent
-                    log.warning("call records: agent lookup for %s failed: %s", interface, exc)
-
-        async def write(entries: list[_Update]) -> list[_Written]:
-            return await self._write(entries, agent_ids)
-
-        batches = await self._write_refusing(deque(due), write)
-        written = 0
-        for entry, snapshot, rows in (result for batch in batches for result in batch):
-            current = self._pending.get((entry.column, entry.key))
-            if current is not entry:
-                continue
-            if rows:
-                written += rows
-                self.stats["written"] += 1
-                if snapshot == (entry.values, entry.fill, entry.interface):
-                    del self._pending[(entry.column, entry.key)]  # nothing new arrived meanwhile
-                continue
-            if now - entry.first_seen >= self.max_age:
-                del self._pending[(entry.column, entry.key)]
-                self.stats["unmatched"] += 1
-                log.info("call records: no call record with %s %s; its queue outcome is dropped",
-                         entry.column, entry.key)
-                continue
-            entry.tries += 1
-            self.stats["retries"] += 1
-            entry.next_try = now + min(self.interval * 2 ** entry.tries, 5.0)
-        return written
-
-    async def _write(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
-        """Run the updates in one transaction: (entry, what was written, rows changed) each."""
-        results: list[_Written] = []
-        async with self._db.session() as session:
-            for entry in entries:
-                snapshot = (dict(entry.values), dict(entry.fill), entry.interface)
-                values: dict[str, Any] = dict(entry.values)
-                for name, value in entry.fill.items():
-                    if name not in values:
-                        values[name] = func.coalesce(getattr(CallRecord, name), value)
-                agent_id = agent_ids.get(entry.interface) if entry.interface else None
-                if agent_id is not None:
-                    values["agent_id"] = agent_id
-                if not values:
-                    results.append((entry, snapshot, 1))
-                    continue
-                column = CallRecord.call_id if entry.column == "call_id" else CallRecord.uniqueid
-                result = await session.execute(update(CallRecord).where(column == entry.key).values(**values))
-                results.append((entry, snapshot, result.rowcount or 0))
-            await session.commit()
-        return results
-
-    def _refused(self, entry: _Update) -> str:
-        if self._pending.get((entry.column, entry.key)) is entry:
-            del self._pending[(entry.column, entry.key)]
-        self.stats["rejected"] += 1
-        return f"the queue outcome for {entry.column} {entry.key}"
+        self.change(call_id=call_id, uniqueid=uid, values=values, fill=fill, interface=interface)
 
 
 def _utc(epoch: float) -> dt.datetime:
@@ -366,9 +217,9 @@ class CallCenter:
         self.rebuild_timeout = rebuild_timeout
         self._clock = clock
         resolver = agents if agents is not None else getattr(screenpop, "agents", None)
-        self.records = RecordUpdates(db, resolver, interval=record_interval, max_age=record_max_age, clock=clock)
+        self.records = QueueOutcomes(db, resolver, interval=record_interval, max_age=record_max_age, clock=clock)
         # The events anything here handles: only these are read.
-        self._events = QueueState.EVENTS | QueueStatistics.EVENTS | RecordUpdates.EVENTS | ScreenPop.EVENTS
+        self._events = QueueState.EVENTS | QueueStatistics.EVENTS | QueueOutcomes.EVENTS | ScreenPop.EVENTS
         self._previous_hook: Any = None
         self._started = False
         self._resync_task: asyncio.Task[None] | None = None

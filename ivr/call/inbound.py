@@ -27,7 +27,7 @@ from ivr import metrics
 from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 from ivr.call.context import CallContext, CallContexts, Keypress, RoleQuestion
 from ivr.call.decision import Decision, decide, with_intent
-from ivr.call.records import CallRecorder
+from ivr.call.records import CallRecorder, RecordUpdates
 from ivr.config import Config, Line
 from ivr.selfservice.dialog import Dialog
 from ivr.selfservice.timing import hand_over_reserve
@@ -50,6 +50,7 @@ class CallSide(Protocol):
     rules: LiveRules
     contexts: CallContexts
     recorder: CallRecorder
+    updates: RecordUpdates
     prompts: PromptCache | None
     selfservice: SelfService | None
 
@@ -278,7 +279,7 @@ class InboundScript:
                 "degraded": ",".join(context.degraded) or None,
             }
             if context.self_service is not None:
-                record.update(self_served=context.self_service.contained, rating=context.self_service.rating)
+                record.update(self_served=context.self_service.contained, csat=context.self_service.rating)
             if decision is not None:
                 view = decision.view
                 context.decision = decision.part()

@@ -13,20 +13,26 @@ refused ones are logged and dropped (counted in `rejected`).  Values from
 Asterisk are bounded where they come in (`ivr.asterisk.agi`, `queues.events`), so this
 is the last line, not the usual path.
 
-`BatchedWriter` is that writer task, its backoff and its refused-row rule;
-the call records' queue outcomes (`ivr.agents.callcenter.RecordUpdates`) are
-written by one too.
+`BatchedWriter` is that writer task, its backoff and its refused-row rule.
+`RecordUpdates` is one too: what is learnt about a call after its record
+was queued (its queue outcome from AMI events, `ivr.agents.callcenter`; the
+post-call survey; an agent's disposition), merged per call and written as
+updates.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy import func, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from caller_id.models import CallRecord, utcnow
@@ -257,3 +263,171 @@ class CallRecorder(BatchedWriter):
     def _refused(self, row: dict[str, Any]) -> str:
         self.rejected += 1
         return f"the record of call {str(row.get('call_id'))[:64]}"
+
+
+@dataclass(slots=True)
+class _Update:
+    column: str  # "call_id" or "uniqueid"
+    key: str
+    values: dict[str, Any] = field(default_factory=dict)  # set
+    fill: dict[str, Any] = field(default_factory=dict)  # set only where NULL
+    interface: str | None = None  # agent_id to resolve at write time
+    first_seen: float = 0.0  # monotonic
+    next_try: float = 0.0
+    tries: int = 0
+
+
+_Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
+
+
+
+class RecordUpdates(BatchedWriter):
+    """Changes to call records, merged per call and written to ``call_records`` in batches.
+
+    `change(...)` (synchronous, no I/O) notes what to set on the record of a
+    call, found by its call id or its caller's Uniqueid; a background task
+    writes every `interval` seconds.  The record may not be there yet (the
+    FastAGI side inserts in batches too), so an update whose record is not
+    there is retried with backoff until `max_age` seconds; when the database
+    fails, everything waits (bounded by `max_pending` calls, the oldest
+    dropped) and the failure is logged once.
+    """
+
+    WHAT = "call record updates"  # in the log lines
+
+    def __init__(
+        self,
+        db: Any,
+        agents: Callable[[str], Any] | None = None,
+        *,
+        interval: float = 0.2,
+        max_age: float = 120.0,
+        max_pending: int = 50_000,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(interval=interval, gather=interval, what=self.WHAT, task_name="call-record-updates")
+        self._db = db
+        self._agents = agents
+        self.max_age = max_age
+        self.max_pending = max_pending
+        self._clock = clock
+        self._pending: OrderedDict[tuple[str, str], _Update] = OrderedDict()
+        self.stats: dict[str, int] = {
+            "noted": 0, "written": 0, "unmatched": 0, "dropped": 0, "db_errors": 0, "retries": 0, "rejected": 0,
+        }
+
+    def change(self, *, call_id: str | None = None, uniqueid: str | None = None,
+               values: Mapping[str, Any] | None = None, fill: Mapping[str, Any] | None = None,
+               interface: str | None = None) -> bool:
+        """Set `values` on the record of the call (by `call_id`, else by the caller's `uniqueid`), and
+        `fill` where the record has NULL; `interface` names the member whose agent it was (``agent_id``,
+        resolved at write time).  Later changes to a column win.  False when neither id is given."""
+        if call_id:
+            column, key = "call_id", call_id
+        elif uniqueid:
+            column, key = "uniqueid", uniqueid
+        else:
+            return False
+        unknown = set(values or ()).union(fill or ()).difference(_COLUMNS)
+        if unknown:
+            raise ValueError(f"not call record columns: {', '.join(sorted(unknown))}")
+        self._merge(column, key, dict(values or {}), dict(fill or {}), interface)
+        return True
+
+    def _merge(self, column: str, key: str, values: dict[str, Any], fill: dict[str, Any],
+               interface: str | None) -> None:
+        self.stats["noted"] += 1
+        now = time.monotonic()
+        entry = self._pending.get((column, key))
+        if entry is None:
+            while len(self._pending) >= self.max_pending:
+                self._pending.popitem(last=False)
+                self.stats["dropped"] += 1
+            entry = self._pending[(column, key)] = _Update(column, key, first_seen=now)
+        entry.values.update(values)
+        for column_name, value in fill.items():
+            if column_name not in entry.values:
+                entry.fill[column_name] = value
+        if interface:
+            entry.interface = interface
+        entry.next_try = 0.0
+        self._wake()
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats["db_errors"] += 1
+        super()._failed(exc)
+
+    async def _flush_at_close(self) -> None:
+        await self.flush(everything=True)
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write the updates that are due (all with `everything`); how many rows changed.
+
+        Raises when the database fails (the updates stay pending).
+        """
+        now = time.monotonic()
+        due = [u for u in self._pending.values() if everything or u.next_try <= now]
+        if not due:
+            return 0
+        agent_ids: dict[str, Any] = {}
+        if self._agents is not None:
+            for interface in {u.interface for u in due if u.interface}:
+                try:
+                    found = self._agents(interface)
+                    agent_ids[interface] = await found if inspect.isawaitable(found) else found
+                except Exception as exc:  # noqa: BLE001 - written without the agent
+                    log.warning("call records: agent lookup for %s failed: %s", interface, exc)
+
+        async def write(entries: list[_Update]) -> list[_Written]:
+            return await self._write(entries, agent_ids)
+
+        batches = await self._write_refusing(deque(due), write)
+        written = 0
+        for entry, snapshot, rows in (result for batch in batches for result in batch):
+            current = self._pending.get((entry.column, entry.key))
+            if current is not entry:
+                continue
+            if rows:
+                written += rows
+                self.stats["written"] += 1
+                if snapshot == (entry.values, entry.fill, entry.interface):
+                    del self._pending[(entry.column, entry.key)]  # nothing new arrived meanwhile
+                continue
+            if now - entry.first_seen >= self.max_age:
+                del self._pending[(entry.column, entry.key)]
+                self.stats["unmatched"] += 1
+                log.info("call records: no call record with %s %s; its %s are dropped",
+                         entry.column, entry.key, self.what)
+                continue
+            entry.tries += 1
+            self.stats["retries"] += 1
+            entry.next_try = now + min(self.interval * 2 ** entry.tries, 5.0)
+        return written
+
+    async def _write(self, entries: list[_Update], agent_ids: dict[str, Any]) -> list[_Written]:
+        """Run the updates in one transaction: (entry, what was written, rows changed) each."""
+        results: list[_Written] = []
+        async with self._db.session() as session:
+            for entry in entries:
+                snapshot = (dict(entry.values), dict(entry.fill), entry.interface)
+                values: dict[str, Any] = dict(entry.values)
+                for name, value in entry.fill.items():
+                    if name not in values:
+                        values[name] = func.coalesce(getattr(CallRecord, name), value)
+                agent_id = agent_ids.get(entry.interface) if entry.interface else None
+                if agent_id is not None:
+                    values["agent_id"] = agent_id
+                if not values:
+                    results.append((entry, snapshot, 1))
+                    continue
+                column = CallRecord.call_id if entry.column == "call_id" else CallRecord.uniqueid
+                result = await session.execute(update(CallRecord).where(column == entry.key).values(**values))
+                results.append((entry, snapshot, result.rowcount or 0))
+            await session.commit()
+        return results
+
+    def _refused(self, entry: _Update) -> str:
+        if self._pending.get((entry.column, entry.key)) is entry:
+            del self._pending[(entry.column, entry.key)]
+        self.stats["rejected"] += 1
+        return f"the {self.what} for {entry.column} {entry.key}"

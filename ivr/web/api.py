@@ -334,7 +334,7 @@ def call_dict(record: CallRecord) -> dict[str, Any]:
     columns = ("call_id", "uniqueid", "number", "line", "customer_id", "role_kind", "organisation_id", "segment",
                "predicted_intent", "predicted_score", "actual_intent", "outcome", "self_served", "queue",
                "priority", "rule", "agent_id", "started_at", "answered_at", "ended_at", "wait_seconds",
-               "talk_seconds", "rating", "degraded")
+               "talk_seconds", "csat", "nps", "survey", "result", "confirmed_by", "degraded")
     data = {column: getattr(record, column) for column in columns}
     context = record.context or {}
     data["transcript"] = context.get("transcript")

@@ -463,9 +463,9 @@ async def test_segment_report_measures_containment_prediction_and_rating(migrate
     async with migrated_db.session() as session:
         session.add_all([
             record("r1", segment="A", started_at=now, self_served=True, predicted_intent="card_status",
-                   actual_intent="card_status", rating=5),
+                   actual_intent="card_status", csat=5),
             record("r2", segment="A", started_at=now, queue="vip", answered_at=now, wait_seconds=4,
-                   talk_seconds=100, predicted_intent="card_status", actual_intent="loan", rating=3),
+                   talk_seconds=100, predicted_intent="card_status", actual_intent="loan", csat=3),
             record("r3", segment="C", started_at=now, queue="support", wait_seconds=80),
             record("r4", segment=None, started_at=now, self_served=True),
             record("r5", segment="C", started_at=now - dt.timedelta(days=2), self_served=True),

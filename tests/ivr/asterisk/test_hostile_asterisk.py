@@ -24,7 +24,7 @@ from ivr.asterisk.agi import MAX_USAGE_BYTES
 from ivr.sim.fastagi_caller import encode_environment
 from ivr.asterisk.ami import Message
 from ivr.asterisk.ami_client import AmiClient
-from ivr.agents.callcenter import RecordUpdates
+from ivr.agents.callcenter import QueueOutcomes
 from ivr.call.records import CallRecorder
 from queues.events import AmiEvent
 from ivr.sim.fastagi_caller import USAGE_HEAD, AsteriskChannel, CallScript, place_call
@@ -353,7 +353,7 @@ async def test_queue_outcomes_the_database_refuses_do_not_hold_up_the_others(mig
             {"call_id": call_id, "started_at": now, "line": "general"} for call_id in ("out-1", "out-2")])
         await session.commit()
     # A stale agent list: the member who answered out-1 is an agent the database no longer has.
-    updates = RecordUpdates(migrated_db, agents=lambda interface: 1 if interface == ANNA else 999)
+    updates = QueueOutcomes(migrated_db, agents=lambda interface: 1 if interface == ANNA else 999)
 
     def connect(call_id: str, interface: str, queue: str = "support") -> AmiEvent:
         return AmiEvent.of({"Event": "AgentConnect", "Queue": queue, "Uniqueid": f"u-{call_id}",
@@ -367,5 +367,5 @@ async def test_queue_outcomes_the_database_refuses_do_not_hold_up_the_others(mig
     assert one.answered_at is None  # refused (no such agent) and dropped
     assert two.answered_at is not None and two.agent_id == 1 and two.wait_seconds == 4 and two.queue is None
     assert updates.stats["rejected"] == 1 and updates.pending == 0
-    assert "refused the queue outcome for call_id out-1" in caplog.text
+    assert "refused the queue outcomes for call_id out-1" in caplog.text
     assert not tracebacks(caplog)

@@ -1,4 +1,9 @@
-"""The `ivr` command: the one entry point of the server and its tools."""
+"""The `ivr` command: the one entry point of the server and its tools.
+
+The server's own commands are here; a group of commands about one subject has its module beside this
+one (`ivr.cli.report`, `ivr.cli.model`), which adds its sub-parsers in `add_commands(sub)`.  A handler
+takes the parsed arguments and the loaded `Config` and returns the exit status.
+"""
 
 from __future__ import annotations
 
@@ -148,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--verbose", "-v", action="store_true", help="print every call")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.set_defaults(handler=_simulate)
+
+    from ivr.cli import model, report
+
+    for group in (report, model):
+        group.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,9 @@
+"""`ivr model`: placeholder module, filled in by the model work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    """Add this group's sub-parsers to the `ivr` parser's `sub`."""
