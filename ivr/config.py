@@ -40,6 +40,9 @@ class Line:
     # The self-service dialog before routing: "speech" (Vosk over
     # AudioSocket; DTMF when no model is usable), "dtmf" (keys only) or "off".
     self_service: str = "speech"
+    # The post-call survey (FastAGI script `survey`, after a self-served call and after the agent hangs
+    # up): "csat" (1-5), "nps" (0-10), "both" or "off".
+    survey: str = "off"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,25 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """How the reports count (`queues.reports`)."""
+
+    service_level_seconds: float = 20.0  # answered within this: in the service level
+    short_abandon_seconds: float = 5.0  # hung up waiting sooner than this: not counted against it
+    repeat_call_days: int = 3  # a call about the same intent within this: the first was not resolved
+    nps_promoter: int = 9  # 9-10 promoters; 0..nps_detractor detractors
+    nps_detractor: int = 6
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """The learned prediction (`ivr model train`); without a model file the catalogue's rules rank."""
+
+    model_file: Path = Path("var/intent-model.joblib")  # written by `ivr model train`
+    enabled: bool = True  # rank with the model when its evaluation on held-out calls beat the rules
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     region: str = "RU"
@@ -134,6 +156,8 @@ class Config:
     prompts: PromptSettings = PromptSettings()
     speech: SpeechSettings = SpeechSettings()
     web: WebSettings = WebSettings()
+    reports: ReportSettings = ReportSettings()
+    prediction: PredictionSettings = PredictionSettings()
     lines: tuple[Line, ...] = (Line(name="general"),)
     default_line: str = "general"
     call_context_ttl: float = 4 * 3600.0
@@ -156,10 +180,11 @@ class Config:
 
 _SECTIONS = {
     "agi": AgiSettings, "ami": AmiSettings, "lookup": LookupSettings, "prompts": PromptSettings,
-    "speech": SpeechSettings, "web": WebSettings,
+    "speech": SpeechSettings, "web": WebSettings, "reports": ReportSettings, "prediction": PredictionSettings,
 }
-_PATHS = {"directory", "asterisk_directory", "dialog_file"}
+_PATHS = {"directory", "asterisk_directory", "dialog_file", "model_file"}
 SELF_SERVICE_MODES = ("speech", "dtmf", "off")
+SURVEY_MODES = ("csat", "nps", "both", "off")
 _TOP_LEVEL = {
     "region", "database_url", "redis_url", "rules_file", "intents_file", "timezone",
     "lines", "default_line", "call_context_ttl", "announcements", *_SECTIONS,
@@ -252,13 +277,14 @@ def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:
         if not isinstance(item, dict) or "name" not in item:
             raise ConfigError(source, item_line or line, "each line needs at least a name")
         _reject_unknown(item, known, source, "line setting")
-        if item.get("self_service") is False:  # `off` without quotes: YAML's false
-            item["self_service"] = "off"
+        for key in ("self_service", "survey"):
+            if item.get(key) is False:  # `off` without quotes: YAML's false
+                item[key] = "off"
         kwargs = {k: _typed(Line, k, v, source, line_of(item, k)) for k, v in item.items()}
-        if kwargs.get("self_service", "speech") not in SELF_SERVICE_MODES:
-            raise ConfigError(source, line_of(item, "self_service"),
-                              f"self_service must be one of {', '.join(SELF_SERVICE_MODES)}, "
-                              f"got {kwargs['self_service']!r}")
+        for key, modes in (("self_service", SELF_SERVICE_MODES), ("survey", SURVEY_MODES)):
+            if key in kwargs and kwargs[key] not in modes:
+                raise ConfigError(source, line_of(item, key),
+                                  f"{key} must be one of {', '.join(modes)}, got {kwargs[key]!r}")
         for role in kwargs.get("roles", ()):
             if role not in ("private", "employee", "director"):
                 raise ConfigError(source, line_of(item, "roles"), f"unknown role {role!r}")

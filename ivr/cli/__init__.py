@@ -594,7 +594,3 @@ async def _sample_numbers(config: Config, limit: int = 2000) -> list[str]:
                 return list(rows)
         except Exception:  # noqa: BLE001 - no database: simulate with a fixed number
             return []
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
