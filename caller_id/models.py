@@ -152,6 +152,8 @@ class CallRecord(Base):
                   answered (by an agent of the queue), manager (by the personal manager),
                   transferred (by the agent who answered), abandoned (hung up waiting),
                   unanswered (left the queues unanswered)
+    transferred_to where the agent transferred it: ``extension@context`` (blind), the target's
+                  interface or the application it ran (attended)
     actual_intent the real reason, confirmed by ``confirmed_by``: caller (in the dialog) or agent
                   (the disposition)
     csat, nps     the survey's answers (1-5, 0-10); ``survey`` complete or partial
@@ -178,6 +180,7 @@ class CallRecord(Base):
     actual_intent: Mapped[str | None] = mapped_column(String(64))
     confirmed_by: Mapped[str | None] = mapped_column(String(16))
     result: Mapped[str | None] = mapped_column(String(16))
+    transferred_to: Mapped[str | None] = mapped_column(String(80))
     outcome: Mapped[str | None] = mapped_column(String(64))
     self_served: Mapped[bool] = mapped_column(Boolean, default=False)
     queue: Mapped[str | None] = mapped_column(String(80))

@@ -12,7 +12,10 @@ What Asterisk (or anything posing as it) sends is judged here, once:
   a header that repeats keeps its first value; values are stripped;
 - ``ChanVariable: NAME=value`` lines (also the ``ChanVariable(<channel>)``
   form of OriginateResponse) become `variables`, ``DestChanVariable`` lines
-  (the member's leg) `dest_variables`; empty values are left out;
+  (the member's leg) `dest_variables`, and those of the other channel
+  snapshots an event may carry (``TransfereeChanVariable``,
+  ``OrigTransfererChanVariable``... of the transfer events) `party_variables`
+  by their prefix (`AmiEvent.party`); empty values are left out;
 - an id or a name longer than its column in caller_id/models.py reads as
   absent, with a warning: no Asterisk writes one, and a cut one would be
   another id (and the call-record writer could not store it);
@@ -34,7 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from caller_id.models import Agent, CallRecord
@@ -49,6 +52,7 @@ QUEUE_LENGTH = CallRecord.__table__.c.queue.type.length
 MEMBER_LENGTH = Agent.__table__.c.interface.type.length  # an interface or a member's name
 _LENGTHS = {
     "Uniqueid": ID_LENGTH, "Linkedid": ID_LENGTH, "DestUniqueid": ID_LENGTH, "DestLinkedid": ID_LENGTH,
+    "TransfereeUniqueid": ID_LENGTH, "TransfereeLinkedid": ID_LENGTH,
     "Queue": QUEUE_LENGTH,
     "Interface": MEMBER_LENGTH, "Location": MEMBER_LENGTH, "StateInterface": MEMBER_LENGTH,
     "MemberName": MEMBER_LENGTH, "Name": MEMBER_LENGTH,
@@ -61,6 +65,7 @@ MAX_DURATION = 31 * 86400.0  # seconds; no queue call waits or talks a month
 MAX_NUMBER = float(2**53)  # beyond it a float holds no exact whole number
 
 _CHAN_VARIABLE, _DEST_VARIABLE = "chanvariable", "destchanvariable"
+_PARTY = "party:"  # the family of another prefix's ChanVariable lines: "party:transferee"
 
 
 class BadEvent(ValueError):
@@ -76,12 +81,15 @@ class AmiEvent:
                     (the channel-variable lines are in the next two)
     variables       ``ChanVariable`` lines: the caller channel's variables
     dest_variables  ``DestChanVariable`` lines: the member channel's
+    party_variables ``<Prefix>ChanVariable`` lines of any other prefix, by the prefix in
+                    lower case (``transferee``, ``origtransferer``...): `party`
     """
 
     name: str
     headers: Mapping[str, str]
     variables: Mapping[str, str]
     dest_variables: Mapping[str, str]
+    party_variables: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_headers(cls, pairs: Iterable[tuple[str, str]]) -> AmiEvent:
@@ -180,6 +188,10 @@ class AmiEvent:
         stamp = self.timestamp(now)
         return now if stamp is None else stamp
 
+    def party(self, prefix: str) -> Mapping[str, str]:
+        """The channel variables of the snapshot with header prefix `prefix` (``Transferee``...)."""
+        return self.party_variables.get(prefix.lower(), {})
+
     def member(self) -> str | None:
         """The queue member an agent event names: ``Interface``, else ``MemberName``."""
         return self.headers.get("interface") or self.headers.get("membername")
@@ -188,12 +200,13 @@ class AmiEvent:
 class _Reading:
     """An event being read, header line by header line."""
 
-    __slots__ = ("headers", "variables", "dest_variables")
+    __slots__ = ("headers", "variables", "dest_variables", "parties")
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self.variables: dict[str, str] = {}
         self.dest_variables: dict[str, str] = {}
+        self.parties: dict[str, dict[str, str]] = {}
 
     def add(self, key: str, value: str) -> None:
         name = key.lower()
@@ -207,8 +220,14 @@ class _Reading:
 
     def add_variable(self, family: str, variable: str, text: str) -> None:
         variable, text = variable.strip(), text.strip()
-        if variable and text:
-            (self.variables if family == _CHAN_VARIABLE else self.dest_variables)[variable] = text
+        if not (variable and text):
+            return
+        if family == _CHAN_VARIABLE:
+            self.variables[variable] = text
+        elif family == _DEST_VARIABLE:
+            self.dest_variables[variable] = text
+        else:
+            self.parties.setdefault(family[len(_PARTY):], {})[variable] = text
 
     def event(self) -> AmiEvent:
         headers = self.headers
@@ -219,21 +238,24 @@ class _Reading:
                 log.warning("AMI %s: %s of %d characters is longer than any Asterisk writes (%d); read as missing",
                             name or "unnamed", header, len(value), limit)
                 del headers[key]
-        for variables in (self.variables, self.dest_variables):
+        for variables in (self.variables, self.dest_variables, *self.parties.values()):
             for variable, limit in _VARIABLE_LENGTHS.items():
                 value = variables.get(variable)
                 if value is not None and len(value) > limit:
                     log.warning("AMI %s: %s of %d characters is longer than any the IVR sets (%d); read as missing",
                                 name or "unnamed", variable, len(value), limit)
                     del variables[variable]
-        return AmiEvent(name, headers, self.variables, self.dest_variables)
+        return AmiEvent(name, headers, self.variables, self.dest_variables, self.parties)
 
 
 def _family(name: str) -> str | None:
-    """Which channel-variable header a lower-case header name is, if any."""
+    """Which channel-variable header a lower-case header name is, if any: `_CHAN_VARIABLE`,
+    `_DEST_VARIABLE`, or ``party:<prefix>`` for another snapshot's (``transfereechanvariable``)."""
     for family in (_CHAN_VARIABLE, _DEST_VARIABLE):
         if name == family or name.startswith(family + "("):
             return family
+    if name.endswith(_CHAN_VARIABLE) and name[:-len(_CHAN_VARIABLE)].isalnum():
+        return _PARTY + name[:-len(_CHAN_VARIABLE)]
     return None
 
 

@@ -60,8 +60,8 @@ sends one, else `segment_of(call_id)` with the ``IVR_CALL_ID`` channel
 variable; calls without one count under ``"unknown"``.
 
 `rebuild(db, since)` recomputes the figures from the ``call_records`` table
-after a restart.  `segment_report(db, since, until)` is the per-segment
-report for "learn and measure": containment, prediction accuracy, rating.
+after a restart.  The reports over any period ("learn and measure") are
+`queues.reports`.
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Integer, case, func, select
-from sqlalchemy.sql import and_
+from sqlalchemy import or_, select
 
 from caller_id.models import CallRecord
 from caller_id.store import as_utc
@@ -86,7 +85,7 @@ from queues.variables import CALL_ID, SEGMENT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UNKNOWN_SEGMENT", "QueueStatistics", "segment_report"]
+__all__ = ["UNKNOWN_SEGMENT", "QueueStatistics"]
 
 UNKNOWN_SEGMENT = "unknown"
 DEFAULT_SERVICE_LEVEL = 20.0
@@ -668,8 +667,9 @@ class QueueStatistics:
         - abandoned when it has a ``queue`` and a ``wait_seconds`` but no
           ``answered_at`` and was not ``self_served``: at ``ended_at`` (else
           ``started_at + wait_seconds``), with reason ``abandon`` and no position;
-        - otherwise (self-served, hung up in the IVR, no queue outcome
-          written yet) it is not a queue call and is skipped.
+        - otherwise (self-served, hung up in the IVR, answered by the
+          personal manager before any queue: ``result`` manager, no queue
+          outcome written yet) it is not a queue call and is skipped.
         """
         now = self._clock()
         start = now - self.window
@@ -682,7 +682,8 @@ class QueueStatistics:
                 CallRecord.number, CallRecord.self_served, CallRecord.started_at, CallRecord.answered_at,
                 CallRecord.ended_at, CallRecord.wait_seconds, CallRecord.talk_seconds,
             )
-            .where(CallRecord.queue.is_not(None), CallRecord.started_at >= since_dt - REBUILD_LOOKBACK)
+            .where(CallRecord.queue.is_not(None), CallRecord.started_at >= since_dt - REBUILD_LOOKBACK,
+                   or_(CallRecord.result.is_(None), CallRecord.result != "manager"))
             .order_by(CallRecord.started_at)
         )
         async with db.session() as session:
@@ -727,106 +728,6 @@ class QueueStatistics:
                 counted = 1
                 self._done[key] = at
         return counted
-
-
-# --- the per-segment report ("learn and measure") --------------------------------
-
-async def segment_report(
-    db: Any, since: float | dt.datetime, until: float | dt.datetime | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Per customer segment, over call records started in [since, until): one SQL query.
-
-    For each segment (``"unknown"`` when the caller was not identified) and
-    ``"*"`` for all: ``calls``; ``self_served`` and ``containment`` =
-    self_served / calls; ``predicted`` (calls with both a predicted and an
-    actual intent), ``predicted_right`` and ``prediction_accuracy`` =
-    predicted_right / predicted; ``rated`` and ``average_rating``;
-    ``answered``, ``abandoned`` (as `QueueStatistics.rebuild` counts them),
-    ``average_wait`` and ``average_talk`` in seconds.
-    """
-    since_dt = dt.datetime.fromtimestamp(_epoch(since), dt.timezone.utc)
-    conditions = [CallRecord.started_at >= since_dt]
-    if until is not None:
-        conditions.append(CallRecord.started_at < dt.datetime.fromtimestamp(_epoch(until), dt.timezone.utc))
-    predicted = and_(CallRecord.predicted_intent.is_not(None), CallRecord.actual_intent.is_not(None))
-    abandoned = and_(CallRecord.answered_at.is_(None), CallRecord.queue.is_not(None),
-                     CallRecord.wait_seconds.is_not(None), CallRecord.self_served.is_(False))
-
-    def count_if(condition: Any) -> Any:
-        return func.sum(case((condition, 1), else_=0)).cast(Integer)
-
-    statement = (
-        select(
-            CallRecord.segment,
-            func.count().label("calls"),
-            count_if(CallRecord.self_served.is_(True)).label("self_served"),
-            count_if(predicted).label("predicted"),
-            count_if(and_(predicted, CallRecord.predicted_intent == CallRecord.actual_intent)).label("right"),
-            func.count(CallRecord.csat).label("rated"),
-            func.avg(CallRecord.csat).label("rating"),
-            count_if(CallRecord.answered_at.is_not(None)).label("answered"),
-            count_if(abandoned).label("abandoned"),
-            func.count(CallRecord.wait_seconds).label("waits"),
-            func.sum(CallRecord.wait_seconds).label("wait"),
-            func.count(CallRecord.talk_seconds).label("talks"),
-            func.sum(CallRecord.talk_seconds).label("talk"),
-        )
-        .where(*conditions)
-        .group_by(CallRecord.segment)
-    )
-    async with db.session() as session:
-        rows = (await session.execute(statement)).all()
-    report: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        report[_segment_key(row.segment)] = _report_row(row)
-    if rows:
-        report["*"] = _report_total(rows)
-    return report
-
-
-def _report_row(row: Any) -> dict[str, Any]:
-    return {
-        "calls": row.calls,
-        "self_served": row.self_served or 0,
-        "containment": (row.self_served or 0) / row.calls if row.calls else None,
-        "predicted": row.predicted or 0,
-        "predicted_right": row.right or 0,
-        "prediction_accuracy": (row.right or 0) / row.predicted if row.predicted else None,
-        "rated": row.rated or 0,
-        "average_rating": float(row.rating) if row.rating is not None else None,
-        "answered": row.answered or 0,
-        "abandoned": row.abandoned or 0,
-        "average_wait": float(row.wait) / row.waits if row.waits else None,
-        "average_talk": float(row.talk) / row.talks if row.talks else None,
-    }
-
-
-def _report_total(rows: list[Any]) -> dict[str, Any]:
-    calls = sum(r.calls for r in rows)
-    self_served = sum(r.self_served or 0 for r in rows)
-    predicted = sum(r.predicted or 0 for r in rows)
-    right = sum(r.right or 0 for r in rows)
-    rated = sum(r.rated or 0 for r in rows)
-    rating_sum = sum(float(r.rating) * r.rated for r in rows if r.rating is not None)
-    return {
-        "calls": calls,
-        "self_served": self_served,
-        "containment": self_served / calls if calls else None,
-        "predicted": predicted,
-        "predicted_right": right,
-        "prediction_accuracy": right / predicted if predicted else None,
-        "rated": rated,
-        "average_rating": rating_sum / rated if rated else None,
-        "answered": sum(r.answered or 0 for r in rows),
-        "abandoned": sum(r.abandoned or 0 for r in rows),
-        "average_wait": _mean((r.wait for r in rows), (r.waits for r in rows)),
-        "average_talk": _mean((r.talk for r in rows), (r.talks for r in rows)),
-    }
-
-
-def _mean(sums: Iterable[Any], counts: Iterable[int]) -> float | None:
-    count = sum(counts)
-    return sum(float(s) for s in sums if s is not None) / count if count else None
 
 
 # --- small pure helpers -----------------------------------------------------------

@@ -18,6 +18,8 @@ ANNOUNCE = "IVR_ANNOUNCE"  # a sound file played before queueing
 MANAGER = "IVR_MANAGER"  # the personal manager's dial string, rung before the queue
 MANAGER_TIMEOUT = "IVR_MANAGER_TIMEOUT"  # seconds to ring the manager
 CONTAINED = "IVR_CONTAINED"  # "1": self-service answered the caller; no queue
+SURVEY = "IVR_SURVEY"  # the line's post-call survey (csat, nps, both); empty: the dialplan skips the survey AGI
 
-# What manager.conf's channelvars must list for the agent side to work.
-EVENT_VARIABLES = (CALL_ID, CUSTOMER_ID, SEGMENT)
+# What manager.conf's channelvars must list for the agent side to work: MANAGER tells the call
+# record which Dial was the personal manager's (ivr.agents.callcenter).
+EVENT_VARIABLES = (CALL_ID, CUSTOMER_ID, SEGMENT, MANAGER)

@@ -30,11 +30,11 @@ once per `wallboard_min_gap`; and at least every `wallboard_idle` seconds,
 so a page opened on another node is never blank for long.
 
 Call records are updated as the call goes (by ``IVR_CALL_ID``, else by the
-caller's Uniqueid): ``queue`` on QueueCallerJoin; ``answered_at``,
-``wait_seconds`` (HoldTime), ``agent_id`` (from Interface) and ``queue`` on
-AgentConnect; ``talk_seconds`` and ``ended_at`` on AgentComplete;
-``wait_seconds`` and ``ended_at`` with ``answered_at`` left NULL on
-QueueCallerAbandon.  Updates are merged per call and written in batches by
+caller's Uniqueid): how it ended (``result``: answered, manager, transferred,
+abandoned, unanswered), the queue, wait, agent, talk time and end, from the
+queue events, the personal manager's Dial, the transfer events and the
+caller channel's Hangup (every call ends: `QueueOutcomes` says which event
+writes what).  Updates are merged per call and written in batches by
 a background task (an `ivr.call.records.RecordUpdates`); the record itself
 may not be there yet (the FastAGI side inserts in batches too), so an update
 that matches no row is retried for `record_max_age` seconds.  A database
@@ -50,11 +50,15 @@ import datetime as dt
 import inspect
 import itertools
 import logging
+import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from caller_id.models import CallRecord
 from ivr.agents.hub import WALLBOARD, Hub
 from ivr.asterisk.ami import AmiError, Message
 from ivr.asterisk.ami_client import AmiClient
@@ -63,7 +67,7 @@ from ivr.call.records import RecordUpdates
 from queues.events import MAX_DURATION, AmiEvent, Handlers
 from queues.state import QueueState
 from queues.stats import QueueStatistics
-from queues.variables import CALL_ID
+from queues.variables import CALL_ID, MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -91,34 +95,35 @@ def ami_event(message: Message | Mapping[str, Any] | AmiEvent) -> AmiEvent:
 
 
 _outcomes = Handlers()  # QueueOutcomes' handlers, by the events whose outcome they record
-# What a handler says: the columns to set, the columns to fill where NULL, the member whose agent it was.
-_Outcome = tuple[dict[str, Any], dict[str, Any], str | None]
+
+TRANSFER_LENGTH = CallRecord.__table__.c.transferred_to.type.length
+MAX_TRACKED = 10_000  # manager dials, answered manager calls and queued calls followed at once, each at most
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]+(;[12])?$")  # "PJSIP/1001-0000001a", "Local/100@agents-0000000c;1"
 
 
-@_outcomes("QueueCallerJoin")
-def _joined(event: AmiEvent, at: dt.datetime) -> _Outcome:
-    return {}, {}, None
+@dataclass(slots=True)
+class _Change:
+    """What a handler says: the record (by call id, else by the caller's Uniqueid), the columns to set,
+    the columns to fill where NULL, and the member (or manager) whose agent it was."""
+
+    call_id: str | None
+    uniqueid: str | None
+    values: dict[str, Any] = field(default_factory=dict)
+    fill: dict[str, Any] = field(default_factory=dict)
+    interface: str | None = None
 
 
-@_outcomes("AgentConnect")
-def _answered(event: AmiEvent, at: dt.datetime) -> _Outcome:
-    return _waited(event, {"answered_at": at}), {}, event.member()
+@dataclass(slots=True)
+class _ManagerDial:
+    call_id: str
+    uniqueid: str | None
+    interface: str  # the manager's, as IVR_MANAGER names it
+    began: float  # epoch
 
 
-@_outcomes("AgentComplete")
-def _completed(event: AmiEvent, at: dt.datetime) -> _Outcome:
-    values: dict[str, Any] = {"ended_at": at}
-    fill = _waited(event, {})
-    talk = _seconds(event, "TalkTime")
-    if talk is not None:
-        values["talk_seconds"] = talk
-        fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
-    return values, fill, event.member()
-
-
-@_outcomes("QueueCallerAbandon")
-def _abandoned(event: AmiEvent, at: dt.datetime) -> _Outcome:
-    return _waited(event, {"ended_at": at}), {}, None
+def _caller(event: AmiEvent, **columns: Any) -> _Change:
+    """A change to the record of the event's caller channel (its IVR_CALL_ID, else its Uniqueid)."""
+    return _Change(event.variables.get(CALL_ID), event.header("Uniqueid"), **columns)
 
 
 def _waited(event: AmiEvent, columns: dict[str, Any]) -> dict[str, Any]:
@@ -133,26 +138,192 @@ def _seconds(event: AmiEvent, name: str) -> float | None:
     return event.number(name, low=0.0, high=MAX_DURATION)
 
 
-class QueueOutcomes(RecordUpdates):
-    """The call records' queue outcomes, from AMI events (see the module docstring)."""
+def _interface(channel: str | None) -> str | None:
+    """The interface a channel was dialled as: its name without Asterisk's sequence suffix."""
+    return _CHANNEL_SUFFIX.sub("", channel) if channel else None
 
-    EVENTS = _outcomes.events  # the events `note` records; everything else is ignored
+
+def _bounded(text: str | None, event: AmiEvent) -> str | None:
+    if text and len(text) > TRANSFER_LENGTH:
+        log.warning("AMI %s: a transfer target of %d characters is longer than the record keeps (%d); "
+                    "left out", event.name, len(text), TRANSFER_LENGTH)
+        return None
+    return text or None
+
+
+def _manager_targets(dial_string: str) -> dict[str, str]:
+    """What app_dial's DialBegin names as DialString (the part after ``tech/``) for each interface
+    of an IVR_MANAGER dial string (``PJSIP/1001``, or several joined by ``&``) -> that interface."""
+    targets = {}
+    for interface in dial_string.split("&"):
+        _tech, slash, resource = interface.strip().partition("/")
+        if slash and resource:
+            targets[resource] = interface.strip()
+    return targets
+
+
+class QueueOutcomes(RecordUpdates):
+    """How each call went after the IVR, from AMI events, into its call record.
+
+    The columns each event writes (values set, ``fill`` only where NULL):
+
+    =====================  =========================================================================
+    QueueCallerJoin        queue
+    AgentConnect           result answered, answered_at, wait_seconds (HoldTime), agent_id
+                           (Interface), queue (a call transferred into a queue and answered there
+                           reads as answered by that agent)
+    AgentComplete          talk_seconds, ended_at (fill answered_at, wait_seconds); Reason transfer:
+                           result transferred and no ended_at (the caller talks on)
+    QueueCallerAbandon     result abandoned, wait_seconds, ended_at
+    DialBegin / DialEnd    the personal manager's Dial (see below): result manager, answered_at,
+                           wait_seconds (the ringing), agent_id (the manager's interface)
+    BlindTransfer          result transferred, transferred_to ``extension@context``
+    AttendedTransfer       result transferred, transferred_to: the target's interface (or the
+                           application it ran)
+    QueueCallerLeave       (nothing written: the time in the queue is counted)
+    Hangup                 of the caller channel (one with IVR_CALL_ID): fill ended_at, fill result
+                           unanswered (it left the queues with nobody answering) and fill
+                           wait_seconds (its time in the queues); talk_seconds of an answered
+                           manager call
+    =====================  =========================================================================
+
+    The dialplan rings the manager (``Dial(${IVR_MANAGER},...)``) before the queue; app_queue
+    dials its members from the same caller channel.  The events tell them apart by DialString:
+    app_dial's DialBegin names the dialled resource without its technology (``1001`` for
+    ``PJSIP/1001``), app_queue's the member's whole interface, so a manager who is also a queue
+    member is still told apart.  The caller channel carries IVR_MANAGER (manager.conf
+    channelvars); DialEnd names no DialString, so the manager's leg is followed by its
+    DestUniqueid from DialBegin to DialEnd, and an answered manager call until the caller's
+    Hangup; and a queued call's time in the queues until it is answered, abandoned or hung up
+    (each bounded by `MAX_TRACKED`, the oldest forgotten).
+    """
+
     WHAT = "queue outcomes"
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._dials: OrderedDict[str, _ManagerDial] = OrderedDict()  # the manager leg's Uniqueid -> its dial
+        self._manager_calls: OrderedDict[str, float] = OrderedDict()  # call id -> when the manager answered
+        # call id -> (when it joined the queue it is in, or None; seconds in earlier queues), until an
+        # agent answers, it abandons or hangs up
+        self._queued: OrderedDict[str, tuple[float | None, float]] = OrderedDict()
+
     def note(self, event: AmiEvent) -> None:
-        outcome = _outcomes.get(event.name)
-        if outcome is None:
+        handler = _outcomes.get(event.name)
+        if handler is None:
             return
-        call_id = event.variables.get(CALL_ID)
-        uid = event.header("Uniqueid")
-        if not call_id and not uid:
+        change = handler(self, event, _utc(event.at(self._clock)))
+        if change is None or not (change.call_id or change.uniqueid):
             return
-        at = _utc(event.at(self._clock))
-        queue = event.header("Queue") or None
-        values, fill, interface = outcome(event, at)
+        queue = event.header("Queue")
         if queue:
-            values["queue"] = queue
-        self.change(call_id=call_id, uniqueid=uid, values=values, fill=fill, interface=interface)
+            change.values["queue"] = queue
+        self.change(call_id=change.call_id, uniqueid=change.uniqueid, values=change.values, fill=change.fill,
+                    interface=change.interface)
+
+    # -- queue events -----------------------------------------------------------------
+    @_outcomes("QueueCallerJoin")
+    def _joined(self, event: AmiEvent, at: dt.datetime) -> _Change:
+        call_id = event.variables.get(CALL_ID)
+        if call_id:
+            _remember(self._queued, call_id, (at.timestamp(), self._queued.get(call_id, (None, 0.0))[1]))
+        return _caller(event)
+
+    @_outcomes("QueueCallerLeave")
+    def _left(self, event: AmiEvent, at: dt.datetime) -> None:
+        queued = self._queued.get(event.variables.get(CALL_ID) or "")
+        if queued is not None and queued[0] is not None:
+            self._queued[event.variables[CALL_ID]] = (None, queued[1] + max(0.0, at.timestamp() - queued[0]))
+        return None
+
+    @_outcomes("AgentConnect")
+    def _answered(self, event: AmiEvent, at: dt.datetime) -> _Change:
+        self._queued.pop(event.variables.get(CALL_ID) or "", None)
+        return _caller(event, values=_waited(event, {"answered_at": at, "result": "answered"}),
+                       interface=event.member())
+
+    @_outcomes("AgentComplete")
+    def _completed(self, event: AmiEvent, at: dt.datetime) -> _Change:
+        transferred = (event.header("Reason") or "").lower() == "transfer"
+        values: dict[str, Any] = {"result": "transferred"} if transferred else {"ended_at": at}
+        fill = _waited(event, {})
+        talk = _seconds(event, "TalkTime")
+        if talk is not None:
+            values["talk_seconds"] = talk
+            fill["answered_at"] = at - dt.timedelta(seconds=talk)  # its AgentConnect was missed
+        return _caller(event, values=values, fill=fill, interface=event.member())
+
+    @_outcomes("QueueCallerAbandon")
+    def _abandoned(self, event: AmiEvent, at: dt.datetime) -> _Change:
+        self._queued.pop(event.variables.get(CALL_ID) or "", None)
+        return _caller(event, values=_waited(event, {"ended_at": at, "result": "abandoned"}))
+
+    # -- the personal manager ---------------------------------------------------------------
+    @_outcomes("DialBegin")
+    def _dial_began(self, event: AmiEvent, at: dt.datetime) -> None:
+        call_id, manager = event.variables.get(CALL_ID), event.variables.get(MANAGER)
+        leg = event.header("DestUniqueid")
+        if not (call_id and manager and leg):
+            return None
+        interface = _manager_targets(manager).get(event.header("DialString") or "")
+        if interface is not None:
+            _remember(self._dials, leg, _ManagerDial(call_id, event.header("Uniqueid"), interface, at.timestamp()))
+        return None
+
+    @_outcomes("DialEnd")
+    def _dial_ended(self, event: AmiEvent, at: dt.datetime) -> _Change | None:
+        dial = self._dials.pop(event.header("DestUniqueid") or "", None)
+        if dial is None or (event.header("DialStatus") or "").upper() != "ANSWER":
+            return None  # not the manager's, or not answered: the queue comes next
+        _remember(self._manager_calls, dial.call_id, at.timestamp())
+        return _Change(dial.call_id, dial.uniqueid, interface=dial.interface, values={
+            "result": "manager", "answered_at": at, "wait_seconds": max(0.0, at.timestamp() - dial.began)})
+
+    # -- transfers ---------------------------------------------------------------------------
+    @_outcomes("BlindTransfer", "AttendedTransfer")
+    def _transferred(self, event: AmiEvent, at: dt.datetime) -> _Change | None:
+        if (event.header("Result") or "").lower() != "success":
+            return None
+        call_id, uniqueid = event.party("Transferee").get(CALL_ID), event.header("TransfereeUniqueid")
+        if call_id is None:  # the caller may be another party of the event (one who transferred)
+            other = next((v[CALL_ID] for v in event.party_variables.values() if CALL_ID in v), None)
+            if other is not None:
+                call_id, uniqueid = other, None
+        if event.name == "BlindTransfer":
+            exten, context = event.header("Extension"), event.header("Context")
+            target = f"{exten}@{context}" if exten and context else exten
+        else:
+            target = _interface(event.header("TransferTargetChannel")) or event.header("DestApp")
+        values: dict[str, Any] = {"result": "transferred"}
+        target = _bounded(target, event)
+        if target:
+            values["transferred_to"] = target
+        return _Change(call_id, uniqueid, values=values)
+
+    # -- the end -----------------------------------------------------------------------------
+    @_outcomes("Hangup")
+    def _hung_up(self, event: AmiEvent, at: dt.datetime) -> _Change | None:
+        call_id = event.variables.get(CALL_ID)
+        if not call_id:
+            return None  # not a caller channel: agents' legs, Local halves, transfer targets
+        change = _caller(event, fill={"ended_at": at, "result": "unanswered"})
+        answered = self._manager_calls.pop(call_id, None)
+        if answered is not None:
+            change.values["talk_seconds"] = min(MAX_DURATION, max(0.0, at.timestamp() - answered))
+        queued = self._queued.pop(call_id, None)
+        if queued is not None:  # queued, and nobody answered: its wait is all its time in the queues
+            joined, total = queued
+            change.fill["wait_seconds"] = min(MAX_DURATION, total + (at.timestamp() - joined if joined else 0.0))
+        return change
+
+    EVENTS = _outcomes.events  # the events `note` records (their handlers are above); the rest is ignored
+
+
+def _remember(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > MAX_TRACKED:
+        table.popitem(last=False)
 
 
 def _utc(epoch: float) -> dt.datetime:

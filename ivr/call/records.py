@@ -347,7 +347,7 @@ class RecordUpdates(BatchedWriter):
         entry.values.update(values)
         for column_name, value in fill.items():
             if column_name not in entry.values:
-                entry.fill[column_name] = value
+                entry.fill.setdefault(column_name, value)  # the first fill wins, as written one by one
         if interface:
             entry.interface = interface
         entry.next_try = 0.0

@@ -18,7 +18,25 @@ the traces' field names and order: caller channel fields (``Uniqueid``,
 ``Linkedid``, ``ChanVariable: NAME=value`` for every name in
 `channelvars`), the member channel as ``Dest*`` fields, ``Queue``,
 ``Interface``, ``MemberName``, and HoldTime/TalkTime in seconds,
-AgentRingNoAnswer's RingTime in milliseconds.  Member changes emit
+AgentRingNoAnswer's RingTime in milliseconds.  app_queue's member dials
+come with their DialBegin (``DialString`` the member's interface) and
+DialEnd (ANSWER, NOANSWER, CANCEL) as recorded.
+
+A caller channel lives from `incoming_call` (or `place_caller`) to its
+``Hangup`` (Cause 16, ``Normal Clearing``), which `caller_hangs_up` sends
+wherever the caller is, and `complete_call` after AgentComplete (app_queue
+hangs the caller up when the call ends, unless it was transferred).  Around
+the queue: `ring_manager` / `manager_answers` / `manager_no_answer` are
+the dialplan's ``Dial(${IVR_MANAGER},...)`` before the queue (app_dial's
+DialBegin names the resource without its technology, its DialEnd no
+DialString); `caller_times_out` leaves a queue with nobody answering
+(QueueCallerLeave, no abandon) and the channel goes on; `blind_transfer`
+and `attended_transfer` are the agent's transfers: BlindTransfer /
+AttendedTransfer with the channel and bridge snapshots Asterisk writes
+(``Transferer*``, ``Transferee*``, ``OrigTransferer*``, ``OrigBridge*``,
+``SecondTransferer*``, ``TransferTarget*``...), then app_queue's
+AgentComplete with Reason ``transfer``; the caller talks on until
+`caller_hangs_up`.  Member changes emit
 QueueMemberStatus for every queue the device is in, as device state does;
 a ringing ``Local/`` member shows Status 2 (as recorded), a phone 6.
 A call is addressed by the caller's uniqueid after `place_caller`::
@@ -39,8 +57,9 @@ answered), `send_malformed()` (garbage, truncated messages, invalid UTF-8),
 with non-ASCII text is cut inside a UTF-8 character and sent as two TCP
 segments).
 
-Not modelled: channels and bridges (no Newchannel, Hangup, DialBegin,
-BridgeEnter...), the ring strategies (tests say who rings), wrap-up time,
+Not modelled: other channels and bridges (no Newchannel, Newexten,
+BridgeEnter, the agents' and Local channels' Hangups, the consultation call
+of an attended transfer...), the ring strategies (tests say who rings), wrap-up time,
 autopause, queue-level device states other than ``Queue:<q>_pause_<iface>``
 and ``Queue:<q>_avail``, MD5 challenge login, and most of the CLI.
 """
@@ -52,6 +71,7 @@ import itertools
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -135,6 +155,9 @@ ASTERISK_VERSION = "23.4.1"
 
 # Member (device) status numbers, as in QueueMember / QueueMemberStatus.
 UNKNOWN, NOT_INUSE, INUSE, BUSY, INVALID, UNAVAILABLE, RINGING, RINGINUSE, ONHOLD = range(9)
+
+HANGUP_CAUSES = {0: "Unknown", 16: "Normal Clearing", 17: "User busy", 19: "No user responding",
+                 21: "Call Rejected"}  # Cause -> Cause-txt, as ast_cause2str says them
 
 _TRUE = {"yes", "true", "y", "t", "1", "on"}
 _FALSE = {"no", "false", "n", "f", "0", "off"}
@@ -235,6 +258,7 @@ class SimCaller:
     ringing: dict[str, SimAttempt] = field(default_factory=dict)
     agent: SimAttempt | None = None
     connected_at: float = 0.0
+    bridge: str = ""  # the bridge of the caller and the agent, once connected
 
     @property
     def uniqueid(self) -> str:
@@ -439,7 +463,9 @@ class AmiSimulator:
         self.action_delays: dict[str, float] = {}  # lower-case action name -> seconds before answering
         self.queues: dict[str, SimQueue] = {}
         self.device_status: dict[str, int] = {}
-        self.callers: dict[str, SimCaller] = {}
+        self.callers: dict[str, SimCaller] = {}  # in a queue or talking to its member, by Uniqueid
+        self.channels: dict[str, SimChannel] = {}  # every caller channel up, by Uniqueid
+        self.manager_legs: dict[str, SimChannel] = {}  # caller Uniqueid -> the manager's channel, ringing or up
         self.boot_time = clock()
         self.reload_time = self.boot_time
         self.processed_calls = 0
@@ -554,6 +580,8 @@ class AmiSimulator:
         now = self.clock()
         self.boot_time = self.reload_time = now
         self.callers.clear()
+        self.channels.clear()
+        self.manager_legs.clear()
         self.device_status.clear()
         self.processed_calls = 0
         for queue in self.queues.values():
@@ -744,18 +772,20 @@ class AmiSimulator:
         exten: str = "200",
         dialplan_priority: int = 6,
     ) -> SimCaller:
-        """A call enters `queue` (QueueCallerJoin).  Higher `priority` (QUEUE_PRIO) waits ahead."""
+        """A call enters `queue` (QueueCallerJoin).  Higher `priority` (QUEUE_PRIO) waits ahead.
+
+        The channel `uniqueid` names when it is up already (`incoming_call`, a manager who did not
+        answer, an earlier queue), with `variables` added; else a new one (`incoming_call`'s arguments)."""
         target = self.queue(queue)
-        seq = next(self._seq)
-        uniqueid = uniqueid or f"{int(self.clock())}.{seq}"
-        if uniqueid in self.callers:
+        if uniqueid is not None and uniqueid in self.callers:
             raise ValueError(f"caller {uniqueid} is already in a queue")
-        name, number = parse_callerid(callerid)
-        chan = SimChannel(
-            channel or f"Local/{exten}@{context}-{seq:08x};2", uniqueid, linkedid or uniqueid,
-            cid_num=number, cid_name=name, connected_num=number, connected_name=name,
-            context=context, exten=exten, priority=dialplan_priority, variables=dict(variables or {}),
-        )
+        chan = self.channels.get(uniqueid) if uniqueid is not None else None
+        if chan is None:
+            chan = self.incoming_call(uniqueid, linkedid, callerid, variables, channel=channel, context=context,
+                                      exten=exten, dialplan_priority=dialplan_priority)
+        elif variables:
+            chan.variables.update(variables)
+        uniqueid = chan.uniqueid
         index = len(target.callers)
         for i, other in enumerate(target.callers):
             if priority > other.priority:
@@ -768,6 +798,161 @@ class AmiSimulator:
         self._broadcast("QueueCallerJoin", "agent", self._channel_fields(chan) + [
             ("Queue", target.name), ("Position", str(index + 1)), ("Count", str(len(target.callers)))])
         return caller
+
+    def incoming_call(
+        self,
+        uniqueid: str | None = None,
+        linkedid: str | None = None,
+        callerid: str = "",
+        variables: dict[str, str] | None = None,
+        *,
+        channel: str | None = None,
+        context: str = "from-test-queue",
+        exten: str = "200",
+        dialplan_priority: int = 6,
+    ) -> SimChannel:
+        """A caller channel that is up (after the IVR: `variables` are what it set), in no queue yet."""
+        seq = next(self._seq)
+        uniqueid = uniqueid or f"{int(self.clock())}.{seq}"
+        if uniqueid in self.channels:
+            raise ValueError(f"channel {uniqueid} is already up")
+        name, number = parse_callerid(callerid)
+        chan = SimChannel(
+            channel or f"Local/{exten}@{context}-{seq:08x};2", uniqueid, linkedid or uniqueid,
+            cid_num=number, cid_name=name, connected_num=number, connected_name=name,
+            context=context, exten=exten, priority=dialplan_priority, variables=dict(variables or {}),
+        )
+        self.channels[uniqueid] = chan
+        return chan
+
+    def _channel(self, uniqueid: str) -> SimChannel:
+        chan = self.channels.get(uniqueid)
+        if chan is None:
+            raise KeyError(f"no caller channel {uniqueid}")
+        return chan
+
+    def _dial_event(self, caller: SimChannel, dest: SimChannel, *, dial_string: str | None = None,
+                    status: str | None = None, name: str = "DialEnd") -> None:
+        """DialBegin (with the `dial_string`) or, with a `status`, DialEnd (or DialState): caller and
+        Dest* fields."""
+        fields = self._channel_fields(caller) + self._channel_fields(dest, "Dest")
+        if status is None:
+            self._broadcast("DialBegin", "call", fields + [("DialString", dial_string or "")])
+        else:
+            self._broadcast(name, "call", fields + [("DialStatus", status)])
+
+    def _hangup(self, chan: SimChannel, cause: int = 16) -> None:
+        """The caller channel is gone: its Hangup, as manager_channels.c writes it."""
+        self.channels.pop(chan.uniqueid, None)
+        self.manager_legs.pop(chan.uniqueid, None)
+        self._broadcast("Hangup", "call", self._channel_fields(chan) + [
+            ("Cause", str(cause)), ("Cause-txt", HANGUP_CAUSES.get(cause, "Unknown"))])
+
+    def _bridge_fields(self, bridge: str, prefix: str = "", channels: int = 2) -> list[tuple[str, str]]:
+        """A basic two-party bridge's snapshot, as manager_bridges.c writes it."""
+        return [(prefix + key, value) for key, value in (
+            ("BridgeUniqueid", bridge), ("BridgeType", "basic"), ("BridgeTechnology", "simple_bridge"),
+            ("BridgeCreator", "<unknown>"), ("BridgeName", "<unknown>"), ("BridgeNumChannels", str(channels)),
+            ("BridgeVideoSourceMode", "none"))]
+
+    def _new_leg(self, interface: str, caller: SimChannel, state: int = 0) -> SimChannel:
+        """An outgoing channel to `interface` for `caller` (named as Asterisk names it)."""
+        seq = next(self._seq)
+        local = re.match(r"^Local/[^@]+@(?P<context>[^/]+)", interface, re.IGNORECASE)
+        return SimChannel(
+            f"{interface}-{seq:08x};1" if local else f"{interface}-{seq:08x}",
+            f"{int(self.clock())}.{seq}", caller.linkedid,
+            cid_num=caller.cid_num, cid_name=caller.cid_name,
+            connected_num=caller.cid_num, connected_name=caller.cid_name,
+            context=local["context"] if local else "default", exten=caller.exten, priority=1, state=state,
+        )
+
+    # -- model: around the queue ----------------------------------------------------------
+    def ring_manager(self, uniqueid: str, interface: str) -> SimChannel:
+        """The dialplan's ``Dial(${IVR_MANAGER},...)`` rings the personal manager (app_dial's DialBegin:
+        DialString is the resource, without the technology)."""
+        caller = self._channel(uniqueid)
+        if uniqueid in self.callers or uniqueid in self.manager_legs:
+            raise ValueError(f"caller {uniqueid} is in a queue or dialling already")
+        leg = self._new_leg(interface, caller)
+        self.manager_legs[uniqueid] = leg
+        self._dial_event(caller, leg, dial_string=interface.partition("/")[2] or interface)
+        leg.state = 5
+        return leg
+
+    def manager_answers(self, uniqueid: str) -> SimChannel:
+        """The manager answers (DialEnd ANSWER); the call goes on until `caller_hangs_up`."""
+        caller, leg = self._channel(uniqueid), self.manager_legs.get(uniqueid)
+        if leg is None or leg.state == 6:
+            raise ValueError(f"no manager ringing for {uniqueid}")
+        leg.state = 6
+        self._dial_event(caller, leg, status="ANSWER")
+        return leg
+
+    def manager_no_answer(self, uniqueid: str, status: str = "NOANSWER") -> None:
+        """The manager's Dial ends unanswered (DialEnd NOANSWER, BUSY, CHANUNAVAIL...): on to the queue."""
+        caller, leg = self._channel(uniqueid), self.manager_legs.pop(uniqueid, None)
+        if leg is None or leg.state == 6:
+            raise ValueError(f"no manager ringing for {uniqueid}")
+        self._dial_event(caller, leg, status=status)
+
+    def caller_times_out(self, uniqueid: str) -> None:
+        """The caller leaves the queue with nobody answering (its Queue() timeout: QueueCallerLeave, no
+        abandon); the channel goes on in the dialplan (the next queue, voicemail, goodbye)."""
+        caller, queue = self._caller(uniqueid)
+        if caller.agent is not None:
+            raise ValueError(f"caller {uniqueid} is connected")
+        position = queue.callers.index(caller) + 1
+        queue.callers.remove(caller)
+        del self.callers[uniqueid]
+        self._stop_ringing(caller)
+        self._broadcast("QueueCallerLeave", "agent", self._channel_fields(caller.channel) + [
+            ("Queue", queue.name), ("Position", str(position)), ("Count", str(len(queue.callers)))])
+
+    def _stop_ringing(self, caller: SimCaller) -> None:
+        for attempt in caller.ringing.values():
+            self._dial_event(caller.channel, attempt.channel, status="CANCEL")
+            self.set_device_state(attempt.member.state_interface, NOT_INUSE)
+        caller.ringing = {}
+
+    def blind_transfer(self, uniqueid: str, exten: str, context: str = "from-agents", *,
+                       external: bool = False) -> None:
+        """The agent transfers the caller to `exten`@`context` without consulting (BlindTransfer, then
+        AgentComplete Reason transfer); the caller goes on there."""
+        caller, _queue = self._caller(uniqueid)
+        attempt = caller.agent
+        if attempt is None:
+            raise ValueError(f"caller {uniqueid} is not connected to an agent")
+        self._broadcast("BlindTransfer", "call", [("Result", "Success")]
+                        + self._channel_fields(attempt.channel, "Transferer")
+                        + self._channel_fields(caller.channel, "Transferee")
+                        + self._bridge_fields(caller.bridge)
+                        + [("IsExternal", "Yes" if external else "No"), ("Context", context), ("Extension", exten)])
+        self.complete_call(uniqueid, reason="transfer")
+        caller.channel.context, caller.channel.exten, caller.channel.priority = context, exten, 1
+
+    def attended_transfer(self, uniqueid: str, target: str, *, external: bool = False) -> SimChannel:
+        """The agent calls `target` (an interface), talks, and joins the caller to it: AttendedTransfer
+        (DestType Bridge: the caller's bridge survives), then AgentComplete Reason transfer; the
+        caller talks to the target until `caller_hangs_up`.  Returns the target's channel."""
+        caller, _queue = self._caller(uniqueid)
+        attempt = caller.agent
+        if attempt is None:
+            raise ValueError(f"caller {uniqueid} is not connected to an agent")
+        second = self._new_leg(attempt.member.interface, caller.channel, state=6)  # the agent's consultation call
+        target_leg = self._new_leg(target, caller.channel, state=6)
+        consultation = str(uuid.UUID(int=next(self._seq)))
+        self._broadcast("AttendedTransfer", "call", [("Result", "Success")]
+                        + self._channel_fields(attempt.channel, "OrigTransferer")
+                        + self._bridge_fields(caller.bridge, "Orig")
+                        + self._channel_fields(second, "SecondTransferer")
+                        + self._bridge_fields(consultation, "Second")
+                        + self._channel_fields(caller.channel, "Transferee")
+                        + self._channel_fields(target_leg, "TransferTarget")
+                        + [("IsExternal", "Yes" if external else "No"), ("DestType", "Bridge"),
+                           ("DestBridgeUniqueid", caller.bridge)])
+        self.complete_call(uniqueid, reason="transfer")
+        return target_leg
 
     def _caller(self, uniqueid: str) -> tuple[SimCaller, SimQueue]:
         caller = self.callers.get(uniqueid)
@@ -791,18 +976,11 @@ class AmiSimulator:
             raise KeyError(f"{interface} is not a member of {queue.name}")
         if interface in caller.ringing:
             raise ValueError(f"{interface} is already ringing for {caller.uniqueid}")
-        seq = next(self._seq)
-        local = re.match(r"^Local/[^@]+@(?P<context>[^/]+)", interface, re.IGNORECASE)
-        chan = SimChannel(
-            f"{interface}-{seq:08x};1" if local else f"{interface}-{seq:08x}",
-            f"{int(self.clock())}.{seq}", caller.channel.linkedid,
-            cid_num=caller.channel.cid_num, cid_name=caller.channel.cid_name,
-            connected_num=caller.channel.cid_num, connected_name=caller.channel.cid_name,
-            context=local["context"] if local else "default", exten=caller.channel.exten, priority=1, state=0,
-        )
+        chan = self._new_leg(interface, caller.channel)
         attempt = SimAttempt(member, chan, self.clock())
         caller.ringing[interface] = attempt
         self._broadcast("AgentCalled", "agent", self._agent_fields(caller, attempt))
+        self._dial_event(caller.channel, chan, dial_string=interface)  # app_queue: the whole interface
         return attempt
 
     def ring_agent(self, uniqueid: str, interface: str) -> SimAttempt:
@@ -812,6 +990,7 @@ class AmiSimulator:
             raise ValueError(f"caller {uniqueid} is already connected")
         attempt = self._start_attempt(caller, queue, interface)
         attempt.channel.state = 5  # Down in AgentCalled, Ringing from then on (as recorded)
+        self._dial_event(caller.channel, attempt.channel, status="RINGING", name="DialState")
         self.set_device_state(attempt.member.state_interface, self._ring_status(attempt.member))
         return attempt
 
@@ -823,6 +1002,8 @@ class AmiSimulator:
             raise KeyError(f"{interface} is not ringing for {uniqueid}")
         ring_ms = ring_time_ms if ring_time_ms is not None else int(round((self.clock() - attempt.started) * 1000))
         self._broadcast("AgentRingNoAnswer", "agent", self._agent_fields(caller, attempt) + [("RingTime", str(ring_ms))])
+        self._dial_event(caller.channel, attempt.channel, status="NOANSWER")
+        self._dial_event(caller.channel, attempt.channel, status="CANCEL")  # app_queue hangs the leg up (recorded)
         self.set_device_state(attempt.member.state_interface, NOT_INUSE)
 
     def agent_answers(self, uniqueid: str, interface: str) -> SimAttempt:
@@ -836,10 +1017,14 @@ class AmiSimulator:
         now = self.clock()
         position = queue.callers.index(caller) + 1
         queue.callers.remove(caller)
+        attempt.channel.state = 6
+        self._dial_event(caller.channel, attempt.channel, status="ANSWER")
+        for other in others.values():
+            self._dial_event(caller.channel, other.channel, status="CANCEL")
         self._broadcast("QueueCallerLeave", "agent", self._channel_fields(caller.channel) + [
             ("Queue", queue.name), ("Position", str(position)), ("Count", str(len(queue.callers)))])
-        attempt.channel.state = 6
         caller.agent, caller.connected_at = attempt, now
+        caller.bridge = str(uuid.UUID(int=next(self._seq)))
         holdtime = int(now - caller.joined)
         self._broadcast("AgentConnect", "agent", self._agent_fields(caller, attempt) + [
             ("HoldTime", str(holdtime)), ("RingTime", str(int(now - attempt.started)))])
@@ -853,11 +1038,18 @@ class AmiSimulator:
             self.set_device_state(other.member.state_interface, NOT_INUSE)
         return attempt
 
-    def caller_hangs_up(self, uniqueid: str) -> None:
-        """The caller hangs up: abandoned while waiting, or the end of a connected call."""
+    def caller_hangs_up(self, uniqueid: str, cause: int = 16) -> None:
+        """The caller hangs up: abandoned while waiting, the end of a connected call, or wherever else its
+        channel is (talking to the manager or a transfer's target, after the queue); then its Hangup."""
+        if uniqueid not in self.callers:
+            chan, leg = self._channel(uniqueid), self.manager_legs.get(uniqueid)
+            if leg is not None and leg.state != 6:  # hung up while the manager's phone rang
+                self._dial_event(chan, leg, status="CANCEL")
+            self._hangup(chan, cause)
+            return
         caller, queue = self._caller(uniqueid)
         if caller.agent is not None:
-            self.complete_call(uniqueid, reason="caller")
+            self.complete_call(uniqueid, reason="caller", cause=cause)
             return
         now = self.clock()
         position = queue.callers.index(caller) + 1
@@ -872,11 +1064,12 @@ class AmiSimulator:
         del self.callers[uniqueid]
         self._broadcast("QueueCallerLeave", "agent", self._channel_fields(caller.channel) + [
             ("Queue", queue.name), ("Position", str(position)), ("Count", str(len(queue.callers)))])
-        for attempt in caller.ringing.values():
-            self.set_device_state(attempt.member.state_interface, NOT_INUSE)
+        self._stop_ringing(caller)
+        self._hangup(caller.channel, cause)
 
-    def complete_call(self, uniqueid: str, reason: str = "caller") -> None:
-        """A connected call ends (AgentComplete; Reason ``caller``, ``agent`` or ``transfer``)."""
+    def complete_call(self, uniqueid: str, reason: str = "caller", cause: int = 16) -> None:
+        """A connected call ends (AgentComplete; Reason ``caller``, ``agent`` or ``transfer``), and the
+        caller channel with it (its Hangup), unless it was transferred."""
         caller, queue = self._caller(uniqueid)
         attempt = caller.agent
         if attempt is None:
@@ -896,6 +1089,8 @@ class AmiSimulator:
             queue.completed_in_sl += 1
         queue.talktime = talktime if queue.completed == 1 else (queue.talktime * 3 + talktime) >> 2
         self.set_device_state(member.state_interface, NOT_INUSE, always=True)
+        if reason != "transfer":
+            self._hangup(caller.channel, cause)
 
     # -- actions ------------------------------------------------------------------------
     async def _handle_action(self, session: _Session, m: Message) -> bool:

@@ -332,9 +332,10 @@ async def add_note(request: web.Request, query: ById, body: NoteBody) -> web.Res
 
 def call_dict(record: CallRecord) -> dict[str, Any]:
     columns = ("call_id", "uniqueid", "number", "line", "customer_id", "role_kind", "organisation_id", "segment",
-               "predicted_intent", "predicted_score", "actual_intent", "outcome", "self_served", "queue",
-               "priority", "rule", "agent_id", "started_at", "answered_at", "ended_at", "wait_seconds",
-               "talk_seconds", "csat", "nps", "survey", "result", "confirmed_by", "degraded")
+               "predicted_intent", "predicted_score", "predicted_intent_2", "predicted_intent_3",
+               "actual_intent", "confirmed_by", "outcome", "self_served", "queue", "priority", "rule",
+               "agent_id", "started_at", "answered_at", "ended_at", "wait_seconds", "talk_seconds", "result",
+               "transferred_to", "csat", "nps", "survey", "degraded")
     data = {column: getattr(record, column) for column in columns}
     context = record.context or {}
     data["transcript"] = context.get("transcript")
@@ -412,7 +413,8 @@ async def disposition(request: web.Request, query: ByCall, body: DispositionBody
     await _settle(request)
     async with _db(request).session() as session:
         record = await _call(request, session, query.call_id)
-        values: dict[str, Any] = {"actual_intent": body.intent, "outcome": body.outcome}
+        # The agent's word is the last on the real reason: it replaces the caller's in the dialog.
+        values: dict[str, Any] = {"actual_intent": body.intent, "confirmed_by": "agent", "outcome": body.outcome}
         if record.agent_id is None and request[USER].agent_id is not None:
             values["agent_id"] = request[USER].agent_id
         await session.execute(update(CallRecord).where(CallRecord.id == record.id).values(**values))

@@ -261,6 +261,55 @@ async def test_a_missed_agent_connect_is_made_up_from_agent_complete_without_ove
     assert as_utc(n.ended_at).timestamp() == pytest.approx(now, abs=0.01)
 
 
+
+async def test_only_a_callers_own_events_change_its_record(migrated_db):
+    """Hang-ups of other channels, failed transfers, dials that are not the manager's: nothing written;
+    a transfer target too long for its column is left out, the transfer kept; one that fits is kept
+    (SQLite and PostgreSQL)."""
+    async with running(migrated_db) as rig:
+        await add_records(rig.db, {"call_id": "call-o", "uniqueid": "1800.30"},
+                          {"call_id": "call-p", "uniqueid": "1800.34"})
+        now = time.time()
+        caller = {"Uniqueid": "1800.30", "ChanVariable": {"IVR_CALL_ID": "call-o", "IVR_MANAGER": "PJSIP/1003"},
+                  "Timestamp": f"{now:.6f}"}
+        records = rig.center.records
+        noted = records.stats["noted"]
+        rig.center.handle({"Event": "Hangup", "Uniqueid": "1800.31", "Cause": "16"})  # an agent's leg
+        rig.center.handle({"Event": "BlindTransfer", "Result": "Fail", "TransfereeUniqueid": "1800.30",
+                           "TransfereeChanVariable": {"IVR_CALL_ID": "call-o"}, "Extension": "1", "Context": "x"})
+        # app_queue's dial of the manager's phone (the whole interface), and a DialEnd whose DialBegin was missed
+        rig.center.handle({"Event": "DialBegin", **caller, "DestUniqueid": "1800.32", "DialString": "PJSIP/1003"})
+        rig.center.handle({"Event": "DialEnd", **caller, "DestUniqueid": "1800.32", "DialStatus": "ANSWER"})
+        rig.center.handle({"Event": "DialEnd", **caller, "DestUniqueid": "1800.33", "DialStatus": "ANSWER"})
+        assert records.stats["noted"] == noted and records.pending == 0
+
+        rig.center.handle({"Event": "AttendedTransfer", "Result": "Success", "TransfereeUniqueid": "1800.30",
+                           "TransfereeChanVariable": {"IVR_CALL_ID": "call-o"},
+                           "TransferTargetChannel": "Local/" + "9" * 100 + "@agents-0000000a;1"})
+        longest = "9" * (80 - len("@from-agents")) + "@from-agents"
+        rig.center.handle({"Event": "BlindTransfer", "Result": "Success", "TransfereeUniqueid": "1800.34",
+                           "TransfereeChanVariable": {"IVR_CALL_ID": "call-p"}, "Extension": longest[:-12],
+                           "Context": "from-agents"})
+        await eventually(lambda: records.pending == 0)
+        o, p = await record(rig.db, "call-o"), await record(rig.db, "call-p")
+        assert (o.result, o.transferred_to, o.ended_at, o.agent_id) == ("transferred", None, None, None)
+        assert (p.result, p.transferred_to) == ("transferred", longest)
+        assert records.stats["rejected"] == 0
+
+
+def test_what_the_outcomes_follow_between_events_stays_bounded(sqlite_db):
+    from ivr.agents.callcenter import MAX_TRACKED, QueueOutcomes
+
+    outcomes = QueueOutcomes(sqlite_db)
+    for n in range(MAX_TRACKED + 50):
+        variables = {"IVR_CALL_ID": f"call-{n}", "IVR_MANAGER": "PJSIP/1003"}
+        outcomes.note(ami_event({"Event": "DialBegin", "Uniqueid": f"1.{n}", "ChanVariable": variables,
+                                 "DestUniqueid": f"2.{n}", "DialString": "1003"}))
+        outcomes.note(ami_event({"Event": "QueueCallerJoin", "Uniqueid": f"1.{n}", "ChanVariable": variables,
+                                 "Queue": "support"}))
+    assert len(outcomes._dials) == len(outcomes._queued) == MAX_TRACKED  # noqa: SLF001 - the bound itself
+    assert "2.0" not in outcomes._dials and f"2.{MAX_TRACKED + 49}" in outcomes._dials  # noqa: SLF001
+
 class FlakyDb:
     """The real database behind a switch that makes every session fail."""
 

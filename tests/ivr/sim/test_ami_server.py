@@ -560,3 +560,154 @@ async def test_split_writes_cut_inside_a_utf8_character(connections) -> None:
 ])
 def test_callerid_strings_split_like_asterisk(text: str, expected: tuple[str, str]) -> None:
     assert parse_callerid(text) == expected
+
+
+# --- the caller channel: app_queue's dials and the hang-up ------------------------------------------------
+
+
+def caller_channel_events(items: list, uniqueid: str) -> list[Message]:
+    """The Dial* events of the caller channel and its Hangup, in order."""
+    return [m for m in items if isinstance(m, Message) and m.event in ("DialBegin", "DialState", "DialEnd", "Hangup")
+            and m.get("Uniqueid") == uniqueid]
+
+
+@pytest.mark.parametrize("name", ["ami-queue-answered", "ami-queue-ringnoanswer"])
+async def test_member_dials_and_the_callers_hangup_are_sent_as_recorded(connections, name) -> None:
+    clock = Clock(trace_start(name))
+    t0, times = clock.t, client_action_times(name)
+    recorded = list(iter_messages((TRACES / f"{name}.ami.raw").read_bytes()))
+    join = next(e for e in queue_events(recorded) if e.event == "QueueCallerJoin")
+    want = caller_channel_events(recorded, join["Uniqueid"])
+    queue = join["Queue"]
+    async with AmiSimulator.like_traces(clock=clock) as sim:
+        conn = await observer(sim, connections)
+        clock.t = t0 + times["Originate"]
+        sim.place_caller(queue, join["Uniqueid"], join["Linkedid"], '"Test Caller" <79161234567>',
+                         stub_variables(name), channel=join["Channel"], exten=join["Exten"])
+        if queue == "ringtest":
+            sim.ring_agent(join["Uniqueid"], "Local/101@agents-noanswer")
+            sim.agent_no_answer(join["Uniqueid"], "Local/101@agents-noanswer")
+        sim.agent_answers(join["Uniqueid"], "Local/100@agents")
+        clock.t = t0 + times["Hangup"]
+        sim.caller_hangs_up(join["Uniqueid"])
+        await conn.until(lambda c: bool(caller_channel_events(c.items, join["Uniqueid"])[-1:])
+                         and caller_channel_events(c.items, join["Uniqueid"])[-1].event == "Hangup")
+        got = caller_channel_events(conn.items, join["Uniqueid"])
+    assert [e.event for e in want][-1] == "Hangup"
+    assert [masked(e) for e in got] == [masked(e) for e in want]
+    assert sim.channels == {} and sim.callers == {}
+
+
+def snapshot_keys(prefix: str = "") -> list[str]:
+    """The headers of one channel snapshot but its ChanVariable lines, in the order of the recorded
+    QueueCallerJoin (the channel part: what comes before Queue), with `prefix`, as
+    ast_manager_build_channel_state_string_prefix writes them."""
+    join = next(e for e in recorded_queue_events("ami-queue-answered") if e.event == "QueueCallerJoin")
+    keys = [k for k, _ in join.headers]
+    return [prefix + k for k in keys[keys.index("Timestamp") + 1: keys.index("Queue")] if k != "ChanVariable"]
+
+
+def bridge_keys(prefix: str = "") -> list[str]:
+    """A bridge snapshot's headers, in the order of the recorded BridgeEnter."""
+    recorded = list(iter_messages((TRACES / "ami-queue-answered.ami.raw").read_bytes()))
+    enter = next(m for m in recorded if isinstance(m, Message) and m.event == "BridgeEnter")
+    return [prefix + k for k, _ in enter.headers if k.startswith("Bridge")]
+
+
+async def test_the_managers_dial_comes_before_the_queues_and_names_the_resource_only(connections) -> None:
+    async with AmiSimulator.like_traces(channelvars=("IVR_CALL_ID", "IVR_MANAGER")) as sim:
+        sim.add_member("support", "PJSIP/1003", static=True)
+        conn = await observer(sim, connections)
+        first = sim.incoming_call(variables={"IVR_CALL_ID": "call-1", "IVR_MANAGER": "PJSIP/1003"})
+        sim.ring_manager(first.uniqueid, "PJSIP/1003")
+        sim.manager_no_answer(first.uniqueid)
+        sim.place_caller("support", first.uniqueid)  # the same channel, now in the queue
+        sim.ring_agent(first.uniqueid, "PJSIP/1003")  # the manager is a member too
+        sim.agent_answers(first.uniqueid, "PJSIP/1003")
+        sim.complete_call(first.uniqueid)
+        second = sim.incoming_call(variables={"IVR_CALL_ID": "call-2", "IVR_MANAGER": "PJSIP/1003"})
+        sim.ring_manager(second.uniqueid, "PJSIP/1003")
+        sim.manager_answers(second.uniqueid)
+        sim.caller_hangs_up(second.uniqueid)
+        await conn.until(lambda c: len(c.events("Hangup")) == 2)
+    dials = [(e.event, e["Uniqueid"], e.get("DialString"), e.get("DialStatus")) for e in conn.items
+             if isinstance(e, Message) and (e.event or "").startswith("Dial")]
+    assert dials == [
+        ("DialBegin", first.uniqueid, "1003", None), ("DialEnd", first.uniqueid, None, "NOANSWER"),  # app_dial
+        ("DialBegin", first.uniqueid, "PJSIP/1003", None),  # app_queue: the member's whole interface
+        ("DialState", first.uniqueid, None, "RINGING"), ("DialEnd", first.uniqueid, None, "ANSWER"),
+        ("DialBegin", second.uniqueid, "1003", None), ("DialEnd", second.uniqueid, None, "ANSWER"),
+    ]
+    begin = conn.events("DialBegin")[0]
+    assert [k for k, _ in begin.headers][3:] == (snapshot_keys() + ["ChanVariable"] * 2 + snapshot_keys("Dest")
+                                                 + ["DestChanVariable"] * 2 + ["DialString"])
+    assert begin["DestChannel"].startswith("PJSIP/1003-")
+    assert ("ChanVariable", "IVR_MANAGER=PJSIP/1003") in begin.headers
+    hangups = conn.events("Hangup")
+    assert [(h["Uniqueid"], h["Cause"], h["Cause-txt"]) for h in hangups] == [
+        (first.uniqueid, "16", "Normal Clearing"), (second.uniqueid, "16", "Normal Clearing")]
+    assert sim.channels == {} and sim.manager_legs == {}
+
+
+async def test_transfers_carry_every_snapshot_asterisk_writes_then_agent_complete(connections) -> None:
+    variables = ("IVR_CALL_ID", "IVR_CUSTOMER_ID")
+    async with AmiSimulator.like_traces(channelvars=variables) as sim:
+        conn = await observer(sim, connections)
+        blind = sim.place_caller("support", variables={"IVR_CALL_ID": "call-b"})
+        sim.agent_answers(blind.uniqueid, "Local/100@agents")
+        sim.blind_transfer(blind.uniqueid, "1002", "from-agents")
+        attended = sim.place_caller("vip", variables={"IVR_CALL_ID": "call-a"})
+        sim.agent_answers(attended.uniqueid, "Local/100@agents")
+        target = sim.attended_transfer(attended.uniqueid, "PJSIP/1002")
+        await conn.until(lambda c: len(c.events("AgentComplete")) == 2)
+        assert set(sim.channels) == {blind.uniqueid, attended.uniqueid}  # both callers talk on
+        assert sim.channels[blind.uniqueid].exten == "1002"  # the blind one in the dialplan there
+        sim.caller_hangs_up(blind.uniqueid)
+        sim.caller_hangs_up(attended.uniqueid)
+        await conn.until(lambda c: len(c.events("Hangup")) == 2)
+
+    def snapshot(prefix: str) -> list[str]:
+        return snapshot_keys(prefix) + [f"{prefix}ChanVariable"] * len(variables)
+
+    event = conn.events("BlindTransfer")[0]
+    assert [k for k, _ in event.headers] == ["Event", "Privilege", "Timestamp", "Result", *snapshot("Transferer"),
+                                            *snapshot("Transferee"), *bridge_keys(), "IsExternal", "Context",
+                                            "Extension"]
+    assert (event["Result"], event["Context"], event["Extension"], event["IsExternal"]) == (
+        "Success", "from-agents", "1002", "No")
+    assert event["TransfereeUniqueid"] == blind.uniqueid
+    assert ("TransfereeChanVariable", "IVR_CALL_ID=call-b") in event.headers
+    assert event["TransfererChannel"].startswith("Local/100@agents-")
+
+    event = conn.events("AttendedTransfer")[0]
+    assert [k for k, _ in event.headers] == [
+        "Event", "Privilege", "Timestamp", "Result", *snapshot("OrigTransferer"), *bridge_keys("Orig"),
+        *snapshot("SecondTransferer"), *bridge_keys("Second"), *snapshot("Transferee"), *snapshot("TransferTarget"),
+        "IsExternal", "DestType", "DestBridgeUniqueid"]
+    assert event["DestType"] == "Bridge" and event["DestBridgeUniqueid"] == event["OrigBridgeUniqueid"]
+    assert event["TransferTargetChannel"] == target.name and target.name.startswith("PJSIP/1002-")
+    assert ("TransfereeChanVariable", "IVR_CALL_ID=call-a") in event.headers
+
+    order = [(e.event, e.get("Uniqueid") or e.get("TransfereeUniqueid")) for e in conn.items
+             if isinstance(e, Message) and e.event in ("BlindTransfer", "AttendedTransfer", "AgentComplete", "Hangup")]
+    assert order == [("BlindTransfer", blind.uniqueid), ("AgentComplete", blind.uniqueid),
+                     ("AttendedTransfer", attended.uniqueid), ("AgentComplete", attended.uniqueid),
+                     ("Hangup", blind.uniqueid), ("Hangup", attended.uniqueid)]
+    assert [e["Reason"] for e in conn.events("AgentComplete")] == ["transfer", "transfer"]
+
+
+async def test_a_caller_timing_out_leaves_the_queue_without_abandoning_and_hangs_up_later(connections) -> None:
+    async with AmiSimulator.like_traces() as sim:
+        conn = await observer(sim, connections)
+        caller = sim.place_caller("support")
+        sim.ring_agent(caller.uniqueid, "Local/100@agents")
+        sim.caller_times_out(caller.uniqueid)
+        assert sim.callers == {} and caller.uniqueid in sim.channels
+        sim.place_caller("vip", caller.uniqueid)  # the fallback queue: the same channel
+        sim.caller_hangs_up(caller.uniqueid)
+        await conn.until(lambda c: bool(c.events("Hangup")))
+    names = [e.event for e in conn.items if isinstance(e, Message) and e.get("Uniqueid") == caller.uniqueid]
+    assert names == ["QueueCallerJoin", "AgentCalled", "DialBegin", "DialState", "DialEnd", "QueueCallerLeave",
+                     "QueueCallerJoin", "QueueCallerAbandon", "QueueCallerLeave", "Hangup"]
+    assert conn.events("DialEnd")[0]["DialStatus"] == "CANCEL"
+    assert [e["Queue"] for e in conn.events("QueueCallerAbandon")] == ["vip"]
