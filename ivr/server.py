@@ -19,6 +19,7 @@ from caller_id.normalise import MaskingFilter
 from ivr import metrics
 from ivr.asterisk.fastagi import FastAgiServer
 from ivr.call.inbound import InboundScript
+from ivr.call.survey import SurveyScript
 from ivr.config import Config
 from ivr.services import AgentSide, Services, build_services
 
@@ -41,7 +42,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 def scripts_for(services: Services) -> dict[str, Any]:
     """The FastAGI scripts this server answers, by name."""
-    return {"inbound": InboundScript(services)}
+    return {"inbound": InboundScript(services), "survey": SurveyScript(services)}
 
 
 Prepare = Callable[[Services], Awaitable[None]]
@@ -197,7 +198,8 @@ def _print_startup(node: Node) -> None:
     workers = config.agi.workers
     lines = [
         "ivr contact-center server is running",
-        f"  FastAGI   : agi://{node.agi.address}/inbound  (allowed Asterisk hosts: {', '.join(config.agi.allowed_hosts)})"
+        f"  FastAGI   : agi://{node.agi.address}/inbound and /survey"
+        f"  (allowed Asterisk hosts: {', '.join(config.agi.allowed_hosts)})"
         + (f", {workers} worker processes" if workers > 1 else ""),
         f"  database  : {display_url(config.database_url)}",
         f"  rules     : {config.rules_file} ({len(services.rules.current.rules)} rules)",

@@ -4,7 +4,9 @@
 listens while it plays: the caller's first words or key stop the prompt
 (barge-in), Vosk recognises the answer with the step's grammar, and a key
 counts as an answer too.  `KeypadChannel` plays the same prompts (with the
-key instructions added) with GET DATA and takes one key.  Both raise
+key instructions added) with GET DATA and takes one key, or up to
+`Question.max_keys` (the survey's 0-10) ended early by "#" or the key wait,
+as the speech channel collects them too.  Both raise
 `CallerGone` when the caller hangs up and `ChannelFailed` when they cannot
 go on, so the dialog can carry on over the other channel.
 """
@@ -19,7 +21,7 @@ from ivr.asterisk.audiosocket import AudioFrame, DtmfFrame
 from ivr.asterisk.audiosocket_server import AudioSocketCall, CallEnded
 from ivr.selfservice.dialog import NO_INPUT, NOT_UNDERSTOOD, CallerGone, CallerReply, ChannelFailed, Question, TimeUp, WouldNotFit
 from ivr.selfservice.script import OPERATOR, DialogScript
-from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
+from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone, key_wait
 from speech.asr import Final, NoInput, SpeechStarted
 from speech.prompts import Prompt
 
@@ -78,8 +80,9 @@ class SpeechChannel:
             event = await self._next_event(_POLL)
             if isinstance(event, DtmfFrame):
                 self._barge_in(playback)
+                keys = await self._keys(event.digit, question.max_keys)
                 await self._stop_listening()
-                return CallerReply(question.digits.get(event.digit, NOT_UNDERSTOOD), heard=event.digit, via="dtmf")
+                return CallerReply(question.digits.get(keys, NOT_UNDERSTOOD), heard=keys, via="dtmf")
             if not isinstance(event, AudioFrame):
                 continue
             for result in await self._feed(event.pcm):
@@ -94,6 +97,22 @@ class SpeechChannel:
                 deadline = None
 
     # -- helpers ---------------------------------------------------------------
+    async def _keys(self, first: str, max_keys: int) -> str:
+        """The keys of one answer from its `first`: up to `max_keys`, ended early by "#" or the key
+        wait (`no_input_timeout`) after the last key, as GET DATA collects them."""
+        keys = first
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.no_input_timeout
+        while len(keys) < max_keys and not keys.endswith("#"):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            event = await self._next_event(min(left, _POLL))
+            if isinstance(event, DtmfFrame):
+                keys += event.digit
+                deadline = loop.time() + self.no_input_timeout
+        return keys.rstrip("#")
+
     async def _stop_at(self, deadline: float | None, playback: Any) -> None:
         """At `deadline` (loop time) the prompt stops and the step ends with TimeUp."""
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
@@ -175,8 +194,8 @@ class KeypadChannel:
     async def ask(self, question: Question, language: str, *, within: float | None = None) -> CallerReply:
         limit = _deadline(within)
         prompt = await self._prompt(question.text_for(self.mode), language)
-        _fits(prompt.seconds + self.no_input_ms / 1000, limit)
-        digits, _timed_out = await self._agi(self.call.get_data(prompt.name, self.no_input_ms, 1,
+        _fits(prompt.seconds + key_wait(self.no_input_ms, question.max_keys), limit)
+        digits, _timed_out = await self._agi(self.call.get_data(prompt.name, self.no_input_ms, question.max_keys,
                                                                 seconds=prompt.seconds))
         if not digits:
             return CallerReply(NO_INPUT, via="dtmf")

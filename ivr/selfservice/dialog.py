@@ -23,6 +23,12 @@ in DTMF mode.  It never ends in silence: any step not understood is asked
 again `retries` times, then the caller goes to a person; "operator" or key 0
 goes there at once.  What was said, pressed and answered is kept in
 `transcript`; `outcome` sums it up for the call record and the agent's card.
+
+A contained call ends with a 1-5 rating and goodbye, unless the line has a
+post-call survey (`Plan.survey`): then the survey, run by the dialplan right
+after the dialog, asks and closes the call (`ivr.call.survey`), so the caller
+is never asked the same thing twice.  The survey runs over the same channels
+as the dialog: both are a `Conversation`.
 """
 
 from __future__ import annotations
@@ -58,11 +64,12 @@ class WouldNotFit(TimeUp):
 class Question:
     """One step's question: what to say and what the answers mean."""
 
-    step: str  # confirm | open_question | rating (a grammar of the script)
-    name: str  # offer, helped, open_question, rating: for the transcript
+    step: str  # confirm | open_question | rating | nps (a grammar of the script)
+    name: str  # offer, helped, open_question, rating, survey_csat, survey_nps: for the transcript
     text: str  # spoken in speech mode
     keys_text: str  # added in DTMF mode: which key means what
-    digits: dict[str, str]  # key -> meaning
+    digits: dict[str, str]  # keys -> meaning
+    max_keys: int = 1  # more: keys until this many, "#" or the key wait after the last one ("10" for NPS)
 
     def text_for(self, mode: str) -> str:
         """What is played: the question, and in DTMF mode which key means what."""
@@ -73,10 +80,23 @@ class Question:
 class CallerReply:
     """What the caller answered to one `Question`."""
 
-    meaning: str  # yes / no / operator / an intent / "1".."5" / no_input / not_understood
+    meaning: str  # yes / no / operator / an intent / "0".."10" / no_input / not_understood
     heard: str = ""  # the words recognised or the keys pressed
     via: str = ""  # speech / dtmf
     confidence: float | None = None
+
+
+class Conversation(Protocol):
+    """What runs over a `Channel` (the dialog, the post-call survey): it keeps its place, so when
+    speech fails it goes on over the keypad from where it stopped."""
+
+    step: str
+
+    @property
+    def finished(self) -> bool: ...
+
+    async def run(self, channel: Channel) -> Any:
+        """Go on from the current step to the end; raises CallerGone and ChannelFailed."""
 
 
 class Channel(Protocol):
@@ -108,6 +128,7 @@ class Plan:
     titles: dict[str, str]  # intent -> title, for the menu and examples
     menu: tuple[str, ...]  # intents for keys 1..n in DTMF mode, the likeliest first (at most menu_size are read)
     examples: tuple[str, ...]  # titles named in the open question
+    survey: bool = False  # the line's post-call survey follows a contained call: no rating, its thanks close
 
 
 def address(name: str | None) -> str | None:
@@ -147,7 +168,8 @@ def make_plan(decision: Any, catalogue: Any, script: DialogScript, *, now: dt.da
     examples = tuple(titles[name] for name in with_answers[: script.settings.examples])
     customer = view.customer
     return Plan(language=language, name=address(customer.name) if customer else None, offer=offer,
-                answers=answers, titles=titles, menu=menu, examples=examples)
+                answers=answers, titles=titles, menu=menu, examples=examples,
+                survey=decision.line.survey != "off")
 
 
 @dataclass
@@ -171,7 +193,9 @@ GREET, OFFER, OPEN, ANSWER, HELPED, RATING, GOODBYE, TRANSFER, DONE = (
 
 
 def static_prompts(script: DialogScript) -> list[tuple[str, str, str]]:
-    """(text, language, mode) of the prompts every call may hear, for rendering at start-up."""
+    """(text, language, mode) of the prompts every call may hear, for rendering at start-up.  (The
+    post-call survey's are rendered on first use: they are heard minutes after a call starts, and
+    the prompt cache keeps them across restarts.)"""
     found = []
     for language in script.languages:
         def text(name: str) -> str:
@@ -187,15 +211,17 @@ def static_prompts(script: DialogScript) -> list[tuple[str, str, str]]:
 
 class Dialog:
     """`started`: when the call began on `clock` (default: when the dialog starts), for
-    ``time_to_person``; `reserve`: the seconds of the hand-over prompt, kept out of that budget."""
+    ``time_to_person``; `reserve`: the seconds of the hand-over prompt, kept out of that budget;
+    `answered`: the caller already answered a question of the call (the role question), so
+    time_to_person, the silent caller's bound, no longer applies (``max_seconds`` still does)."""
 
     def __init__(self, plan: Plan, script: DialogScript, *, clock=time.monotonic, started: float | None = None,
-                 reserve: float = 0.0):
+                 reserve: float = 0.0, answered: bool = False):
         self.plan = plan
         self.script = script
         self.reserve = reserve
         self._call_started = started
-        self._answered = False  # the caller has given an answer: time_to_person no longer applies
+        self._answered = answered  # the caller has given an answer: time_to_person no longer applies
         self.step = GREET
         self.outcome = Outcome()
         self.transcript: list[dict[str, Any]] = []
@@ -341,7 +367,8 @@ class Dialog:
         if reply.meaning == YES:
             self.outcome.contained = True
             self.outcome.reason = "helped"
-            self.step = RATING if self.script.settings.rating else GOODBYE
+            # the line's survey asks after the call: never the same question twice
+            self.step = RATING if self.script.settings.rating and not self.plan.survey else GOODBYE
         else:
             self._end_with("not_helped")
 
@@ -353,6 +380,9 @@ class Dialog:
             self.step = GOODBYE
 
     async def _goodbye(self, channel: Channel) -> None:
+        if self.plan.survey:  # the survey follows in the dialplan and its thanks close the call
+            self.step = DONE
+            return
         text = self._text("goodbye")
         self.transcript.append({"step": "goodbye", "said": text})
         self.step = DONE

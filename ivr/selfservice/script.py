@@ -1,5 +1,9 @@
 """The self-service dialog's script: prompts, the words of each step, the key menu.
 
+The post-call survey (`ivr.call.survey`) speaks from the same file: its
+``survey_*`` prompts, the ``rating`` words (1-5) for its CSAT question and
+the ``nps`` words (0-10) for its NPS question.
+
 Loaded from ``config/dialog.yaml`` (see the comments there).  Every mistake
 - an unknown key, a missing language, an empty phrase list, a menu intent
 the catalogue does not have - is a `ConfigError` naming the file and line.
@@ -20,19 +24,24 @@ from caller_id.profile import ROLE_KINDS, Role
 from conffile import ConfigError, did_you_mean, line_of, load_yaml, reject_unknown_keys
 
 YES, NO, OPERATOR = "yes", "no", "operator"
+# The post-call survey (ivr.call.survey): the intro before the first question, each question and its
+# keys, the thanks that closes it.
+SURVEY_PROMPTS = ("survey_intro", "survey_csat", "survey_csat_keys", "survey_nps", "survey_nps_keys", "survey_thanks")
 PROMPTS = (
     "greeting", "greeting_unknown", "offer", "offer_keys", "helped", "helped_keys",
     "open_question", "open_question_keys", "menu_item", "not_understood", "transfer",
     "rating", "rating_keys", "goodbye",
     "role_intro", *(f"role_{kind}" for kind in ROLE_KINDS),  # the role question: one choice per role kind
+    *SURVEY_PROMPTS,
 )
 RATINGS = (1, 2, 3, 4, 5)
+NPS_SCORES = tuple(range(11))  # 0-10
 # The placeholders the dialog fills in each prompt (ivr.selfservice.dialog); any other is a mistake in the file.
 PLACEHOLDERS = {"greeting": ("name",), "offer": ("intent",), "open_question": ("examples",),
                 "open_question_keys": ("menu",), "menu_item": ("title", "digit"),
                 **{f"role_{kind}": ("digit", "org") for kind in ROLE_KINDS}}
 # Steps and what their grammar holds besides the operator phrases.
-STEPS = {"confirm": (YES, NO), "open_question": ("intents",), "rating": ("rating",)}
+STEPS = {"confirm": (YES, NO), "open_question": ("intents",), "rating": ("rating",), "nps": ("nps",)}
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class DialogScript:
     rating_words: Mapping[str, Mapping[int, tuple[str, ...]]]  # language -> rating -> phrases
     intent_phrases: Mapping[str, Mapping[str, tuple[str, ...]]]  # intent -> language -> phrases
     lines: Mapping[str, int | None] = field(default_factory=dict)  # "settings.x" / "prompts.x" -> line in source
+    nps_words: Mapping[str, Mapping[int, tuple[str, ...]]] = field(default_factory=dict)  # language -> 0-10 -> phrases
     _grammars: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def language_for(self, *preferences: str | None) -> str:
@@ -78,15 +88,27 @@ class DialogScript:
         choices = choices[:1].upper() + choices[1:]
         return f"{self.text('role_intro', language)} {choices.rstrip(',')}."
 
+    def survey_question(self, question: str, language: str, *, first: bool = False,
+                        again: bool = False) -> tuple[str, str]:
+        """The survey's `question` ("csat" or "nps") as spoken and its key instructions: the intro
+        before the first question, "sorry, I did not catch that" before a repeat."""
+        text = self.text(f"survey_{question}", language)
+        if again:
+            text = f"{self.text('not_understood', language)} {text}"
+        elif first:
+            text = f"{self.text('survey_intro', language)} {text}"
+        return text, self.text(f"survey_{question}_keys", language)
+
     def meanings(self, step: str, language: str) -> dict[str, str]:
-        """Phrase -> what it means at `step` ("yes", "no", "operator", an intent, "1".."5")."""
+        """Phrase -> what it means at `step` ("yes", "no", "operator", an intent, "1".."5", "0".."10")."""
         found: dict[str, str] = {}
         for part in STEPS[step]:
             if part == "intents":
                 for intent, phrases in self.intent_phrases.items():
                     found.update((p, intent) for p in phrases.get(language, ()))
-            elif part == "rating":
-                for value, phrases in self.rating_words[language].items():
+            elif part in ("rating", "nps"):
+                scores = self.rating_words if part == "rating" else self.nps_words
+                for value, phrases in scores.get(language, {}).items():
                     found.update((p, str(value)) for p in phrases)
             else:
                 found.update((p, part) for p in self.words[part][language])
@@ -147,6 +169,7 @@ class _Reader:
             rating_words=self.rating_words(top["words"]),
             intent_phrases=self.intent_phrases(top.get("intents") or {}, line_of(top, "intents")),
             lines=lines,
+            nps_words=self.score_words(top["words"], "nps", NPS_SCORES),
         )
 
     def settings(self, node: Any, line: int | None) -> DialogSettings:
@@ -250,28 +273,33 @@ class _Reader:
             if isinstance(key, bool):
                 raise self.fail(line_of(node, key), f'write "{YES if key else NO}" in quotes: '
                                 f"YAML reads {YES if key else NO} without them as {str(key).lower()}")
-        reject_unknown_keys(node, (YES, NO, OPERATOR, "rating"), self.source, "word list")
+        reject_unknown_keys(node, (YES, NO, OPERATOR, "rating", "nps"), self.source, "word list")
         result = {}
-        for meaning in (YES, NO, OPERATOR, "rating"):
+        for meaning in (YES, NO, OPERATOR, "rating", "nps"):
             if meaning not in node:
                 raise self.fail(line, f"words: missing {meaning!r}")
             texts = self.per_language(node[meaning], line_of(node, meaning), f"words {meaning}")
-            if meaning != "rating":
+            if meaning not in ("rating", "nps"):
                 result[meaning] = {language: self.phrases(texts[language], line_of(texts, language),
                                                           f"words {meaning} ({language})")
                                    for language in self.languages}
         return result
 
     def rating_words(self, node: dict) -> dict[str, dict[int, tuple[str, ...]]]:
-        texts = node["rating"]
+        return self.score_words(node, "rating", RATINGS)
+
+    def score_words(self, node: dict, name: str, scores: tuple[int, ...]) -> dict[str, dict[int, tuple[str, ...]]]:
+        """The words of each score (`rating`: 1-5, `nps`: 0-10), per language; every score needs words."""
+        texts = node[name]
         result = {}
         for language in self.languages:
-            values = self.mapping(texts[language], line_of(texts, language), f"words rating ({language})")
-            if set(values) != set(RATINGS) or any(isinstance(key, bool) for key in values):
-                raise self.fail(line_of(texts, language), f"words rating ({language}) needs the keys 1 to 5")
+            values = self.mapping(texts[language], line_of(texts, language), f"words {name} ({language})")
+            if set(values) != set(scores) or any(isinstance(key, bool) for key in values):
+                raise self.fail(line_of(texts, language),
+                                f"words {name} ({language}) needs the keys {scores[0]} to {scores[-1]}")
             result[language] = {value: self.phrases(values[value], line_of(values, value),
-                                                    f"words rating {value} ({language})")
-                                for value in RATINGS}
+                                                    f"words {name} {value} ({language})")
+                                for value in scores}
         return result
 
     def intent_phrases(self, node: Any, line: int | None) -> dict[str, dict[str, tuple[str, ...]]]:

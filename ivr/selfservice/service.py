@@ -14,6 +14,10 @@ the AudioSocket server.  For a call, `converse` runs the dialog:
   speech fails (no connection within `connect_timeout`, recognition errors,
   the socket lost while the caller is still there): prompts by GET DATA.
 
+`talk` is that machinery for any `Conversation` on a FastAGI session: the
+post-call survey (`ivr.call.survey`) runs over it too, by voice where the
+dialog would, by keys otherwise.
+
 A model that is missing or does not load, or whose vocabulary lacks the
 script's words, is logged at start-up with the reason and that language runs
 in DTMF mode; nothing here stops the server or a call.
@@ -36,7 +40,7 @@ from ivr.asterisk.audiosocket_server import AudioSocketCall, AudioSocketServer
 from ivr.asterisk.fastagi import AgiCall, AgiError, AgiTimeout, ChannelGone
 from ivr.config import Config, Line
 from ivr.selfservice.channels import KeypadChannel, SpeechChannel
-from ivr.selfservice.dialog import CallerGone, ChannelFailed, Dialog, make_plan, static_prompts
+from ivr.selfservice.dialog import CallerGone, ChannelFailed, Conversation, Dialog, make_plan, static_prompts
 from ivr.selfservice.script import DialogScript, load_dialog_script
 from ivr.selfservice.timing import SilentPath, check_time_budget, hand_over_reserve, silent_path
 from speech.prompts import PromptCache
@@ -51,7 +55,8 @@ CONNECT_TIMEOUT = 3.0  # seconds for Asterisk to connect after EXEC AudioSocket
 
 @dataclass
 class _Waiting:
-    dialog: Dialog
+    conversation: Conversation
+    language: str
     call_id: str
     connected: asyncio.Event
     done: asyncio.Future
@@ -140,8 +145,9 @@ class SelfService:
 
     # -- a call ----------------------------------------------------------------
     async def converse(self, call: AgiCall, decision: Any, call_id: str, now: dt.datetime, *,
-                       elapsed: float = 0.0) -> Dialog | None:
+                       elapsed: float = 0.0, answered: bool = False) -> Dialog | None:
         """Run the dialog for this call, `elapsed` seconds after its AGI start; None when the line has none.
+        `answered`: the caller already answered a question of the call (see `Dialog`).
 
         Raises ChannelGone when the caller hung up (the dialog so far is in
         the exception's `dialog` attribute).
@@ -151,16 +157,10 @@ class SelfService:
         if mode == "off":
             return None
         reserve = await hand_over_reserve(self.prompts, self.script, plan.language)
-        dialog = Dialog(plan, self.script, started=time.monotonic() - elapsed, reserve=reserve)
+        dialog = Dialog(plan, self.script, started=time.monotonic() - elapsed, reserve=reserve, answered=answered)
         self.stats["dialogs"] += 1
         try:
-            if mode == "speech":
-                await self._by_speech(call, dialog, call_id)
-            if not dialog.finished:
-                if mode == "speech":
-                    self.stats["fallbacks"] += 1
-                self.stats["dtmf"] += 1
-                await dialog.run(KeypadChannel(call, self.prompts, self.script))
+            await self.talk(call, dialog, plan.language, call_id, speech=mode == "speech")
         except CallerGone as exc:
             dialog.stop_as("hangup")
             gone = ChannelGone(f"caller hung up during the dialog ({exc})")
@@ -172,6 +172,23 @@ class SelfService:
         if dialog.outcome.contained:
             self.stats["contained"] += 1
         return dialog
+
+    async def talk(self, call: AgiCall, conversation: Conversation, language: str, call_id: str, *,
+                   speech: bool, seconds: float | None = None) -> None:
+        """Run `conversation` with the caller of this FastAGI session: by voice over AudioSocket when
+        `speech` (`mode_for` says "speech"), then by keys from wherever it stopped.  The AudioSocket
+        session may last `seconds` (default: the dialog's ``max_seconds``).
+
+        Raises CallerGone when the caller hangs up, ChannelFailed when neither channel can go on
+        and AgiTimeout when Asterisk stops answering."""
+        if speech:
+            await self._by_speech(call, conversation, language, call_id,
+                                  self.script.settings.max_seconds if seconds is None else seconds)
+        if not conversation.finished:
+            if speech:
+                self.stats["fallbacks"] += 1
+            self.stats["dtmf"] += 1
+            await conversation.run(KeypadChannel(call, self.prompts, self.script))
 
     async def silent_path(self, decision: Any, now: dt.datetime, *, before: float = 0.0) -> SilentPath | None:
         """What a caller of this decision who answers nothing would hear, and when they would reach
@@ -191,15 +208,17 @@ class SelfService:
         for path in await check_time_budget(self.script, self.prompts, titles):
             self.notes.append(f"silent caller ({path.language}): {path.describe()}")
 
-    async def _by_speech(self, call: AgiCall, dialog: Dialog, call_id: str) -> None:
+    async def _by_speech(self, call: AgiCall, conversation: Conversation, language: str, call_id: str,
+                         seconds: float) -> None:
         assert self.server is not None
         key = uuid.uuid4()
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(dialog, call_id, asyncio.Event(), loop.create_future())
+        waiting = _Waiting(conversation, language, call_id, asyncio.Event(), loop.create_future())
         self._waiting[key] = waiting
         command = agi.exec_app("AudioSocket", f"{key},{self.audiosocket_address}")
-        # AudioSocket() returns when the dialog closes the socket, by max_seconds (and the hand-over prompt)
-        exec_task = asyncio.ensure_future(call.send(command, timeout=call.busy_for(self.script.settings.max_seconds)))
+        # AudioSocket() returns when the conversation closes the socket, within `seconds`
+        # (the dialog: max_seconds and the hand-over prompt)
+        exec_task = asyncio.ensure_future(call.send(command, timeout=call.busy_for(seconds)))
         connected = asyncio.ensure_future(waiting.connected.wait())
         try:
             await asyncio.wait({exec_task, connected}, timeout=self.connect_timeout,
@@ -232,21 +251,21 @@ class SelfService:
             log.warning("AudioSocket %s from %s: no dialog waits for this UUID; closing", call.uuid, call.peer)
             return
         waiting.connected.set()
-        language = waiting.dialog.plan.language
-        recognizer = self._recognizer(language)
+        conversation = waiting.conversation
+        recognizer = self._recognizer(waiting.language)
         try:
-            await waiting.dialog.run(SpeechChannel(call, recognizer, self.prompts, self.script))
+            await conversation.run(SpeechChannel(call, recognizer, self.prompts, self.script))
         except CallerGone as exc:
             # Asterisk closed the socket: the caller hung up, or AudioSocket() ended on its
             # own.  The AGI side goes on by keys from this step and finds out which.
             log.info("call %s: AudioSocket closed by Asterisk at step %s (%s)",
-                     waiting.call_id, waiting.dialog.step, exc)
+                     waiting.call_id, conversation.step, exc)
         except ChannelFailed as exc:
             log.warning("call %s: speech failed at step %s (%s); going on by keys",
-                        waiting.call_id, waiting.dialog.step, exc)
+                        waiting.call_id, conversation.step, exc)
         except Exception:  # noqa: BLE001 - never lose the call: the AGI side carries on by keys
             log.exception("call %s: speech dialog error at step %s; going on by keys",
-                          waiting.call_id, waiting.dialog.step)
+                          waiting.call_id, conversation.step)
         finally:
             await recognizer.close()
             if not waiting.done.done():

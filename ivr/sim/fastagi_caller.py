@@ -159,6 +159,7 @@ class CallScript:
     number: str | None = "79161234567"
     name: str | None = None
     line: str | None = "general"  # first AGI argument (None: no argument)
+    args: tuple[str, ...] = ()  # the AGI arguments after the line (agi_arg_2, ...): the survey's call id
     dnid: str | None = None
     script: str = "inbound"
     dtmf: list[str | Keys] = field(default_factory=list)  # keys for GET DATA, WAIT FOR DIGIT, ..., in order
@@ -237,6 +238,8 @@ class AsteriskChannel:
         }
         if s.line is not None:
             values["agi_arg_1"] = s.line
+            for n, arg in enumerate(s.args, start=2):
+                values[f"agi_arg_{n}"] = arg
         return encode_environment(values)
 
     def handle(self, line: str) -> list[bytes]:

@@ -469,7 +469,8 @@ class Executed:
 @dataclass
 class Call:
     executed: list[Executed]
-    ended: str  # how the call ended, e.g. "Hangup", "answered in queue vip"
+    ended: str  # how the call ended, e.g. "Hangup", "answered in queue vip" (a Queue() without "c")
+    answered: str | None = None  # who took the call and hung up first: "manager", "queue vip"
 
     def apps(self, name: str) -> list[Executed]:
         return [e for e in self.executed if e.app == name]
@@ -510,6 +511,7 @@ def run_call(
     channel: dict[str, str] = dict(variables or {})
     globals_ = {**dialplan.globals, **(global_overrides or {})}
     executed: list[Executed] = []
+    answered: list[str] = []
     position = [context, exten, 1]
 
     def lookup(name: str) -> str:
@@ -579,15 +581,22 @@ def run_call(
                 channel["DIALSTATUS"] = "INVALIDARGS"
                 return None
             channel["DIALSTATUS"] = dial_status
-            if dial_status == "ANSWER" and not go_on:
-                return "Hangup after the answered Dial"
+            if dial_status == "ANSWER":
+                answered.append("manager")  # the manager hangs up first
+                if not go_on:
+                    return "Hangup after the answered Dial"
             return None
         if app == "Queue":
-            queue = args.split(",")[0]
+            queue, _, rest = args.partition(",")
+            options = rest.partition(",")[0]
             if not queue:
                 return "Queue without a queue name hung up the caller"
             if queue in answered_in:
-                return f"answered in queue {queue}"
+                answered.append(f"queue {queue}")  # the agent hangs up first
+                if "c" not in options:
+                    return f"answered in queue {queue}"
+                channel["QUEUESTATUS"] = "CONTINUE"  # app_queue: "c" and the callee hung up
+                return None
             channel["QUEUESTATUS"] = queue_status
             return None
         if app == "VoiceMail":
@@ -603,13 +612,13 @@ def run_call(
         pattern = dialplan.find_pattern(ctx, ext)
         step = dialplan.step_at(ctx, pattern, position[2])
         if step is None:
-            return Call(executed, "ran off the end of the extension")
+            return Call(executed, "ran off the end of the extension", answered[-1] if answered else None)
         position[2] = step.priority
         outcome = execute(step.app, substitute(step.args, lookup), step)
         if outcome == "jump":
             continue
         if outcome is not None:
-            return Call(executed, outcome)
+            return Call(executed, outcome, answered[-1] if answered else None)
         position[2] = step.priority + 1
     raise AssertionError("the call never ended: a loop in the dialplan?")
 
@@ -808,7 +817,7 @@ def test_caller_reaches_the_line_default_queue_whatever_the_agi_status(
     assert queue.args.split(",")[0] == default_queue
     assert queue.variables["QUEUE_PRIO"] == "0"
     assert call.apps("Dial") == []
-    assert call.ended == f"answered in queue {default_queue}"
+    assert call.answered == f"queue {default_queue}"
 
 
 def test_no_step_after_the_agi_branches_on_agistatus(dialplan):
@@ -880,7 +889,7 @@ def test_server_queue_and_priority_are_in_place_when_the_queue_runs(dialplan):
     assert queue.step.args.startswith("${IVR_QUEUE}")
     assert queue.args.split(",")[0] == "vip"
     assert queue.variables["QUEUE_PRIO"] == "10"
-    assert call.ended == "answered in queue vip"
+    assert call.answered == "queue vip"
 
 
 def test_manager_is_rung_with_the_server_timeout_before_the_queue(dialplan):
@@ -896,7 +905,7 @@ def test_manager_is_rung_with_the_server_timeout_before_the_queue(dialplan):
     assert dial.step.args.startswith("${IVR_MANAGER},${IVR_MANAGER_TIMEOUT}")
     assert dial.args.startswith("PJSIP/1002,15")
     assert call.index("Dial") < call.index("Queue")
-    assert call.ended == "answered in queue key_accounts"
+    assert call.answered == "queue key_accounts"
 
 
 @pytest.mark.parametrize("status", ["BUSY", "CHANUNAVAIL", "CONGESTION", "NOANSWER"])
@@ -944,7 +953,7 @@ def test_manager_dial_string_without_technology_still_reaches_the_queue(dialplan
         answered_in=frozenset({"support"}),
     )
     assert call.apps("Dial"), "the Dial ran"
-    assert call.ended == "answered in queue support"
+    assert call.answered == "queue support"
 
 
 def test_announcement_plays_before_the_queue_only_when_the_server_sets_one(dialplan):
@@ -976,6 +985,116 @@ def test_a_call_answered_by_self_service_hangs_up_without_queueing(dialplan):
 def test_a_call_not_contained_still_queues(dialplan):
     call = run_call(dialplan, "from-pstn", LINES[0][0], agi=server_sets(IVR_CONTAINED="0", IVR_QUEUE="vip"))
     assert call.apps("Queue")[0].args.split(",")[0] == "vip"
+
+
+# ---------------------------------------------------------------------------
+# The post-call survey
+
+
+def survey_agis(call: Call) -> list[Executed]:
+    return [e for e in call.apps("AGI") if e.args.split(",")[0].endswith("/survey")]
+
+
+def server_routes_then(survey_status: str, **values: str):
+    """The inbound AGI sets `values`; the survey AGI ends with `survey_status`."""
+    def agi(variables: dict[str, str], url: str, args: list[str]) -> str:
+        if url.endswith("/survey"):
+            return survey_status
+        variables.update(values)
+        return "SUCCESS"
+
+    return agi
+
+
+@pytest.mark.parametrize(("did", "line", "default_queue"), LINES)
+def test_every_line_names_itself_in_ivr_line_for_both_agis(dialplan, did, line, default_queue):
+    call = run_call(dialplan, "from-pstn", did, agi=server_sets(IVR_CALL_ID="c" * 32, IVR_SURVEY="csat"),
+                    answered_in=frozenset({default_queue}))
+    inbound, survey = call.apps("AGI")
+    assert inbound.variables["IVR_LINE"] == line and inbound.args.split(",")[1] == line
+    assert survey.args == f"agi://127.0.0.1:4573/survey,{line},{'c' * 32}"
+    assert survey.step.args == "agi://${IVR_SERVER}/survey,${IVR_LINE},${IVR_CALL_ID}"
+
+
+def test_every_queue_goes_on_in_the_dialplan_when_the_agent_hangs_up(dialplan):
+    queues = [step for step in dialplan.steps() if step.app == "Queue"]
+    assert len(queues) == 2
+    for step in queues:
+        assert "c" in step.args.split(",")[1], f"line {step.line}: Queue({step.args}) lacks option c"
+
+
+@pytest.mark.parametrize(("did", "line", "default_queue"), LINES)
+def test_the_caller_hears_the_survey_after_the_agent_hangs_up_then_the_call_ends(dialplan, did, line,
+                                                                                default_queue):
+    call = run_call(dialplan, "from-pstn", did, agi=server_sets(IVR_CALL_ID="call-1", IVR_SURVEY="both"),
+                    answered_in=frozenset({default_queue}))
+    assert call.answered == f"queue {default_queue}"
+    assert [q.args.split(",")[0] for q in call.apps("Queue")] == [default_queue]  # no fallback queue after it
+    assert len(survey_agis(call)) == 1 and call.index("Queue") < call.executed.index(survey_agis(call)[0])
+    assert survey_agis(call)[0].variables["QUEUESTATUS"] == "CONTINUE"
+    assert call.executed[-1].app == "Hangup" and call.ended == "Hangup"
+
+
+def test_the_caller_the_fallback_queue_answered_hears_the_survey_too(dialplan):
+    call = run_call(dialplan, "from-pstn", LINES[1][0], agi=server_sets(IVR_QUEUE="vip", IVR_SURVEY="nps"),
+                    answered_in=frozenset({"support"}))
+    assert [q.args.split(",")[0] for q in call.apps("Queue")] == ["vip", "support"]
+    assert call.answered == "queue support" and len(survey_agis(call)) == 1
+    assert call.apps("Playback") == [] and call.ended == "Hangup"
+
+
+def test_the_caller_hears_the_survey_after_the_manager_hangs_up(dialplan):
+    call = run_call(dialplan, "from-pstn", LINES[1][0],
+                    agi=server_sets(IVR_MANAGER="PJSIP/1002", IVR_MANAGER_TIMEOUT="15", IVR_SURVEY="csat"),
+                    dial_status="ANSWER")
+    assert call.answered == "manager" and call.apps("Queue") == []
+    assert call.index("Dial") < call.executed.index(survey_agis(call)[0])
+    assert call.ended == "Hangup"
+
+
+def test_a_self_served_caller_hears_the_survey_and_is_not_queued(dialplan):
+    call = run_call(dialplan, "from-pstn", LINES[0][0],
+                    agi=server_sets(IVR_CONTAINED="1", IVR_CALL_ID="x", IVR_SURVEY="csat"))
+    assert call.apps("Queue") == [] and call.apps("Dial") == []
+    assert [e.args.split(",")[1:] for e in survey_agis(call)] == [["general", "x"]]
+    assert call.ended == "Hangup"
+
+
+@pytest.mark.parametrize("queue_status", ["TIMEOUT", "JOINEMPTY", "LEAVEEMPTY", "FULL", "WITHDRAW"])
+@pytest.mark.parametrize("dial_status", ["NOANSWER", "BUSY"])
+def test_a_caller_nobody_answered_hears_no_survey(dialplan, queue_status, dial_status):
+    call = run_call(dialplan, "from-pstn", LINES[1][0], agi=server_sets(IVR_MANAGER="PJSIP/1002", IVR_SURVEY="both"),
+                    queue_status=queue_status, dial_status=dial_status)
+    assert survey_agis(call) == [] and call.answered is None
+    assert call.apps("Playback")[-1].args == "vm-nobodyavail&vm-goodbye"
+
+
+@pytest.mark.parametrize("survey_status", ["FAILURE", "NOTFOUND", "HANGUP", "SUCCESS"])
+@pytest.mark.parametrize("how", ["queue", "manager", "self-served"])
+def test_a_survey_that_fails_just_ends_the_call_once(dialplan, survey_status, how):
+    values = {"queue": {}, "manager": {"IVR_MANAGER": "PJSIP/1001"}, "self-served": {"IVR_CONTAINED": "1"}}[how]
+    call = run_call(dialplan, "from-pstn", LINES[0][0],
+                    agi=server_routes_then(survey_status, IVR_SURVEY="csat", **values),
+                    answered_in=frozenset({"support"}), dial_status="ANSWER" if how == "manager" else "NOANSWER")
+    assert len(survey_agis(call)) == 1  # never asked again, never back into a queue
+    after = call.executed[call.executed.index(survey_agis(call)[0]) + 1:]
+    assert [e.app for e in after] == ([] if survey_status == "HANGUP" else ["Hangup"])
+
+
+@pytest.mark.parametrize("how", ["queue", "manager", "self-served"])
+def test_a_line_without_a_survey_ends_the_call_with_no_survey_agi(dialplan, how):
+    values = {"queue": {}, "manager": {"IVR_MANAGER": "PJSIP/1001"}, "self-served": {"IVR_CONTAINED": "1"}}[how]
+    call = run_call(dialplan, "from-pstn", LINES[0][0], agi=server_sets(IVR_CALL_ID="x", **values),
+                    answered_in=frozenset({"support"}), dial_status="ANSWER" if how == "manager" else "NOANSWER")
+    assert survey_agis(call) == []
+    assert call.answered == {"queue": "queue support", "manager": "manager", "self-served": None}[how]
+    assert call.executed[-1].app == "Hangup" and call.ended == "Hangup"
+
+
+def test_with_the_server_down_an_answered_call_ends_without_a_survey_try(dialplan):
+    call = run_call(dialplan, "from-pstn", LINES[2][0], agi=server_down, answered_in=frozenset({"b2c"}))
+    assert call.answered == "queue b2c" and survey_agis(call) == []  # IVR_SURVEY never set: no AGI to wait for
+    assert call.executed[-1].app == "Hangup"
 
 
 def test_agent_phones_can_dial_the_lines_to_try_the_call_flow(dialplan):

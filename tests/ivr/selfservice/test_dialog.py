@@ -552,10 +552,17 @@ async def test_the_plan_offers_the_ready_card_with_its_answer_from_the_case(crm,
     assert plan.titles["loan_payment"] == "Платёж по кредиту"
     assert plan.examples == ("Когда будет готова карта", "Недостающие документы", "Статус заявки на кредит")
 
-    caller = ScriptedCaller(real_script, "speech", ["да", "да", "пять"])
+    # the shipped general line has a post-call survey: the dialog neither rates nor says goodbye
+    assert plan.survey
+    caller = ScriptedCaller(real_script, "speech", ["да", "да"])
     outcome = await Dialog(plan, real_script).run(caller)
     assert caller.asked[0].text == ("Здравствуйте, Анна Викторовна! "
                                     "Вы по вопросу: Карта готова к выдаче?")
+    assert [q.step for q in caller.asked] == ["confirm", "confirm"] and caller.said == [answer]
+    assert (outcome.contained, outcome.intent, outcome.rating) == (True, "card_pickup", None)
+    # without one the dialog rates the help and says goodbye itself
+    caller = ScriptedCaller(real_script, "speech", ["да", "да", "пять"])
+    outcome = await Dialog(replace(plan, survey=False), real_script).run(caller)
     assert caller.said == [answer, text(real_script, "goodbye")]
     assert (outcome.contained, outcome.intent, outcome.rating) == (True, "card_pickup", 5)
 

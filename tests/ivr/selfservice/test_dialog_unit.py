@@ -35,10 +35,13 @@ def script():
 def test_shipped_script_builds_every_grammar(script):
     for language in ("ru", "en"):
         grammars = script.grammars(language)
-        assert set(grammars) == {"confirm", "open_question", "rating"}
+        assert set(grammars) == {"confirm", "open_question", "rating", "nps"}
         assert "оператор" in grammars["confirm"].words or language == "en"
     meanings = script.meanings("rating", "ru")
     assert meanings["пять"] == "5" and meanings["оператор"] == OPERATOR
+    nps = script.meanings("nps", "ru")
+    assert nps["ноль"] == "0" and nps["десять"] == "10" and "пятёрка" not in nps  # 0-10, no school grades
+    assert set(script.meanings("nps", "en").values()) == {str(n) for n in range(11)} | {OPERATOR}
     assert script.meanings("open_question", "en")["loan payment"] == "loan_payment"
     assert {language for _, language, _ in static_prompts(script)} == {"ru", "en"}
 

@@ -91,7 +91,7 @@ def test_the_shipped_file_loads_against_the_shipped_catalogue(script, intents) -
 @pytest.mark.parametrize("language", ["ru", "en"])
 def test_every_steps_grammar_builds_from_the_shipped_file(script, language: str) -> None:
     grammars = script.grammars(language)
-    assert set(grammars) == set(STEPS) == {"confirm", "open_question", "rating"}
+    assert set(grammars) == set(STEPS) == {"confirm", "open_question", "rating", "nps"}
     for step, grammar in grammars.items():
         assert isinstance(grammar, Grammar)
         assert grammar.name == f"{step}/{language}"
@@ -233,8 +233,8 @@ BROKEN = {
           "en: {1: [one], 2: [two], 3: [three], 4: [four]}")], "en: {1: [one]",
         "words rating (en) needs the keys 1 to 5"),
     "rating-with-6": (
-        [("4: [четыре, четвёрка], 5: [пять, пятёрка]}", "4: [четыре, четвёрка], 5: [пять], 6: [шесть]}")],
-        "6: [шесть]", "words rating (ru) needs the keys 1 to 5"),
+        [("4: [четыре, четвёрка], 5: [пять, пятёрка]}", "4: [четыре, четвёрка], 5: [пять], 6: [шестёрка]}")],
+        "6: [шестёрка]", "words rating (ru) needs the keys 1 to 5"),
     "rating-with-quoted-keys": (
         [("en: {1: [one], 2: [two], 3: [three], 4: [four], 5: [five]}",
           'en: {"1": [one], "2": [two], "3": [three], "4": [four], "5": [five]}')], 'en: {"1": [one]',
@@ -246,6 +246,17 @@ BROKEN = {
         [("en: {1: [one], 2: [two], 3: [three], 4: [four], 5: [five]}",
           "en: {1: [one], 2: [two], 3: [], 4: [four], 5: [five]}")], "3: [], 4: [four]",
         "words rating 3 (en) must be a non-empty list"),
+    "survey-prompt-missing": (
+        [('  survey_thanks:\n    ru: "Спасибо! До свидания."\n    en: "Thank you. Goodbye."\n', "")],
+        "prompts:", "prompts: missing survey_thanks"),
+    "survey-prompt-with-a-placeholder": (
+        [('en: "Please rate this call from one to five."', 'en: "Please rate {agent} from one to five."')],
+        "{agent}", "prompt survey_csat (en): unknown placeholder {agent}; this prompt takes no placeholders"),
+    "nps-without-10": (
+        [("8: [eight], 9: [nine], 10: [ten]}", "8: [eight], 9: [nine]}")], "en: {0: [zero]",
+        "words nps (en) needs the keys 0 to 10"),
+    "nps-missing": (
+        [("  nps:\n", "  nps_words:\n")], "  nps_words:", "unknown word list 'nps_words'"),
     "words-missing-operator": (
         [("  operator:\n    ru: [оператор, специалист, человек, сотрудник]\n"
           "    en: [operator, agent, person, human]\n", "")], "words:",

@@ -49,11 +49,18 @@ prompts:
   role_private: {ko: "개인 {digit}번,"}
   role_employee: {ko: "회사 {digit}번,"}
   role_director: {ko: "대표 {digit}번,"}
+  survey_intro: {ko: "평가"}
+  survey_csat: {ko: "만족도"}
+  survey_csat_keys: {ko: "숫자를 누르세요"}
+  survey_nps: {ko: "추천"}
+  survey_nps_keys: {ko: "숫자를 누르세요"}
+  survey_thanks: {ko: "감사합니다"}
 words:
   "yes": {ko: [네, 예]}
   "no": {ko: [아니요]}
   operator: {ko: [상담원]}
   rating: {ko: {1: [일], 2: [이], 3: [삼], 4: [사], 5: [오]}}
+  nps: {ko: {0: [영], 1: [일], 2: [이], 3: [삼], 4: [사], 5: [오], 6: [육], 7: [칠], 8: [팔], 9: [구], 10: [십]}}
 intents:
   card_pickup: {ko: [카드]}
   documents_missing: {ko: [서류]}
@@ -102,6 +109,8 @@ def rules_with_dialog_before_the_manager(shipped: Path, target: Path) -> Path:
 
 @pytest.fixture
 def korean_config(base_config, tmp_path: Path):
+    """The general line in Korean, by voice, without the post-call survey: the dialog's own rating
+    is what these tests hear (tests/ivr/call/test_survey.py turns the survey on)."""
     dialog = tmp_path / "dialog.yaml"
     dialog.write_text(KOREAN_DIALOG, encoding="utf-8")
     return replace(
@@ -111,8 +120,8 @@ def korean_config(base_config, tmp_path: Path):
         speech=replace(SpeechSettings(), models={"ko": str(installed_model_path("ko"))},
                        dialog_file=dialog, audiosocket_port=0),
         prompts=replace(base_config.prompts, voices={"ru": "zle/ru", "en": "gmw/en", "ko": "ko"}),
-        lines=tuple(replace(line, language="ko", self_service="speech") if line.name == "general" else line
-                    for line in base_config.lines),
+        lines=tuple(replace(line, language="ko", self_service="speech", survey="off") if line.name == "general"
+                    else line for line in base_config.lines),
     )
 
 
@@ -129,7 +138,9 @@ def record_of(config, call_id: str) -> dict:
 
 
 async def flushed_record(server, call_id: str) -> dict:
+    """The call's row, once written (a batch the writer task holds when this flushes lands too)."""
     await server.services.recorder.flush()
+    await eventually(lambda: record_of(server.services.config, call_id))
     return record_of(server.services.config, call_id)
 
 
@@ -170,7 +181,7 @@ async def test_caller_who_says_yes_is_answered_rates_the_call_and_is_not_queued(
     assert context["self_service"]["modes"] == ["speech"]
 
     record = await flushed_record(server, result.variables["IVR_CALL_ID"])
-    assert record["self_served"] == 1 and record["rating"] == 5 and record["queue"] is None
+    assert record["self_served"] == 1 and record["csat"] == 5 and record["queue"] is None
     assert json.loads(record["context"])["transcript"][0]["heard"] == "네"
 
 
