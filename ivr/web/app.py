@@ -1,11 +1,12 @@
 """The web application for agents and supervisors (aiohttp).
 
 `build_app(services, agent_side)` wires the pages (`ivr.web.pages`), the
-live WebSocket (`ivr.web.live`), the REST API (`ivr.web.api`) and the
-operations endpoints (`ivr.web.ops`) behind the session middleware
-(`ivr.web.auth`); `start_web` runs it on ``web.host:web.port`` and returns
+live WebSocket (`ivr.web.live`), the REST API (`ivr.web.api`, with the
+reports of `ivr.web.reports`) and the operations endpoints (`ivr.web.ops`)
+behind the session middleware (`ivr.web.auth`); `start_web` runs it on ``web.host:web.port`` and returns
 the runner to clean up with.  Static files (CSS, JavaScript) are served from
-``ivr/web/static``; nothing is loaded from elsewhere.
+``ivr/web/static`` (Chart.js, for the reports' charts, in ``static/vendor``);
+nothing is loaded from elsewhere.
 
 Every answer of the app, errors and static files included, carries the
 security headers (`security_headers`): a Content-Security-Policy without
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from ivr.services import AgentSide, Services
-from ivr.web import api, live, ops, pages
+from ivr.web import api, live, ops, pages, reports  # noqa: F401 - reports declares its routes in api's
 from ivr.web.auth import Sessions, session_middleware
 from ivr.web.inputs import MAX_BODY, ClientGone, refusal, too_large
 from ivr.web.keys import AGENT_SIDE, SERVICES, SESSIONS, SOCKETS

@@ -1,11 +1,11 @@
-"""The HTML pages: log-in, the agent's screen, the supervisors' wallboard.
+"""The HTML pages: log-in, the agent's screen, the supervisors' wallboard and reports.
 
 Pages are small shells (``templates/*.html``) filled with the user's name,
 role and CSRF token (``$name``) and the words of the page's language
 (``{{key}}``, from ``static/i18n``: see `ivr.web.i18n`); the live content is
 drawn by ``static/*.js`` from the WebSocket and the REST API in the same
 language.  A shell takes in another with ``<!--#include file="x.html" -->``:
-the agent's screen and the wallboard share ``head.html``, which loads the
+the agent's screen, the wallboard and the reports share ``head.html``, which loads the
 page's own script, ``static/<page>.js`` for ``<page>.html``.
 ``/language?to=en`` switches a browser's language.
 """
@@ -241,6 +241,14 @@ async def agent_page(request: web.Request) -> web.Response:
 async def wallboard_page(request: web.Request) -> web.Response:
     params(request, Nothing)
     return await _page(request, "wallboard.html", "wallboard.title")
+
+
+@routes.get("/reports")
+@require("supervisor")
+async def reports_page(request: web.Request) -> web.Response:
+    """The reports (`ivr.web.reports`): the page keeps its filters in its own address, so no parameter is
+    the server's."""
+    return await _page(request, "reports.html", "reports.title")
 
 
 class LanguageQuery(Input):

@@ -58,6 +58,10 @@ EXPECTED: dict[tuple[str, str], Probe] = {
     ("POST", "/logout"): Probe("POST", lambda c: "/logout", (302, 403, 403, 403), form={}),  # no CSRF token
     ("GET", "/agent"): Probe("GET", lambda c: "/agent", (302, 200, 302, 302)),
     ("GET", "/wallboard"): Probe("GET", lambda c: "/wallboard", (302, 403, 200, 200)),
+    ("GET", "/reports"): Probe("GET", lambda c: "/reports", (302, 403, 200, 200)),
+    ("GET", "/api/v1/reports/{dimension}"): Probe("GET", lambda c: "/api/v1/reports/segment", (401, 403, 200, 200)),
+    ("GET", "/api/v1/reports/{dimension}/calls"): Probe("GET", lambda c: "/api/v1/reports/segment/calls?key=A",
+                                                        (401, 403, 200, 200)),
     ("GET", "/ws"): Probe("GET", lambda c: "/ws?feed=wallboard", (401, 403, 101, 101)),
     ("GET", "/language"): Probe("GET", lambda c: "/language?to=en&next=/agent", (302, 302, 302, 302)),
     ("GET", "/healthz"): Probe("GET", lambda c: "/healthz", (200, 200, 200, 200)),
