@@ -13,6 +13,12 @@ first, then the calls, then the line.
 The fallback intent is always in the answer, so there is always something to
 route on; an unknown caller gets only the line priors, repeats and the fallback.
 
+Every guess also carries the signals it was scored on (`Intent.signals`):
+what each piece of evidence weighed, under its kind, and the plain values
+behind them (`SIGNALS` lists them).  They are kept with the call record, so
+`caller_id.learning` can learn from what was known when the call came; they
+change neither the score nor the reasons.
+
 Everything is computed from the arguments: no I/O, no clock, no randomness
 (lookup tables for a catalogue are built on its first use and kept with it).
 Dates are read in the time zone of `now` (a naive `now` is taken as UTC for
@@ -23,8 +29,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, NamedTuple
 from weakref import WeakKeyDictionary
 
 from caller_id.catalogue import CaseMatch, IntentCatalogue, IntentSpec, Settings, Weights
@@ -39,15 +46,44 @@ _REASON_ORDER = {kind: index for index, kind in enumerate(
 # The default "open case" reason is given only when none of these said more.
 _SPECIFIC_CASE_REASONS = frozenset({"overdue", "customer_owes", "due_soon"})
 
+# The signals of a guess (`Intent.signals`), each a number; a signal that is 0 is left out.
+SIGNALS: Mapping[str, str] = MappingProxyType({
+    "rules": "the intent's score as the catalogue's weights make it (0..1)",
+    "case": "the weight an open case matching the intent added",
+    "priority": "the weight the case's priority added",
+    "overdue": "the weight the passed due date added",
+    "due_soon": "the weight the close due date added",
+    "customer_owes": "the weight the customer owing the next step added",
+    "recent_update": "the weight the fresh update added",
+    "repeat_calls": "the weight the earlier calls about this intent added",
+    "escalation": "the weight the repeated calls about another intent added",
+    "line": "the weight the dialled line added",
+    "prior": "the intent's prior",
+    "case_priority": "the case's priority, 1 (highest) to 5",
+    "days_overdue": "whole days the case's due date has passed",
+    "days_until_due": "whole days until the case's due date",
+    "case_age_days": "days since the case was opened",
+    "update_age_days": "days since the case was last updated",
+    "case_order": "1 for the caller's most recently opened open case, 2 for the one before, ...",
+    "calls": "earlier calls about this intent within repeat_call_days",
+    "escalation_calls": "calls about one other intent within the escalation window",
+})
+_EVIDENCE_SIGNALS = frozenset({"case", "priority", "overdue", "due_soon", "customer_owes", "recent_update",
+                               "repeat_calls", "escalation", "line", "prior"})
+
 
 @dataclass(frozen=True)
 class Intent:
-    """One ranked guess: the intent name, its score (0..1), why, and the case behind it."""
+    """One ranked guess: the intent name, its score (0..1), why, and the case behind it.
+
+    `signals` are what the score was made of (see `SIGNALS`); they are kept with the call
+    record, not shown (`to_dict` leaves them out)."""
 
     intent: str
     score: float
     reasons: tuple[str, ...]
     case_id: int | None = None
+    signals: Mapping[str, float] = field(default_factory=dict, hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"intent": self.intent, "score": self.score,
@@ -69,6 +105,7 @@ def predict(view: CallerView, catalogue: IntentCatalogue, *, line: str | None,
     settings = catalogue.settings
     evidence: dict[str, list[_Evidence]] = {}
     case_ids: dict[str, int] = {}
+    states: dict[str, _CaseState] = {}
 
     strongest: dict[str, float] = {}
     for case in view.cases if view.is_known else ():
@@ -82,6 +119,7 @@ def predict(view: CallerView, catalogue: IntentCatalogue, *, line: str | None,
                 strongest[spec.name] = strength
                 evidence[spec.name] = pieces
                 case_ids[spec.name] = case.id
+                states[spec.name] = state
 
     for spec in index.by_line.get(line, ()) if line is not None else ():
         evidence.setdefault(spec.name, []).append(_Evidence(spec.lines[line], "line", {"line": line}))
@@ -108,6 +146,7 @@ def predict(view: CallerView, catalogue: IntentCatalogue, *, line: str | None,
     evidence[fallback.name].append(_Evidence(0.0, situation, {}))
 
     today = now.date()
+    order = _case_order(view.cases, now) if states else {}
     ranked = []
     for name, pieces in evidence.items():
         spec = catalogue.intent(name)
@@ -115,7 +154,8 @@ def predict(view: CallerView, catalogue: IntentCatalogue, *, line: str | None,
             pieces.append(_Evidence(spec.prior, "prior", {}, is_said=False))
         score = round(_combined(pieces), 3)
         reasons = _reasons(spec, pieces, catalogue, language, today)
-        ranked.append((-score, index.order[name], Intent(name, score, reasons, case_ids.get(name))))
+        signals = _signals(score, pieces, states.get(name), order)
+        ranked.append((-score, index.order[name], Intent(name, score, reasons, case_ids.get(name), signals)))
     ranked.sort(key=lambda entry: entry[:2])
     return [intent for _, _, intent in ranked]
 
@@ -195,11 +235,12 @@ class _Evidence(NamedTuple):
 class _CaseState:
     """A case seen from `now`: its dates in local days, and its placeholder values."""
 
-    __slots__ = ("case", "days_overdue", "days_until_due", "age_days", "is_due_soon", "values")
+    __slots__ = ("case", "now", "days_overdue", "days_until_due", "age_days", "is_due_soon", "values")
 
     def __init__(self, case: Case, now: dt.datetime, due_soon_days: int):
         today = now.date()
         self.case = case
+        self.now = now
         updated = _local(case.updated_at, now)
         self.age_days = max(0.0, (now - updated).total_seconds() / _DAY)
         days_since_update = max(0, (today - updated.date()).days)
@@ -276,6 +317,39 @@ def _case_evidence(weights: Weights, state: _CaseState, settings: Settings) -> l
         pieces.append(_Evidence(weights.recent_update * (1.0 - state.age_days / fresh),
                                 "recent_update", values))
     return [piece for piece in pieces if piece.value > 0.0]
+
+
+def _case_order(cases: tuple[Case, ...], now: dt.datetime) -> dict[int, int]:
+    """Open cases by when they were opened, newest first: case id -> 1, 2, ..."""
+    opened = sorted((case for case in cases if case.is_open),
+                    key=lambda case: (_local(case.opened_at, now), case.id), reverse=True)
+    return {case.id: position for position, case in enumerate(opened, 1)}
+
+
+def _signals(score: float, pieces: list[_Evidence], state: _CaseState | None,
+             order: dict[int, int]) -> dict[str, float]:
+    """The signals of one guess (see `SIGNALS`), rounded, zeros left out."""
+    signals: dict[str, float] = {"rules": score}
+    for piece in pieces:
+        if piece.kind in _EVIDENCE_SIGNALS and piece.value:
+            signals[piece.kind] = round(signals.get(piece.kind, 0.0) + piece.value, 3)
+        if piece.kind == "repeat_calls":
+            signals["calls"] = piece.values["calls"]
+        elif piece.kind == "escalation":
+            signals["escalation_calls"] = piece.values["calls"]
+    if state is not None:
+        case = state.case
+        signals["case_priority"] = min(5, max(1, case.priority))
+        if state.days_overdue is not None:
+            signals["days_overdue"] = state.days_overdue
+        if state.days_until_due is not None:
+            signals["days_until_due"] = state.days_until_due
+        signals["case_age_days"] = round(max(0.0, (state.now - _local(case.opened_at, state.now))
+                                             .total_seconds() / _DAY), 2)
+        signals["update_age_days"] = round(state.age_days, 2)
+        if case.id in order:
+            signals["case_order"] = order[case.id]
+    return {name: value for name, value in signals.items() if value}
 
 
 def _repeated(weight: float, times: int) -> float:

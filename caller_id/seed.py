@@ -43,6 +43,14 @@ Case `facts` keys a self-service answer can use:
 - ``escalated_to``: escalated cases;
 - ``resolution`` and ``resolved_date`` (ISO date): resolved and closed cases.
 
+A call history over the seeded CRM (``ivr db seed --calls N``), whose real
+reasons follow a process stated in its docstring so that the learned
+prediction (`caller_id.learning`) has something measurable to learn, is
+`caller_id.seed_history`: it reads these customers through the real lookup
+and relies on the dates here being relative to the moment of seeding (a case
+opened after a simulated call is not seen by it) and on `updated_at` being
+opened + 0.7 x (seeding - opened), the rule it applies at each call's time.
+
 Rows go in with Core bulk inserts, one transaction per batch of customers,
 while the next batch is generated; ids are assigned here (on PostgreSQL the
 id sequences are moved past them at the end).  A failure half-way leaves the

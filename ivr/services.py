@@ -2,9 +2,12 @@
 `build_services`, `AgentSide` (agents and supervisors) from the services; `ivr.server.Node`
 starts and stops them in order.
 
-Parts that can be absent are: Redis (in-process cache and contexts instead)
-and speech synthesis (the role question is then skipped and the caller is
-routed in their most likely role).  Everything else failing at start-up is
+Parts that can be absent are: Redis (in-process cache and contexts instead),
+speech synthesis (the role question is then skipped and the caller is
+routed in their most likely role) and the learned prediction (the
+catalogue's rules rank alone: `caller_id.learning.choose_ranker` loads the
+model file only when its held-out evaluation beat the rules and it fits the
+catalogue; the notes say which and why).  Everything else failing at start-up is
 an error the administrator sees at once.
 """
 
@@ -22,6 +25,7 @@ from caller_id.cache import InProcessCache, ProfileCache, RedisCache
 from caller_id.cache import redis_client as make_redis_client
 from caller_id.catalogue import IntentCatalogue, load_catalogue
 from caller_id.directory import CallerDirectory, Source
+from caller_id.learning import LiveRanker, choose_ranker
 from caller_id.lookup import SqlSource
 from caller_id.store import Database
 from ivr.agents.callcenter import CallCenter
@@ -61,6 +65,7 @@ class Services:
     redis: Redis | None = None  # None: no Redis configured (state in this process)
     crm: Source | None = None
     selfservice: SelfService | None = None  # when prompts are on
+    ranker: LiveRanker | None = None  # the learned prediction; None: the catalogue's rules rank
     notes: list[str] = field(default_factory=list)  # start-up facts worth printing
 
     def now(self) -> dt.datetime:
@@ -78,7 +83,8 @@ class Services:
         unknown = await self.directory.lookup(None, region=self.config.region)
         for line in self.config.lines:
             try:
-                decide(unknown, line, catalogue=self.catalogue, rules=self.rules.current, now=self.now())
+                decide(unknown, line, catalogue=self.catalogue, rules=self.rules.current, now=self.now(),
+                       ranker=self.ranker)
             except Exception as exc:  # noqa: BLE001 - the calls of that line fail open and say why
                 log.warning("warm-up: deciding for line %s failed: %s", line.name, exc)
         self.notes.append(f"warm-up: CRM connections, lookup statements, numbering rules and decisions ready "
@@ -119,7 +125,8 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
     catalogue = load_catalogue(config.intents_file)
     rules = LiveRules(config.rules_file, lines=[line.name for line in config.lines],
                       intents=catalogue.names)
-    notes: list[str] = []
+    prediction = choose_ranker(config.prediction.model_file, catalogue, enabled=config.prediction.enabled)
+    notes: list[str] = [prediction.note]
 
     redis_client = None
     if config.redis_url:
@@ -146,6 +153,7 @@ async def build_services(config: Config, *, migrate: bool = True, speech: bool |
     services = Services(
         config=config, db=db, directory=directory, catalogue=catalogue, rules=rules,
         contexts=contexts, recorder=recorder, updates=updates, redis=redis_client, notes=notes, crm=crm,
+        ranker=prediction.ranker,
     )
     if speech if speech is not None else config.prompts.enabled:
         await _start_prompts(services, worker, listen)

@@ -6,7 +6,9 @@ predicted intents, route), what the caller pressed and said, the outcome and
 the reasons the call degraded.  It is the card's contract: `build_card`
 derives the customer card the agents' pages render (ivr/web/static/agent.js)
 from the fields declared with ``card`` or ``under`` here, so a new card field
-is a field of these dataclasses and its rendering on the page.
+is a field of these dataclasses and its rendering on the page.  The call
+record keeps the fields declared ``record`` and the prediction's features
+(`CallContext.for_record`), which `caller_id.learning` trains on.
 
 A context is stored as the JSON of `CallContext.to_dict` under the call id the
 flow sets as IVR_CALL_ID, with the Asterisk channel ids as aliases, so whoever
@@ -33,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any, Protocol, Self
 
+from caller_id.learning import CallFeatures
 from caller_id.predict import Intent
 from caller_id.profile import Manager, RecentCall
 from ivr.selfservice.dialog import Outcome
@@ -182,6 +185,12 @@ class DecisionPart(Stored):
     confirmed_intent: str | None = None  # the reason the caller gave in the self-service dialog
     route: RoutePart | None = _field(None, card=True)
 
+    def features(self) -> CallFeatures:
+        """What the prediction saw (the guesses' signals and the caller), as the call record keeps it."""
+        return CallFeatures.of(self.intents, known=self.customer is not None, vip=self.is_vip,
+                               role=self.role.kind if self.role is not None else None,
+                               open_cases=len(self.open_cases), recent_calls=len(self.recent_calls))
+
 
 # --------------------------------------------------------------------------
 # the call
@@ -234,8 +243,14 @@ class CallContext(Stored):
     decision: DecisionPart | None = _field(None, optional=True)
 
     def for_record(self) -> dict[str, Any]:
-        """What the call record keeps of the context (its ``context`` column)."""
-        return _encode_fields(self, _layout(CallContext).record)
+        """What the call record keeps of the context (its ``context`` column): the fields declared
+        ``record`` and, after a decision, ``features``: what the prediction saw, for learning from
+        (`DecisionPart.features`; the signals are those of the decision's own intents, which a
+        context read back from its JSON no longer has)."""
+        kept = _encode_fields(self, _layout(CallContext).record)
+        if self.decision is not None and self.decision.intents:
+            kept["features"] = self.decision.features().to_dict()
+        return kept
 
 
 # --------------------------------------------------------------------------

@@ -2,6 +2,13 @@
 
 The FastAGI flow and `ivr lookup` both use this, so the command line shows
 exactly what a call from a number to a line would get.
+
+The catalogue's rules guess the intents (`caller_id.predict`); with a learned
+ranker (`caller_id.learning.LiveRanker`, which the server loads only when it
+beat the rules on held-out calls) the same guesses are reordered by the
+model's probability, each then scored with it, their reasons unchanged.  A
+ranker that fails keeps the rules' order (it counts its failures): the call
+goes on either way.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 
 from caller_id.catalogue import IntentCatalogue
 from caller_id.directory import LookupResult
+from caller_id.learning import CallFeatures, LiveRanker
 from caller_id.predict import Intent, predict
 from caller_id.profile import CallerView, Role
 from ivr.call.context import DecisionPart, LookupPart
@@ -100,14 +108,19 @@ def decide(
     rules: RuleSet,
     now: dt.datetime,
     role: Role | None = None,
+    ranker: LiveRanker | None = None,
 ) -> Decision:
-    """The whole decision for one role (the default role when `role` is None)."""
+    """The whole decision for one role (the default role when `role` is None), the intents
+    reordered by `ranker` when one is given."""
     roles = candidate_roles(lookup, line)
     question = roles if role is None and len(roles) > 1 else ()
     chosen = role or default_role(roles, lookup)
     view = lookup.profile.view(chosen) if chosen else lookup.profile.view()
     language = view.language or line.language
     intents = tuple(predict(view, catalogue, line=line.name, now=now, language=language))
+    if ranker is not None and intents:
+        intents = ranker.rerank(intents, CallFeatures.of_view(intents, view), line=line.name,
+                                segment=view.segment, now=now)
     top = intents[0].intent if intents else None
     route = rules.decide(RoutingFacts(view=view, line=line.name, intent=top, now=now))
     return Decision(lookup=lookup, line=line, view=view, intents=intents, route=route, question=question)

@@ -215,13 +215,53 @@ async def seed_demo_if_empty(services: Any, customers: int = 2000) -> int:
     return getattr(summary, "customers", customers)
 
 
+DEMO_HISTORY_CALLS = 3000
+DEMO_HISTORY_DAYS = 28.0
+DEMO_HOLDOUT_DAYS = 7.0
+
+
 async def demo_data(services: Any) -> None:
-    """``ivr run --demo-data``: seed the demo CRM when empty and create the demo logins."""
+    """``ivr run --demo-data``: seed the demo CRM when empty, with a call history of the last weeks
+    and the learned prediction trained on it, and create the demo logins."""
     added = await seed_demo_if_empty(services)
     if added:
         print(f"  demo data : seeded {added} customers (first start)", flush=True)
+        calls = await seed_demo_history(services)
+        print(f"  demo calls: {calls} calls over the last {DEMO_HISTORY_DAYS:.0f} days", flush=True)
+        print(f"  {await train_demo_model(services)}", flush=True)
     logins = await ensure_demo_logins(services.db)
     print(f"  demo logins: {logins[0]}, {logins[1]} ... (password {DEMO_PASSWORD})", flush=True)
+
+
+async def seed_demo_history(services: Any, calls: int = DEMO_HISTORY_CALLS) -> int:
+    """A call history over the demo CRM (`caller_id.seed_history`), for the reports and the model."""
+    from caller_id.seed_history import seed_history
+
+    config = services.config
+    history = await seed_history(services.db, services.catalogue, calls, seed=1, days=DEMO_HISTORY_DAYS,
+                                 zone=config.timezone,
+                                 queues={line.name: line.default_queue for line in config.lines})
+    return history.calls
+
+
+async def train_demo_model(services: Any) -> str:
+    """Train the learned prediction on the demo's history, save it and rank with it when it beat
+    the rules; what the server now predicts with."""
+    from caller_id import learning
+
+    config = services.config
+    examples = await learning.load_examples(services.db, config.timezone)
+    try:
+        model = await asyncio.to_thread(learning.train, examples, services.catalogue,
+                                        holdout_days=DEMO_HOLDOUT_DAYS)
+    except learning.TrainingError as exc:
+        return f"prediction: catalogue rules (no model trained: {exc})"
+    await asyncio.to_thread(learning.save, model, config.prediction.model_file)
+    choice = learning.choose_ranker(config.prediction.model_file, services.catalogue,
+                                    enabled=config.prediction.enabled)
+    services.ranker = choice.ranker
+    services.notes[:] = [note for note in services.notes if not note.startswith("prediction:")] + [choice.note]
+    return choice.note
 
 
 async def ensure_demo_logins(db: Any) -> list[str]:

@@ -52,7 +52,8 @@ def base_config(crm_url: str, tmp_path: Path) -> Config:
     """The shipped configuration on the test's CRM copy, prompts in tmp_path, listeners on free ports.
 
     The self-service dialog is off on every line: the call-path tests see the
-    routing alone; tests/ivr/test_selfservice.py turns it on.
+    routing alone; tests/ivr/test_selfservice.py turns it on.  No learned model
+    (its file would be in tmp_path): the catalogue's rules rank.
     """
     config = load_config(None, environ={})
     return replace(
@@ -63,6 +64,7 @@ def base_config(crm_url: str, tmp_path: Path) -> Config:
         agi=replace(config.agi, port=0),
         speech=replace(config.speech, audiosocket_port=0),
         lines=tuple(replace(line, self_service="off") for line in config.lines),
+        prediction=replace(config.prediction, model_file=tmp_path / "intent-model.joblib"),  # none: the rules rank
     )
 
 

@@ -144,10 +144,15 @@ def test_a_field_declared_for_the_card_is_stored_and_shown_with_nothing_else_to_
     assert build_card(context)["ivr"]["language"] == "en"
 
 
-def test_the_call_record_keeps_what_the_caller_pressed_and_said():
+def test_the_call_record_keeps_what_the_caller_pressed_and_said_and_what_the_prediction_saw():
     context = CallContext.from_dict(STORED)
-    assert context.for_record() == {key: STORED[key] for key in (
+    record = context.for_record()
+    assert {key: value for key, value in record.items() if key != "features"} == {key: STORED[key] for key in (
         "outcome", "dtmf", "role_question", "transcript", "self_service")}
+    # Read back from JSON the intents no longer have their signals; the caller's facts are kept.
+    assert record["features"] == {
+        "v": 1, "intents": [[intent["intent"], {}] for intent in STORED["decision"]["intents"]],
+        "known": 1, "vip": 1, "role": "director", "open_cases": 1, "recent_calls": 1}
     assert CallContext(call_id="c1", outcome="hangup").for_record() == {
         "outcome": "hangup", "dtmf": [], "role_question": None}
 
@@ -169,6 +174,13 @@ async def test_a_context_from_a_real_decision_survives_the_store(base_config, st
     card = build_card(stored)
     assert card["customer"]["id"] == decision.view.customer.id and card["role"]["label"] == decision.view.role.label
     assert [r["intent"] for r in [card["reason"], *card["other_reasons"]]] == [i.intent for i in decision.intents][:3]
+    assert "signals" not in card["reason"] and "features" not in stored  # the card and the store: as before
+    # The record keeps the signals each intent was scored on, as the prediction made them.
+    features = context.for_record()["features"]
+    assert features["intents"] == [[i.intent, dict(i.signals)] for i in decision.intents]
+    assert all(signals["rules"] == i.score for (_, signals), i in zip(features["intents"], decision.intents))
+    assert features["known"] == 1 and features["open_cases"] == len(decision.part().open_cases)
+    assert len(json.dumps(features)) < 2000  # compact: zeros left out, values rounded
 
 
 async def test_in_process_contexts_expire_after_their_ttl_by_id_and_by_alias():
