@@ -26,13 +26,11 @@ of the answer, against ``settings.time_to_person`` of the dialog file.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ivr_process import environment, rounded, running_ivr, verdict
 from ivr.selfservice.script import load_dialog_script
 from ivr.sim.fastagi_caller import (CallResult, CallScript, mixed_scripts, percentile, place_call, run_closed_loop,
                                     summarize)
@@ -57,14 +55,6 @@ KINDS = {
 }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def time_to_answer(result: CallResult) -> float | None:
     """When the answer began: the first STREAM FILE of a call that ended self-served."""
     if result.variables.get(CONTAINED) != "1":
@@ -73,36 +63,19 @@ def time_to_answer(result: CallResult) -> float | None:
 
 
 async def _run(directory: Path) -> dict[str, Any]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-    env.update(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=f"sqlite+aiosqlite:///{directory / 'crm.sqlite3'}",
-               IVR_PROMPTS_DIR=str(directory / "prompts"), IVR_WEB_PORT=str(_free_port()))
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ivr.cli", "run", "--demo-data", env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    banner: list[str] = []
-    try:
-        assert server.stdout is not None
-        while not banner or not banner[-1].startswith("Press Ctrl-C"):
-            line = (await asyncio.wait_for(server.stdout.readline(), 120)).decode()
-            if not line:
-                raise RuntimeError("ivr run ended before it was ready:\n" + "".join(banner))
-            banner.append(line)
-        plans = [line.strip() for line in banner if line.strip().startswith("silent caller")]
+    async with running_ivr(environment(directory)) as server:
+        plans = [line.strip() for line in server.banner if line.strip().startswith("silent caller")]
         calls = [(kind, caller, CallScript(number=number, dtmf=list(keys)))
                  for kind, keys in KINDS.items() for caller, number in CALLERS.items()]
-        results = await asyncio.gather(*(place_call("127.0.0.1", port, script, timeout=120)
+        results = await asyncio.gather(*(place_call("127.0.0.1", server.port, script, timeout=120)
                                          for _, _, script in calls))
-        passes = await _prompt_passes(port, directory)
-    finally:
-        server.send_signal(signal.SIGINT)
-        await server.wait()
+        passes = await _prompt_passes(server.port, directory)
     rows = []
     for (kind, caller, _), result in zip(calls, results):
         rows.append({"kind": kind, "caller": caller, "error": result.error,
-                     "to_queue_s": _round(result.routed_after), "to_answer_s": _round(time_to_answer(result)),
+                     "to_queue_s": rounded(result.routed_after), "to_answer_s": rounded(time_to_answer(result)),
                      "contained": result.variables.get(CONTAINED) == "1",
-                     "duration_s": _round(result.duration)})
+                     "duration_s": rounded(result.duration)})
     return {"rows": rows, "plans": plans, "passes": passes}
 
 
@@ -122,10 +95,6 @@ async def _prompt_passes(port: int, directory: Path) -> dict[str, Any]:
     return passes
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
 def main_dialog_timing() -> dict[str, Any]:
     script = load_dialog_script(ROOT / "config" / "dialog.yaml")
     with tempfile.TemporaryDirectory(prefix="ivr-dialog-bench-") as directory:
@@ -137,7 +106,7 @@ def main_dialog_timing() -> dict[str, Any]:
         queued = [r["to_queue_s"] for r in rows if r["to_queue_s"] is not None]
         answered = [r["to_answer_s"] for r in rows if r["to_answer_s"] is not None]
         kinds[kind] = {"calls": len(rows), "errors": sum(1 for r in rows if r["error"]),
-                       "queued": len(queued), "to_queue_p50_s": _round(percentile(queued, 50)) if queued else None,
+                       "queued": len(queued), "to_queue_p50_s": rounded(percentile(queued, 50)) if queued else None,
                        "to_queue_max_s": max(queued) if queued else None,
                        "answered": len(answered), "to_answer_max_s": max(answered) if answered else None}
     report["kinds"] = kinds
@@ -170,11 +139,11 @@ def render_dialog_timing(report: dict[str, Any]) -> list[str]:
     out += ["", "| target | measured | verdict |", "| --- | --- | --- |",
             f"| a silent caller reaches the queue <= {budget:g} s after the AGI start | "
             f"max {silent['to_queue_max_s']} s ({silent['queued']} of {silent['calls']} queued) | "
-            f"{_verdict(silent['to_queue_max_s'], budget)} |",
+            f"{verdict(silent['to_queue_max_s'], budget)} |",
             f"| a caller pressing wrong keys reaches the queue <= {budget:g} s | max {wrong['to_queue_max_s']} s | "
-            f"{_verdict(wrong['to_queue_max_s'], budget)} |",
+            f"{verdict(wrong['to_queue_max_s'], budget)} |",
             f"| a caller pressing 0 is not held by a menu (<= 5 s) | max {operator['to_queue_max_s']} s | "
-            f"{_verdict(operator['to_queue_max_s'], 5)} |"]
+            f"{verdict(operator['to_queue_max_s'], 5)} |"]
     passes = report.get("passes")
     if passes:
         first, warm = passes["first"], passes["warm"]
@@ -191,10 +160,6 @@ def render_dialog_timing(report: dict[str, Any]) -> list[str]:
         out += ["", "The server's own plan at start-up (worst first question per language):", ""]
         out += [f"- {plan}" for plan in report["plans"]]
     return out
-
-
-def _verdict(value: float | None, target: float) -> str:
-    return "n/a" if value is None else ("met" if value <= target else "MISSED")
 
 
 def update_benchmarks_file(path: Path, section: list[str]) -> None:

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.call_path import BENCH_DIR, main_call_path
+from benchmarks.caller_effort import main_caller_effort, render_caller_effort
 from benchmarks.machine import machine
 from benchmarks.agents import main_agents
 from benchmarks.dialog_timing import main_dialog_timing, render_dialog_timing
 from benchmarks.idle import main_idle
+from benchmarks.reports import main_reports, render_reports
 from benchmarks.speech import main_speech
+from benchmarks.training import main_training, render_training
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,6 +149,10 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     dialog = report.get("dialog")
     if dialog:
         out += render_dialog_timing(dialog)
+    for key, render_section in (("effort", render_caller_effort), ("reports", render_reports),
+                                ("training", render_training)):
+        if report.get(key):
+            out.append(render_section(report[key]))
     return "\n".join(out)
 
 
@@ -157,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--report-calls", type=int, default=1_000_000, help="call records the reports run over")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -166,6 +174,10 @@ def main() -> None:
     report["idle"] = main_idle()
     report["agents"] = main_agents()
     report["dialog"] = main_dialog_timing()
+    report["effort"] = main_caller_effort()
+    if not args.skip_postgres:
+        report["reports"] = main_reports(args)
+    report["training"] = main_training(args)
     report["load_before"] = load_before
     report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     BENCH_DIR.mkdir(parents=True, exist_ok=True)

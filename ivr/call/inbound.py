@@ -4,6 +4,12 @@ Reads like the call: set the call id, look the caller up, ask once which
 role they call in when the line does not settle it, predict, decide, set
 the routing variables, remember the context for the agent's screen.
 
+The call record it queues says what the IVR knows: who called and on which
+line, the top three predicted reasons, the one the caller confirmed in the
+dialog (``confirmed_by`` caller), and how the call ended when it ended here
+(``result`` self_served or ivr_hangup, with ``ended_at``).  What happens
+after the AGI comes from Asterisk's events (`ivr.agents.callcenter`).
+
 It fails open.  The dialplan sets the line's default IVR_QUEUE before the
 AGI, so whatever goes wrong here (a slow CRM, a broken rule, a synthesis
 error, the caller hanging up) the call leaves with at least that queue;
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from caller_id.catalogue import IntentCatalogue
 from caller_id.directory import CallerDirectory, LookupResult
+from caller_id.learning import LiveRanker
 from caller_id.normalise import mask
 from caller_id.profile import Role
 from ivr import metrics
@@ -53,6 +60,7 @@ class CallSide(Protocol):
     updates: RecordUpdates
     prompts: PromptCache | None
     selfservice: SelfService | None
+    ranker: LiveRanker | None  # the learned prediction; None: the catalogue's rules rank
 
     def now(self) -> dt.datetime: ...
 
@@ -149,7 +157,8 @@ class InboundScript:
 
     def _decide_for(self, lookup: LookupResult, line: Line, role: Role | None) -> Decision:
         s = self.services
-        return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
+        return decide(lookup, line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role,
+                      ranker=s.ranker)
 
     async def _ask_role(self, call: AgiCall, decision: Decision, context: CallContext, *,
                         elapsed: float) -> Decision:
@@ -189,7 +198,9 @@ class InboundScript:
         for the reason the caller gave."""
         s = self.services
         try:
-            dialog = await s.selfservice.converse(call, decision, context.call_id, s.now(), elapsed=elapsed)
+            answered = context.role_question is not None and context.role_question.confirmed
+            dialog = await s.selfservice.converse(call, decision, context.call_id, s.now(), elapsed=elapsed,
+                                                  answered=answered)
         except ChannelGone as exc:
             _note_dialog(context, getattr(exc, "dialog", None))
             raise
@@ -233,6 +244,8 @@ class InboundScript:
             values[variables.INTENT] = decision.intent
         if context.self_service is not None and context.self_service.contained:
             values[variables.CONTAINED] = 1  # the dialplan says goodbye instead of queueing
+        if decision.line.survey != "off":
+            values[variables.SURVEY] = decision.line.survey  # the dialplan runs the survey AGI after the call
         if route.announcement:
             announcement = await self._announcement(route.announcement, view.language or decision.line.language,
                                                     context)
@@ -278,12 +291,23 @@ class InboundScript:
                 "started_at": dt.datetime.now(dt.timezone.utc),
                 "degraded": ",".join(context.degraded) or None,
             }
-            if context.self_service is not None:
-                record.update(self_served=context.self_service.contained, csat=context.self_service.rating)
+            dialog = context.self_service
+            if dialog is not None:
+                record.update(self_served=dialog.contained, csat=dialog.rating)
+                if dialog.intent:  # a yes to the offer, or the reason picked in the open question
+                    record.update(actual_intent=dialog.intent, confirmed_by="caller")
+            # How it ended, when it ended here: the dialplan hangs up after the goodbye (a survey
+            # may follow); a caller gone in the IVR is gone.  Any other call goes on to Asterisk,
+            # whose events tell the rest (ivr.agents.callcenter.QueueOutcomes).
+            if dialog is not None and dialog.contained:
+                record.update(result="self_served", ended_at=dt.datetime.now(dt.timezone.utc))
+            elif context.outcome == "hangup":
+                record.update(result="ivr_hangup", ended_at=dt.datetime.now(dt.timezone.utc))
             if decision is not None:
                 view = decision.view
                 context.decision = decision.part()
                 top = decision.top_intent
+                predicted = [i.intent for i in decision.intents[:3]]
                 record.update(
                     number=decision.lookup.number,
                     customer_id=view.customer.id if view.customer else None,
@@ -292,6 +316,8 @@ class InboundScript:
                     segment=view.segment,
                     predicted_intent=top.intent if top else None,
                     predicted_score=top.score if top else None,
+                    predicted_intent_2=predicted[1] if len(predicted) > 1 else None,
+                    predicted_intent_3=predicted[2] if len(predicted) > 2 else None,
                     queue=decision.route.queue if context.outcome not in ("hangup", "self_served") else None,
                     priority=decision.route.priority,
                     rule=decision.route.rule,
