@@ -14,9 +14,13 @@ STAMP  := $(VENV)/.installed
 run: system-deps $(STAMP)
 	$(BIN)/ivr run --demo-data
 
+# The test files run on TEST_WORKERS processes (pytest-xdist, a file stays on one worker): most
+# tests wait on Asterisk's real playback time, not on a core.  TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
+
 test: system-deps-test $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: system-deps-test $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

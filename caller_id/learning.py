@@ -74,7 +74,9 @@ score and expected calibration error over ten equal bins, with the
 reliability table).  The file (`save`, joblib) keeps the fitted pipeline, the
 catalogue's intent names, the layout and its columns, the training period and
 the evaluation; a model whose held-out top-1 did not beat the rules is saved
-marked unusable, and `choose_ranker` (what the server runs at start) keeps
+marked unusable (it must beat the rules' top-1 by more than chance, on at
+least `MIN_HELD_OUT` held-out calls: `Evaluation.beats_rules`), and
+`choose_ranker` (what the server runs at start) keeps
 the rules for it, for a file made for another catalogue or layout, and when
 there is no file.
 
@@ -83,7 +85,10 @@ The model file is a pickle (joblib): load only files `ivr model train` wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
 import time
@@ -304,6 +309,9 @@ def _guess_columns(s: Mapping[str, float], premium: bool, indices: list[int], va
 # scores
 
 
+MIN_HELD_OUT = 200  # held-out calls at least, before a model may be said to beat the rules
+
+
 @dataclass(frozen=True)
 class Scores:
     """How one ranking did on a set of calls.
@@ -383,7 +391,15 @@ class Evaluation:
 
     @property
     def beats_rules(self) -> bool:
-        return self.model.top1 > self.rules.top1
+        """The model's held-out top-1 is better than the rules' by more than chance: on at least
+        `MIN_HELD_OUT` calls, by more than twice the standard error of the difference (taken as of two
+        independent shares, which overstates it for the same calls: the test is conservative)."""
+        calls = self.model.calls
+        if calls < MIN_HELD_OUT:
+            return False
+        m, r = self.model.top1, self.rules.top1
+        error = math.sqrt((m * (1 - m) + r * (1 - r)) / calls)
+        return m - r > 2 * error
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(),
@@ -401,6 +417,27 @@ class Evaluation:
 # the model
 
 
+def scoring_fingerprint(catalogue: IntentCatalogue) -> str:
+    """A digest of what the catalogue's rules score with (settings, each intent's case matches, prior,
+    line priors, escalation and weights; not its texts): a model is used only with the rules it beat."""
+    def canonical(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+        if isinstance(value, Mapping):
+            return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+        if isinstance(value, (set, frozenset)):
+            return sorted(canonical(v) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+    scoring = {"settings": canonical(catalogue.settings), "intents": [
+        {"name": spec.name, "cases": canonical(spec.cases), "prior": spec.prior, "lines": canonical(spec.lines),
+         "escalation": canonical(spec.escalation), "weights": canonical(spec.weights)}
+        for spec in catalogue.intents]}
+    return hashlib.sha256(json.dumps(scoring, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
 @dataclass
 class IntentModel:
     """A fitted model with what it was fitted for, as `save` keeps it."""
@@ -413,6 +450,7 @@ class IntentModel:
     evaluation: Evaluation | None = None
     usable: bool = False  # its held-out top-1 beat the rules
     temperature: float = 1.0  # the logits are divided by it (fitted after the regression)
+    scoring: str = ""  # `scoring_fingerprint` of the catalogue it was fitted and evaluated with
     _folded: tuple[np.ndarray, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     def fits(self, catalogue: IntentCatalogue) -> str | None:
@@ -425,6 +463,9 @@ class IntentModel:
                     else "the catalogue lists its intents in another order")
         if tuple(self.columns) != Vectoriser(catalogue).columns:
             return "the catalogue's lines differ from those it was trained with"
+        if self.scoring != scoring_fingerprint(catalogue):
+            return ("the catalogue's weights, matches or settings changed since it was trained (its `rules` "
+                    "signal and the baseline it beat are not today's): train it again")
         return None
 
     def folded(self) -> tuple[np.ndarray, float]:
@@ -481,7 +522,8 @@ def fit(examples: Sequence[Example], catalogue: IntentCatalogue, *, c: float = 0
     # Scaled, not centred: the rows stay sparse (most columns are 0).
     pipeline = make_pipeline(StandardScaler(with_mean=False), LogisticRegression(C=c, max_iter=max_iter, tol=1e-4))
     pipeline.fit(rows.matrix[:end], target[:end])
-    model = IntentModel(pipeline=pipeline, intents=catalogue.names, columns=vectoriser.columns)
+    model = IntentModel(pipeline=pipeline, intents=catalogue.names, columns=vectoriser.columns,
+                        scoring=scoring_fingerprint(catalogue))
     if cut < len(kept):
         model.temperature = _temperature(model, rows, target, cut)
         model._folded = None
@@ -579,7 +621,7 @@ def save(model: IntentModel, path: str | Path) -> None:
         "format": FILE_FORMAT, "layout": model.layout, "intents": list(model.intents),
         "columns": list(model.columns), "pipeline": model.pipeline, "trained": dict(model.trained),
         "evaluation": model.evaluation.to_dict() if model.evaluation else None, "usable": model.usable,
-        "temperature": model.temperature,
+        "temperature": model.temperature, "scoring": model.scoring,
     }, partial)
     partial.replace(path)
 
@@ -596,7 +638,7 @@ def load(path: str | Path) -> IntentModel:
         pipeline=data["pipeline"], intents=tuple(data["intents"]), columns=tuple(data["columns"]),
         layout=data["layout"], trained=dict(data.get("trained") or {}),
         evaluation=Evaluation.from_dict(evaluation) if evaluation else None, usable=bool(data.get("usable")),
-        temperature=float(data.get("temperature", 1.0)),
+        temperature=float(data.get("temperature", 1.0)), scoring=str(data.get("scoring") or ""),
     )
 
 

@@ -263,7 +263,24 @@ def _section(cls: type, value: Any, source: str, line: int | None, base: Path) -
         if key == "pause_reasons" and not (kwargs[key] and all(r.strip() and r.isprintable() and len(r) <= 80
                                                                for r in kwargs[key])):
             raise ConfigError(source, item_line, "pause_reasons: a list of words or short phrases, one at least")
-    return cls(**kwargs)
+    result = cls(**kwargs)
+    if isinstance(result, ReportSettings):
+        _check_reports(result, value, source, line)
+    return result
+
+
+def _check_reports(reports: ReportSettings, node: dict, source: str, line: int | None) -> None:
+    """Figures that make a report: a service level and abandons in seconds, NPS bands within 0-10."""
+    for key in ("service_level_seconds", "short_abandon_seconds", "repeat_call_days"):
+        if getattr(reports, key) < 0:
+            raise ConfigError(source, line_of(node, key) or line, f"{key} cannot be negative")
+    if reports.service_level_seconds == 0:
+        raise ConfigError(source, line_of(node, "service_level_seconds") or line,
+                          "service_level_seconds must be more than 0")
+    if not 0 <= reports.nps_detractor < reports.nps_promoter <= 10:
+        raise ConfigError(source, line_of(node, "nps_detractor") or line_of(node, "nps_promoter") or line,
+                          f"NPS bands: 0 <= nps_detractor < nps_promoter <= 10, got detractors up to "
+                          f"{reports.nps_detractor} and promoters from {reports.nps_promoter}")
 
 
 def _lines(value: Any, source: str, line: int | None) -> tuple[Line, ...]:

@@ -52,7 +52,9 @@ S = ``short_abandon_seconds``, from ``Config.reports``)::
                      the same intent within ``repeat_call_days`` days (the window
                      function LEAD over customer and intent; a call near the end of
                      the records counts resolved until its repeat comes)
-    csat             the mean post-call CSAT (1-5) over the calls with one;
+    csat             the mean CSAT (1-5) over the calls with one: the post-call
+                     survey's, or on a line without a survey the self-service
+                     dialog's own rating;
                      ``csat_satisfied`` the share of 4 and 5
     nps              % promoters (nps >= nps_promoter) - % detractors
                      (nps <= nps_detractor) over the calls with an NPS answer, -100..100
@@ -79,8 +81,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import csv
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -652,6 +656,27 @@ async def _labels(db: Any, dimension: str, keys: set[Any]) -> dict[Any, str]:
 
 
 # --- drill-down -------------------------------------------------------------------------------------
+
+
+def csv_text(lines: Iterable[Sequence[Any]], *, line_end: str = "\r\n") -> str:
+    """`lines` (a `Report.table()`, the calls behind a row) as CSV: empty for None, ISO 8601 for times.
+    A text a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    first: queue and line names come from Asterisk and the configuration) gets a ``'`` before it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=line_end)
+    for line in lines:
+        writer.writerow([_csv_cell(value) for value in line])
+    return out.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 async def calls_behind(db: Any, period: Period, *, dimension: str = "total", key: Any = None,

@@ -204,6 +204,8 @@ class QueueOutcomes(RecordUpdates):
         super().__init__(*args, **kwargs)
         self._dials: OrderedDict[str, _ManagerDial] = OrderedDict()  # the manager leg's Uniqueid -> its dial
         self._manager_calls: OrderedDict[str, float] = OrderedDict()  # call id -> when the manager answered
+        # the answered manager leg's Uniqueid -> its call (id, caller's Uniqueid): its Hangup ends the call
+        self._manager_legs: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         # call id -> (when it joined the queue it is in, or None; seconds in earlier queues), until an
         # agent answers, it abandons or hangs up
         self._queued: OrderedDict[str, tuple[float | None, float]] = OrderedDict()
@@ -276,6 +278,7 @@ class QueueOutcomes(RecordUpdates):
         if dial is None or (event.header("DialStatus") or "").upper() != "ANSWER":
             return None  # not the manager's, or not answered: the queue comes next
         _remember(self._manager_calls, dial.call_id, at.timestamp())
+        _remember(self._manager_legs, event.header("DestUniqueid") or "", (dial.call_id, dial.uniqueid))
         return _Change(dial.call_id, dial.uniqueid, interface=dial.interface, values={
             "result": "manager", "answered_at": at, "wait_seconds": max(0.0, at.timestamp() - dial.began)})
 
@@ -294,7 +297,9 @@ class QueueOutcomes(RecordUpdates):
             target = f"{exten}@{context}" if exten and context else exten
         else:
             target = _interface(event.header("TransferTargetChannel")) or event.header("DestApp")
-        values: dict[str, Any] = {"result": "transferred"}
+        # The personal manager who passes the caller on stays the one who took the call (result manager):
+        # "transferred" is a queue agent's, and counts as answered by the queue in the reports.
+        values: dict[str, Any] = {} if call_id in self._manager_calls else {"result": "transferred"}
         target = _bounded(target, event)
         if target:
             values["transferred_to"] = target
@@ -303,18 +308,30 @@ class QueueOutcomes(RecordUpdates):
     # -- the end -----------------------------------------------------------------------------
     @_outcomes("Hangup")
     def _hung_up(self, event: AmiEvent, at: dt.datetime) -> _Change | None:
+        leg = self._manager_legs.pop(event.header("Uniqueid") or "", None)
+        if leg is not None:  # the manager hung up: the call is over for the company (the survey may follow)
+            return self._manager_done(*leg, at)
         call_id = event.variables.get(CALL_ID)
         if not call_id:
             return None  # not a caller channel: agents' legs, Local halves, transfer targets
-        change = _caller(event, fill={"ended_at": at, "result": "unanswered"})
-        answered = self._manager_calls.pop(call_id, None)
-        if answered is not None:
-            change.values["talk_seconds"] = min(MAX_DURATION, max(0.0, at.timestamp() - answered))
+        if call_id in self._manager_calls:  # the caller hung up on the manager
+            return self._manager_done(call_id, event.header("Uniqueid"), at)
         queued = self._queued.pop(call_id, None)
+        # Every call ends; one that reached no queue and no person hung up on the way (the manager's
+        # phone ringing, the announcement, before Queue()), one that left the queues unanswered did not.
+        change = _caller(event, fill={"ended_at": at, "result": "unanswered" if queued is not None else "ivr_hangup"})
         if queued is not None:  # queued, and nobody answered: its wait is all its time in the queues
             joined, total = queued
             change.fill["wait_seconds"] = min(MAX_DURATION, total + (at.timestamp() - joined if joined else 0.0))
         return change
+
+    def _manager_done(self, call_id: str, uniqueid: str | None, at: dt.datetime) -> _Change | None:
+        """The call the personal manager answered ends now: its talk time and end (once)."""
+        answered = self._manager_calls.pop(call_id, None)
+        if answered is None:
+            return None  # ended already (the other side hung up first)
+        return _Change(call_id, uniqueid, values={
+            "ended_at": at, "talk_seconds": min(MAX_DURATION, max(0.0, at.timestamp() - answered))})
 
     EVENTS = _outcomes.events  # the events `note` records (their handlers are above); the rest is ignored
 

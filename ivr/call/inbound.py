@@ -101,7 +101,7 @@ class InboundScript:
 
     async def __call__(self, call: AgiCall) -> None:
         s = self.services
-        started = time.perf_counter()
+        started, began = time.perf_counter(), s.now()  # the call's start, for the card and the record
         env = call.env
         line = s.config.line_for(env.args[0] if env.args and env.args[0] else env.dnid or env.extension)
         context = CallContext(call_id=new_call_id(), uniqueid=env.uniqueid, channel=env.channel, line=line.name,
@@ -136,7 +136,7 @@ class InboundScript:
             elapsed = time.perf_counter() - started
             metrics.CALLS.labels(outcome=context.outcome).inc()
             metrics.CALL_PATH_SECONDS.observe(elapsed)
-            await self._remember(context, decision, elapsed)
+            await self._remember(context, decision, elapsed, began)
 
     # -- steps ----------------------------------------------------------------
     async def _decide(self, raw_number: str | None, line: Line, context: CallContext) -> Decision | None:
@@ -280,15 +280,16 @@ class InboundScript:
         metrics.FAIL_OPEN.labels(reason=reason).inc()
         log.warning("call %s: failing open (%s): %s", context.call_id, reason, exc)
 
-    async def _remember(self, context: CallContext, decision: Decision | None, elapsed: float) -> None:
+    async def _remember(self, context: CallContext, decision: Decision | None, elapsed: float,
+                        began: dt.datetime) -> None:
         """Store the context for the screen-pop and queue the call record; never raises."""
         s = self.services
         try:
-            context.started_at = s.now()
+            context.started_at = began
             context.decision_ms = round(elapsed * 1000, 2)
             record: dict[str, Any] = {
                 "call_id": context.call_id, "uniqueid": context.uniqueid, "line": context.line,
-                "started_at": dt.datetime.now(dt.timezone.utc),
+                "started_at": began.astimezone(dt.timezone.utc),
                 "degraded": ",".join(context.degraded) or None,
             }
             dialog = context.self_service

@@ -83,8 +83,8 @@ class BatchedWriter(abc.ABC):
     """A background task that writes what is pending to the database in batches, with backoff.
 
     A subclass keeps what is pending in `_pending` (anything with a length),
-    writes it in `flush()` (which raises when the database fails, leaving
-    what was not written pending), through `_write_refusing` so that a row
+    writes it in `_write_pending()` (which raises when the database fails,
+    leaving what was not written pending), through `_write_refusing` so that a row
     the database refuses is dropped (`_refused`) without holding up the
     others, and calls `_wake()` when a batch is ready.  The task then waits
     `gather` seconds more for what follows to join the batch, and writes at
@@ -105,14 +105,23 @@ class BatchedWriter(abc.ABC):
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._writing = False  # the task is inside flush(): a cancel now could cut a committed write short
+        # One write at a time: a flush() asked for (a page that must see the record) waits for the task's
+        # write in progress, whose rows are no longer pending but not committed yet.
+        self._flush_lock = asyncio.Lock()
         self._closing = False
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    async def flush(self, **options: Any) -> Any:
+        """Write what is pending, after the write in progress if there is one (raises when the database
+        fails; what was not written stays pending).  `options` go to `_write_pending`."""
+        async with self._flush_lock:
+            return await self._write_pending(**options)
+
     @abc.abstractmethod
-    async def flush(self) -> Any:
+    async def _write_pending(self) -> Any:
         """Write what is pending (raises when the database fails; what was not written stays pending)."""
 
     async def _flush_at_close(self) -> None:
@@ -245,7 +254,7 @@ class CallRecorder(BatchedWriter):
         if len(self._pending) >= self._batch:
             self._wake()
 
-    async def flush(self) -> None:
+    async def _write_pending(self) -> None:
         """Write everything pending now (raises if the database fails; what is not written stays pending)."""
         while self._pending:
             rows = deque(self._pending.popleft() for _ in range(min(self._batch, len(self._pending))))
@@ -278,7 +287,6 @@ class _Update:
 
 
 _Written = tuple[_Update, tuple[Any, ...], int]  # the update, what of it was written, rows changed
-
 
 
 class RecordUpdates(BatchedWriter):
@@ -360,7 +368,7 @@ class RecordUpdates(BatchedWriter):
     async def _flush_at_close(self) -> None:
         await self.flush(everything=True)
 
-    async def flush(self, *, everything: bool = False) -> int:
+    async def _write_pending(self, *, everything: bool = False) -> int:
         """Write the updates that are due (all with `everything`); how many rows changed.
 
         Raises when the database fails (the updates stay pending).

@@ -30,10 +30,11 @@ What is written, by call id through ``services.updates`` (`RecordUpdates`):
   answered, ``partial`` when at least one was and another was not (the
   caller hung up, fell silent or gave no valid answer twice);
 * nothing at all when the caller answered no question.  So ``survey`` is
-  NULL exactly when the record holds no survey answer (no survey on the
-  line, the caller did not take it, or the dialplan never ran it): a report
-  counts the calls with an answer as ``survey IS NOT NULL`` and averages
-  CSAT and NPS over the answers themselves.
+  NULL exactly when the record holds no answer of this survey (no survey on
+  the line, the caller did not take it, or the dialplan never ran it).  On a
+  line without a survey, ``csat`` may still hold the self-service dialog's own
+  1-5 rating (`ivr.call.inbound`); the reports average CSAT and NPS over the
+  answers themselves (`queues.reports`).
 
 A call id that is missing or not one the `inbound` script makes (the
 server was down when the call came in, or the dialplan is wrong) gets the

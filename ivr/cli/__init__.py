@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import errno
 import json
 import os
@@ -188,6 +189,14 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     """`--config` after the command too (`ivr demo --config F`); before it works as well."""
     parser.add_argument("--config", "-c", default=argparse.SUPPRESS,
                         help="configuration file (default: $IVR_CONFIG or config/ivr.yaml)")
+
+
+def day(text: str) -> dt.date:
+    """An argument that is a day, YYYY-MM-DD (`ivr report`, `ivr model`)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
 def _positive(text: str) -> float:

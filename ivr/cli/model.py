@@ -23,6 +23,7 @@ import sys
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.cli import day
 from ivr.config import Config
 
 
@@ -35,7 +36,7 @@ def add_commands(sub: Any) -> None:
         description="Fit the learned prediction on the calls whose real reason was confirmed, before the "
         "held-out period, and evaluate it on that period against the catalogue's rules and the newest open "
         "case. The model file keeps the evaluation; the server uses the model only when it beat the rules.")
-    train.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
+    train.add_argument("--until", type=day, metavar="YYYY-MM-DD",
                        help="use calls up to this day (default: up to the newest call)")
     train.add_argument("--holdout-days", type=_days, default=14.0, metavar="N",
                        help="the last N days before --until are held out for the evaluation (default 14)")
@@ -44,17 +45,10 @@ def add_commands(sub: Any) -> None:
         "evaluate", help="score the saved model and both baselines on a period",
         description="Score the saved model, the catalogue's rules and the newest open case on the confirmed "
         "calls of a period (default: the model's held-out period), and say whether the server will use the model.")
-    evaluate.add_argument("--from", dest="since", type=_date, metavar="YYYY-MM-DD", help="first day")
-    evaluate.add_argument("--to", dest="to", type=_date, metavar="YYYY-MM-DD", help="last day")
+    evaluate.add_argument("--from", dest="since", type=day, metavar="YYYY-MM-DD", help="first day")
+    evaluate.add_argument("--to", dest="to", type=day, metavar="YYYY-MM-DD", help="last day")
     evaluate.add_argument("--json", action="store_true", help="one JSON object")
     evaluate.set_defaults(handler=_evaluate)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
 def _days(text: str) -> float:

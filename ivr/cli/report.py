@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import datetime as dt
 import json
 import sys
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.cli import day
 from ivr.config import Config
-from queues.reports import BUCKETS, DIMENSIONS, Filters, Period, Report, ReportError, report
+from queues.reports import BUCKETS, DIMENSIONS, Filters, Period, Report, ReportError, csv_text, report
 
 _TABLE = (  # heading, figure, how it is shown
     ("calls", "calls", "n"), ("self-served", "containment", "%"), ("to queues", "offered", "n"),
@@ -43,9 +42,9 @@ def add_commands(sub: Any) -> None:
     parser.add_argument("--by", choices=DIMENSIONS, default="segment", help="the breakdown (default: segment)")
     parser.add_argument("--period", choices=("day", "week", "month"), default=None,
                         help="the day, week or month that holds --date (default: day)")
-    parser.add_argument("--date", type=_day, metavar="D", help="a day of the period, YYYY-MM-DD (default: today)")
-    parser.add_argument("--from", dest="first", type=_day, metavar="D", help="the first day of a custom period")
-    parser.add_argument("--to", dest="end", type=_day, metavar="D", help="the day after the last one of a custom period")
+    parser.add_argument("--date", type=day, metavar="D", help="a day of the period, YYYY-MM-DD (default: today)")
+    parser.add_argument("--from", dest="first", type=day, metavar="D", help="the first day of a custom period")
+    parser.add_argument("--to", dest="end", type=day, metavar="D", help="the day after the last one of a custom period")
     parser.add_argument("--bucket", choices=BUCKETS, help="the columns: hours, days, weeks or months "
                         "(default: by the period's length)")
     parser.add_argument("--line", help="only the calls of this line")
@@ -55,13 +54,6 @@ def add_commands(sub: Any) -> None:
     shown.add_argument("--csv", action="store_true", help="CSV with a header row, a line per row and bucket")
     shown.add_argument("--json", action="store_true", help="the report as JSON")
     parser.set_defaults(handler=_report)
-
-
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
 def _report(args: argparse.Namespace, config: Config) -> int:
@@ -93,9 +85,7 @@ def _report(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(found.to_dict(), ensure_ascii=False, indent=2))
     elif args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        for line in found.table():
-            writer.writerow(["" if value is None else value for value in line])
+        sys.stdout.write(csv_text(found.table(), line_end="\n"))
     else:
         print(format_table(found))
     return 0

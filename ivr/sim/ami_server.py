@@ -842,7 +842,7 @@ class AmiSimulator:
             self._broadcast(name, "call", fields + [("DialStatus", status)])
 
     def _hangup(self, chan: SimChannel, cause: int = 16) -> None:
-        """The caller channel is gone: its Hangup, as manager_channels.c writes it."""
+        """A channel is gone (the caller's, or a manager's leg): its Hangup, as manager_channels.c writes it."""
         self.channels.pop(chan.uniqueid, None)
         self.manager_legs.pop(chan.uniqueid, None)
         self._broadcast("Hangup", "call", self._channel_fields(chan) + [
@@ -888,6 +888,15 @@ class AmiSimulator:
         leg.state = 6
         self._dial_event(caller, leg, status="ANSWER")
         return leg
+
+    def manager_hangs_up(self, uniqueid: str, cause: int = 16) -> None:
+        """The manager who answered hangs up (their channel's Hangup); the caller goes on in the dialplan
+        (``Dial(...,g)``: the survey) until `caller_hangs_up`."""
+        leg = self.manager_legs.get(uniqueid)
+        if leg is None or leg.state != 6:
+            raise ValueError(f"no manager talking to {uniqueid}")
+        del self.manager_legs[uniqueid]
+        self._hangup(leg, cause)
 
     def manager_no_answer(self, uniqueid: str, status: str = "NOANSWER") -> None:
         """The manager's Dial ends unanswered (DialEnd NOANSWER, BUSY, CHANUNAVAIL...): on to the queue."""
@@ -1046,6 +1055,8 @@ class AmiSimulator:
             if leg is not None and leg.state != 6:  # hung up while the manager's phone rang
                 self._dial_event(chan, leg, status="CANCEL")
             self._hangup(chan, cause)
+            if leg is not None and leg.state == 6:  # hung up on the manager: their channel goes too
+                self._hangup(leg, cause)
             return
         caller, queue = self._caller(uniqueid)
         if caller.agent is not None:

@@ -54,6 +54,7 @@ from queues.variables import CALL_ID, CONTAINED, CUSTOMER_ID, EVENT_VARIABLES, I
 log = logging.getLogger(__name__)
 
 DEMO_PASSWORD = "demo-password"
+DEMO_MODEL_FILE = "demo-intent-model.joblib"
 DEMO_DATABASE = "demo.sqlite3"
 QUEUES_CONF = PROJECT_DIR / "asterisk_conf" / "queues.conf"
 MEMBERS = 8  # agents taking calls in the demo
@@ -117,7 +118,8 @@ class DemoAgent:
 
 
 def demo_config(config: Config, *, database: str | None = None, web_port: int | None = None) -> Config:
-    """The demo's variant of `config`: its own database, no Redis, FastAGI on a free loopback port.
+    """The demo's variant of `config`: its own database and learned model file (``demo-intent-model.joblib``
+    beside the configured one), no Redis, FastAGI on a free loopback port.
 
     `database` defaults to ``demo.sqlite3`` beside the configured SQLite file
     (``var/demo.sqlite3`` from the working directory when the configured
@@ -140,6 +142,9 @@ def demo_config(config: Config, *, database: str | None = None, web_port: int | 
                     allowed_hosts=("127.0.0.1",)),
         speech=replace(config.speech, models={}),  # the simulated callers press keys
         web=web,
+        # the model learnt from the demo's calls, never in place of the one trained on the real CRM's
+        prediction=replace(config.prediction,
+                           model_file=config.prediction.model_file.with_name(DEMO_MODEL_FILE)),
     )
 
 

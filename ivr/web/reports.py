@@ -18,9 +18,7 @@ OpenAPI description; the page that draws them is ``/reports``
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -32,7 +30,9 @@ from ivr.web import api, i18n, openapi
 from ivr.web.api import call_dict, endpoint, reply
 from ivr.web.inputs import Input, QueueName, matching, refusal
 from ivr.web.keys import SERVICES
-from queues.reports import BUCKETS, DIMENSIONS, PERIODS, Filters, Period, ReportError, calls_behind, report
+from queues.reports import (
+    BUCKETS, DIMENSIONS, PERIODS, Filters, Period, ReportError, calls_behind, csv_text, report,
+)
 
 Dimension = Literal[DIMENSIONS]  # type: ignore[valid-type]
 Segment = Literal["A", "B", "C", "D"]
@@ -81,18 +81,8 @@ def _wants_csv(request: web.Request, query: ReportQuery) -> bool:
 
 
 def _csv(lines: list[list[Any]], name: str) -> web.Response:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    for line in lines:
-        writer.writerow([_cell(value) for value in line])
-    return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+    return web.Response(text=csv_text(lines), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 def _choices(request: web.Request) -> dict[str, Any]:
@@ -139,7 +129,7 @@ async def report_calls(request: web.Request, query: ReportCallsQuery) -> web.Res
             raise refusal(request, 400, "key: the row's value (empty for the calls without one)")
         key = query.key or None
         if key is not None and query.dimension == "agent":
-            if not key.isdigit():
+            if not (key.isascii() and key.isdigit() and len(key) <= 9):
                 raise refusal(request, 400, f"key: an agent's id, got {key!r}")
             key = int(key)
     try:

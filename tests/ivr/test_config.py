@@ -285,6 +285,20 @@ BROKEN = {
         timezone: UTC
         region: DE
         """, 3, "'region' is given twice"),
+    "nps-bands-crossed": (
+        """        reports:
+          nps_promoter: 6
+          nps_detractor: 7
+        """, 3, "NPS bands: 0 <= nps_detractor < nps_promoter <= 10"),
+    "negative-short-abandon": (
+        """        reports:
+          short_abandon_seconds: -5
+        """, 2, "short_abandon_seconds cannot be negative"),
+    "survey-mode-unknown": (
+        """        lines:
+          - name: general
+            survey: stars
+        """, 3, "survey must be one of csat, nps, both, off, got 'stars'"),
 }
 
 

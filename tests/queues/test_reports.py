@@ -16,7 +16,7 @@ import pytest
 
 from caller_id.models import Agent, CallRecord, Customer
 from ivr.config import ReportSettings
-from queues.reports import Filters, Period, ReportError, calls_behind, offsets, report
+from queues.reports import Filters, Period, ReportError, calls_behind, csv_text, offsets, report
 
 LONDON = ZoneInfo("Europe/London")
 UTC = dt.timezone.utc
@@ -208,3 +208,5 @@ async def test_the_report_is_json_and_a_table(db: Any) -> None:
     assert table[1][:5] == ["segment", "A", "A", "", 5] and table[2][3] == "2026-03-23"
     assert table[-8][:5] == ["total", "", "total", "", 11]
     assert len(table) == 1 + 5 * 8
+    text = csv_text([["queue", "=HYPERLINK(\"x\")", None, "-1", -1, dt.date(2026, 3, 23)]])
+    assert text == "queue,\"'=HYPERLINK(\"\"x\"\")\",,'-1,-1,2026-03-23\r\n"  # no formula a spreadsheet would run

@@ -18,7 +18,6 @@ times come from it, within the skew `queues.events` accepts.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -280,6 +279,38 @@ async def test_a_call_the_personal_manager_answers(site):
         "line": "b2c", **predicted(call), "result": "manager", "actual_intent": None, "confirmed_by": None,
         "queue": call.variables["IVR_QUEUE"],  # routed there; the manager took it first
         "wait_seconds": 1.0, "agent_id": site.agents[MANAGER], "answered_at": SET, "talk_seconds": 2.0,
+    })
+
+
+async def test_a_manager_call_ends_when_the_manager_hangs_up_not_after_the_survey(site):
+    call = await through_ivr(site, MANAGED, "b2c")
+    site.sim.ring_manager(call.uniqueid, MANAGER)
+    site.clock.advance(1)
+    site.sim.manager_answers(call.uniqueid)
+    site.clock.advance(2.5)
+    site.sim.manager_hangs_up(call.uniqueid)  # Dial(...,g): the caller goes on to the survey
+    ended = site.clock()
+    site.clock.advance(0.9)  # the survey
+    site.sim.caller_hangs_up(call.uniqueid)
+    record = await settled(site, call, lambda r: r.talk_seconds is not None)
+    check(record, call, {
+        "line": "b2c", **predicted(call), "result": "manager", "actual_intent": None, "confirmed_by": None,
+        "queue": call.variables["IVR_QUEUE"], "wait_seconds": 1.0, "agent_id": site.agents[MANAGER],
+        "answered_at": SET, "talk_seconds": pytest.approx(2.5, abs=0.2),
+    })
+    assert as_utc(record.ended_at).timestamp() == pytest.approx(ended, abs=0.2)
+
+
+async def test_a_caller_hanging_up_while_the_manager_rings_reached_no_queue(site):
+    call = await through_ivr(site, MANAGED, "b2c")
+    site.sim.ring_manager(call.uniqueid, MANAGER)
+    site.clock.advance(2)
+    site.sim.caller_hangs_up(call.uniqueid)
+    record = await settled(site, call, lambda r: r.result is not None)
+    check(record, call, {
+        "line": "b2c", **predicted(call), "result": "ivr_hangup", "actual_intent": None, "confirmed_by": None,
+        "queue": call.variables["IVR_QUEUE"], "wait_seconds": None, "agent_id": None, "answered_at": None,
+        "talk_seconds": None,
     })
 
 

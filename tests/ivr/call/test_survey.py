@@ -180,7 +180,7 @@ async def test_a_silent_caller_hears_one_question_and_the_thanks_and_is_let_go(k
     result = await survey_call(server, call_id, "b2c", fast=False)
     took = time.perf_counter() - started
     assert result.prompts == await prompt_names(server, "ko", *texts)
-    assert heard + wait <= took <= heard + wait + 1.0, (heard, wait, took)
+    assert heard + wait <= took <= heard + wait + 2.0, (heard, wait, took)  # no repeat, no second question
     assert await answers(server, call_id) == {"csat": None, "nps": None, "survey": None}
 
 

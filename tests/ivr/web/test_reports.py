@@ -114,6 +114,8 @@ BAD = [
     ("/api/v1/reports/segment", {"colour": "red"}, "unknown field `colour`"),
     ("/api/v1/reports/segment/calls", {}, "key: the row's value"),
     ("/api/v1/reports/agent/calls", {"key": "anna"}, "key: an agent's id, got 'anna'"),
+    ("/api/v1/reports/agent/calls", {"key": "²"}, "key: an agent's id, got '²'"),
+    ("/api/v1/reports/agent/calls", {"key": "99999999999"}, "key: an agent's id, got '99999999999'"),
     ("/api/v1/reports/total/calls", {**WEEK, "cell": 7}, "bucket index: 0..6"),
     ("/api/v1/reports/total/calls", {"limit": 0}, "limit:"),
 ]
