@@ -352,7 +352,9 @@ class _Planner:
     async def decision(self, number: str | None, role: Any = None) -> Any:
         s = self.services
         lookup = await s.directory.lookup(number, region=s.config.region)
-        return decide(lookup, self.line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role)
+        # the server's own ranking: the learned model it trained on the demo's history, when it uses one
+        return decide(lookup, self.line, catalogue=s.catalogue, rules=s.rules.current, now=s.now(), role=role,
+                      ranker=s.ranker)
 
     def plan(self, decision: Any) -> Any:
         return make_plan(decision, self.services.catalogue, self.script, now=self.services.now())

@@ -49,7 +49,8 @@ def environment(directory: Path, *, config_file: Path | None = None, **extra: st
     directory.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
     env.update(IVR_AGI_PORT=str(free_port()), IVR_DATABASE_URL=f"sqlite+aiosqlite:///{directory / 'crm.sqlite3'}",
-               IVR_PROMPTS_DIR=str(directory / "prompts"), IVR_WEB_PORT=str(free_port()))
+               IVR_PROMPTS_DIR=str(directory / "prompts"), IVR_WEB_PORT=str(free_port()),
+               IVR_MODEL_FILE=str(directory / "intent-model.joblib"))
     if config_file is not None:
         env["IVR_CONFIG"] = str(config_file)
     env.update(extra)

@@ -91,6 +91,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -616,7 +617,7 @@ def save(model: IntentModel, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}.partial")  # writers never collide
     joblib.dump({
         "format": FILE_FORMAT, "layout": model.layout, "intents": list(model.intents),
         "columns": list(model.columns), "pipeline": model.pipeline, "trained": dict(model.trained),

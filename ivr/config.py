@@ -5,7 +5,7 @@ all (SQLite under ``var/``, in-process state).  A few settings can be given
 by environment variables, which win over the file (for containers):
 ``IVR_DATABASE_URL``, ``IVR_REDIS_URL``, ``IVR_AGI_HOST``, ``IVR_AGI_PORT``,
 ``IVR_AGI_ALLOWED_HOSTS`` (comma-separated), ``IVR_AGI_WORKERS``,
-``IVR_PROMPTS_DIR``, ``IVR_AMI_HOST``, ``IVR_AMI_PORT``, ``IVR_AMI_USERNAME``,
+``IVR_PROMPTS_DIR``, ``IVR_MODEL_FILE``, ``IVR_AMI_HOST``, ``IVR_AMI_PORT``, ``IVR_AMI_USERNAME``,
 ``IVR_AMI_SECRET`` / ``IVR_AMI_SECRET_FILE``, ``IVR_HEALTHZ_TOKEN``.
 
 Relative paths in the file (SQLite files included) are taken relative to
@@ -423,6 +423,8 @@ def _apply_environment(config: Config, env: dict[str, str]) -> Config:
         config = replace(config, lines=tuple(replace(line, self_service=mode) for line in config.lines))
     if env.get("IVR_PROMPTS_DIR"):
         config = replace(config, prompts=replace(config.prompts, directory=Path(env["IVR_PROMPTS_DIR"])))
+    if env.get("IVR_MODEL_FILE"):
+        config = replace(config, prediction=replace(config.prediction, model_file=Path(env["IVR_MODEL_FILE"])))
     return replace(config, agi=agi, ami=ami)
 
 

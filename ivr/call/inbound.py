@@ -198,9 +198,7 @@ class InboundScript:
         for the reason the caller gave."""
         s = self.services
         try:
-            answered = context.role_question is not None and context.role_question.confirmed
-            dialog = await s.selfservice.converse(call, decision, context.call_id, s.now(), elapsed=elapsed,
-                                                  answered=answered)
+            dialog = await s.selfservice.converse(call, decision, context.call_id, s.now(), elapsed=elapsed)
         except ChannelGone as exc:
             _note_dialog(context, getattr(exc, "dialog", None))
             raise

@@ -211,17 +211,15 @@ def static_prompts(script: DialogScript) -> list[tuple[str, str, str]]:
 
 class Dialog:
     """`started`: when the call began on `clock` (default: when the dialog starts), for
-    ``time_to_person``; `reserve`: the seconds of the hand-over prompt, kept out of that budget;
-    `answered`: the caller already answered a question of the call (the role question), so
-    time_to_person, the silent caller's bound, no longer applies (``max_seconds`` still does)."""
+    ``time_to_person``; `reserve`: the seconds of the hand-over prompt, kept out of that budget."""
 
     def __init__(self, plan: Plan, script: DialogScript, *, clock=time.monotonic, started: float | None = None,
-                 reserve: float = 0.0, answered: bool = False):
+                 reserve: float = 0.0):
         self.plan = plan
         self.script = script
         self.reserve = reserve
         self._call_started = started
-        self._answered = answered  # the caller has given an answer: time_to_person no longer applies
+        self._answered = False  # the caller has given an answer: time_to_person no longer applies
         self.step = GREET
         self.outcome = Outcome()
         self.transcript: list[dict[str, Any]] = []

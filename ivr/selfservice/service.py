@@ -145,9 +145,8 @@ class SelfService:
 
     # -- a call ----------------------------------------------------------------
     async def converse(self, call: AgiCall, decision: Any, call_id: str, now: dt.datetime, *,
-                       elapsed: float = 0.0, answered: bool = False) -> Dialog | None:
+                       elapsed: float = 0.0) -> Dialog | None:
         """Run the dialog for this call, `elapsed` seconds after its AGI start; None when the line has none.
-        `answered`: the caller already answered a question of the call (see `Dialog`).
 
         Raises ChannelGone when the caller hung up (the dialog so far is in
         the exception's `dialog` attribute).
@@ -157,7 +156,7 @@ class SelfService:
         if mode == "off":
             return None
         reserve = await hand_over_reserve(self.prompts, self.script, plan.language)
-        dialog = Dialog(plan, self.script, started=time.monotonic() - elapsed, reserve=reserve, answered=answered)
+        dialog = Dialog(plan, self.script, started=time.monotonic() - elapsed, reserve=reserve)
         self.stats["dialogs"] += 1
         try:
             await self.talk(call, dialog, plan.language, call_id, speech=mode == "speech")

@@ -75,6 +75,7 @@ class Site:
     def env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
         env.update(IVR_CONFIG=str(self.config), IVR_PROMPTS_DIR=str(self.root / "var" / "prompts"),
+                   IVR_MODEL_FILE=str(self.root / "var" / "intent-model.joblib"),
                    PYTHONUTF8="1")
         env.update(overrides)
         return env
@@ -729,7 +730,8 @@ def test_simulate_against_a_running_server(site: Site, tmp_path: Path) -> None:
     shutil.copy(site.crm, crm)
     port = free_port()
     env = site.env(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=sqlite_url(crm),
-                   IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()))
+                   IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()),
+                   IVR_MODEL_FILE=str(tmp_path / "intent-model.joblib"))
     out, err = tmp_path / "run.out", tmp_path / "run.err"
     with out.open("w", encoding="utf-8") as stdout, err.open("w", encoding="utf-8") as stderr:
         server = subprocess.Popen([*IVR, "run"], env=env, cwd=site.cwd, stdout=stdout, stderr=stderr)

@@ -452,6 +452,7 @@ OVERRIDES = [
      ("172.16.0.10", "10.0.0.0/8")),
     ("IVR_AGI_WORKERS", "4", lambda c: c.agi.workers, 4),
     ("IVR_PROMPTS_DIR", "/srv/prompts", lambda c: c.prompts.directory, Path("/srv/prompts")),
+    ("IVR_MODEL_FILE", "/srv/model.joblib", lambda c: c.prediction.model_file, Path("/srv/model.joblib")),
     ("IVR_AMI_HOST", "asterisk", lambda c: c.ami.host, "asterisk"),
     ("IVR_AMI_HOST", "", lambda c: c.ami.host, None),
     ("IVR_AMI_PORT", "5039", lambda c: c.ami.port, 5039),

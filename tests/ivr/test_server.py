@@ -24,7 +24,7 @@ async def test_run_connects_to_the_manager_serves_the_web_pages_and_says_so(tmp_
     env.update(IVR_AGI_PORT=str(port), IVR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}",
                IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_AMI_HOST="127.0.0.1",
                IVR_AMI_PORT=str(simulator.port), IVR_AMI_USERNAME="ivr", IVR_AMI_SECRET="s3cret",
-               IVR_WEB_PORT=str(web_port), IVR_HEALTHZ_TOKEN="probe-token")
+               IVR_WEB_PORT=str(web_port), IVR_HEALTHZ_TOKEN="probe-token", IVR_MODEL_FILE=str(tmp_path / "intent-model.joblib"))
     server = await asyncio.create_subprocess_exec(*IVR, "run", env=env, stdout=asyncio.subprocess.PIPE,
                                                   stderr=asyncio.subprocess.PIPE)
     try:
@@ -74,7 +74,7 @@ async def test_the_first_burst_of_calls_on_a_fresh_server_finds_its_callers(tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
     env.update(IVR_CONFIG=str(config / "ivr.yaml"), IVR_AGI_PORT=str(port),
                IVR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}",
-               IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()))
+               IVR_PROMPTS_DIR=str(tmp_path / "prompts"), IVR_WEB_PORT=str(free_port()), IVR_MODEL_FILE=str(tmp_path / "intent-model.joblib"))
     server = await asyncio.create_subprocess_exec(*IVR, "run", "--demo-data", env=env, stdout=asyncio.subprocess.PIPE,
                                                   stderr=asyncio.subprocess.PIPE)
     log = bytearray()

@@ -294,7 +294,8 @@ def test_service_levels_follow_queue_templates(base_config, tmp_path):
 def test_ivr_demo_command_prints_the_tour_and_stops_on_ctrl_c(base_config, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-    env.update(IVR_PROMPTS_DIR=str(tmp_path / "prompts"), PYTHONUTF8="1", IVR_SELF_SERVICE="dtmf")
+    env.update(IVR_PROMPTS_DIR=str(tmp_path / "prompts"), PYTHONUTF8="1", IVR_SELF_SERVICE="dtmf",
+               IVR_MODEL_FILE=str(tmp_path / "intent-model.joblib"))
     out_path = tmp_path / "out.txt"
     with open(out_path, "w", encoding="utf-8") as out:
         process = subprocess.Popen(
@@ -332,7 +333,8 @@ def test_ivr_demo_command_says_when_the_web_port_is_taken(base_config, tmp_path)
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
-        env.update(IVR_PROMPTS_DIR=str(tmp_path / "prompts"), PYTHONUTF8="1")
+        env.update(IVR_PROMPTS_DIR=str(tmp_path / "prompts"), PYTHONUTF8="1",
+                   IVR_MODEL_FILE=str(tmp_path / "intent-model.joblib"))
         result = subprocess.run([*IVR, "demo", "--database", base_config.database_url, "--web-port", str(port),
                                  "--duration", "5"], env=env, cwd=tmp_path, capture_output=True, text=True,
                                 timeout=60)
