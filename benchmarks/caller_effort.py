@@ -88,7 +88,7 @@ from ivr.call.inbound import role_question
 from ivr.selfservice.channels import KeypadChannel
 from ivr.selfservice.dialog import Dialog, Question, make_plan
 from ivr.selfservice.script import DialogScript
-from ivr.selfservice.timing import hand_over_reserve
+from ivr.selfservice.timing import VirtualClock, hand_over_reserve
 from ivr.sim.fastagi_caller import CallResult, CallScript, Keys, Turn, percentile, place_call, split_command
 from queues.variables import ANNOUNCE, CONTAINED, INTENT, QUEUE
 from speech.audio import sound_seconds
@@ -278,20 +278,12 @@ def _known_numbers(database: Path, limit: int) -> list[str]:
             "ORDER BY p.id LIMIT ?", (limit,))]
 
 
-class _VirtualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class _Pressing:
     """The FastAGI side of a caller on a virtual clock: each GET DATA gets `key` (set by `_Hearing` from
     the question) `REACTION_S` after its prompt ended, or nothing once the key wait ran out."""
 
-    clock: _VirtualClock
+    clock: VirtualClock
     key: str = ""
     pressed: list[Keys] = field(default_factory=list)
 
@@ -424,7 +416,7 @@ class _Planner:
         """What the caller presses, each key REACTION_S after its question's prompt ended: at the role
         question of `asked` (the decision before a role was chosen) when it has one, then in the dialog
         of `chosen`, walked through on a virtual clock with this process's prompts."""
-        clock = _VirtualClock()
+        clock = VirtualClock()
         line = _Pressing(clock)
         if asked.question:
             prompt, wait_ms = await role_question(self.services, asked.question[:9],

@@ -56,14 +56,14 @@ from ivr.asterisk.fastagi import AgiCall, AgiError
 from ivr.call.inbound import CallSide
 from ivr.config import Line
 from ivr.selfservice.dialog import NO_INPUT, CallerGone, Channel, ChannelFailed, Question
-from ivr.selfservice.script import DialogScript
+from ivr.selfservice.script import NPS_SCORES, RATINGS, DialogScript
 
 log = logging.getLogger(__name__)
 
 # ivr.call.inbound.new_call_id: uuid4().hex
 CALL_ID = re.compile(r"[0-9a-f]{32}")
 QUESTIONS = {"csat": ("csat",), "nps": ("nps",), "both": ("csat", "nps"), "off": ()}
-SCORES = {"csat": range(1, 6), "nps": range(0, 11)}
+SCORES = {"csat": RATINGS, "nps": NPS_SCORES}
 GRAMMARS = {"csat": "rating", "nps": "nps"}  # the script's steps whose words they listen for
 CONTEXT_TIMEOUT = 0.5  # seconds to read the call's context for the caller's language
 THANKS, DONE = "thanks", "done"

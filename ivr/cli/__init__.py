@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--calls", type=_whole, default=0, metavar="N",
                       help="also a call history of N calls over the seeded customers, their real reasons "
                            "confirmed on most (what `ivr model train` learns from; default none)")
-    seed.add_argument("--days", type=_positive, default=60.0, metavar="D",
+    seed.add_argument("--days", type=positive, default=60.0, metavar="D",
                       help="the call history covers the last D days (default 60)")
     seed.set_defaults(handler=_db_seed)
     imp = db_sub.add_parser(
@@ -128,9 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         "in as supervisor or as an agent. The demo uses its own SQLite file (demo.sqlite3 beside the "
         "configured one, seeded on first start), no Redis, and FastAGI on a free loopback port.")
     _config_option(demo)
-    demo.add_argument("--calls-per-minute", type=_positive, default=12.0, metavar="N",
+    demo.add_argument("--calls-per-minute", type=positive, default=12.0, metavar="N",
                       help="new calls a minute, on average (default 12)")
-    demo.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    demo.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds (default: Ctrl-C)")
     demo.add_argument("--talk", type=_seconds_range, default=(10.0, 40.0), metavar="MIN-MAX",
                       help="seconds an agent talks (default 10-40)")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the callers (default 1)")
@@ -199,7 +199,8 @@ def day(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
-def _positive(text: str) -> float:
+def positive(text: str) -> float:
+    """An argument that is a number above 0."""
     try:
         value = float(text)
     except ValueError:

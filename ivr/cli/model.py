@@ -23,7 +23,7 @@ import sys
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ivr.cli import day
+from ivr.cli import day, positive
 from ivr.config import Config
 
 
@@ -38,7 +38,7 @@ def add_commands(sub: Any) -> None:
         "case. The model file keeps the evaluation; the server uses the model only when it beat the rules.")
     train.add_argument("--until", type=day, metavar="YYYY-MM-DD",
                        help="use calls up to this day (default: up to the newest call)")
-    train.add_argument("--holdout-days", type=_days, default=14.0, metavar="N",
+    train.add_argument("--holdout-days", type=positive, default=14.0, metavar="N",
                        help="the last N days before --until are held out for the evaluation (default 14)")
     train.set_defaults(handler=_train)
     evaluate = model_sub.add_parser(
@@ -49,16 +49,6 @@ def add_commands(sub: Any) -> None:
     evaluate.add_argument("--to", dest="to", type=day, metavar="YYYY-MM-DD", help="last day")
     evaluate.add_argument("--json", action="store_true", help="one JSON object")
     evaluate.set_defaults(handler=_evaluate)
-
-
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def _start_of(day: dt.date, config: Config) -> dt.datetime:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from caller_id.predict import Intent, self_service_answer
-from ivr.selfservice.script import NO, OPERATOR, YES, DialogScript
+from ivr.selfservice.script import NO, OPERATOR, RATINGS, YES, DialogScript
 
 NO_INPUT, NOT_UNDERSTOOD = "no_input", "not_understood"
 
@@ -372,7 +372,7 @@ class Dialog:
 
     async def _rating(self, channel: Channel) -> None:
         reply = await self._ask(channel, "rating", "rating", self._text("rating"), self._text("rating_keys"),
-                                {str(value): str(value) for value in range(1, 6)}, transfer_on_failure=False)
+                                {str(value): str(value) for value in RATINGS}, transfer_on_failure=False)
         if reply is not None:
             self.outcome.rating = int(reply.meaning)
             self.step = GOODBYE

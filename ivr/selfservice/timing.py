@@ -51,7 +51,9 @@ class SilentPath:
         return f"{', '.join(parts)}; worst case to queue {self.to_queue:.1f} s (budget {self.budget:g} s)"
 
 
-class _VirtualClock:
+class VirtualClock:
+    """A clock that moves only when told (`now`): a dialog planned on its prompts' lengths."""
+
     def __init__(self) -> None:
         self.now = 0.0
 
@@ -63,7 +65,7 @@ class _VirtualClock:
 class _SilentLine:
     """The FastAGI side of a caller who presses nothing: each command takes its playback time."""
 
-    clock: _VirtualClock
+    clock: VirtualClock
     played: list[tuple[float, float]] = field(default_factory=list)  # (prompt seconds, wait seconds)
 
     async def get_data(self, name: str, timeout_ms: int, max_digits: int, *, seconds: float) -> tuple[str, bool]:
@@ -92,7 +94,7 @@ async def hand_over_reserve(prompts: PromptCache, script: DialogScript, language
 
 async def silent_path(plan: Plan, script: DialogScript, prompts: PromptCache, *, before: float = 0.0) -> SilentPath:
     """The path of a caller who answers nothing, `before` seconds after the AGI start."""
-    clock = _VirtualClock()
+    clock = VirtualClock()
     line = _SilentLine(clock)
     reserve = await hand_over_reserve(prompts, script, plan.language)
     dialog = Dialog(plan, script, clock=clock, started=-before, reserve=reserve)

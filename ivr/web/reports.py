@@ -26,6 +26,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from caller_id.profile import SEGMENTS
 from ivr.web import api, i18n, openapi
 from ivr.web.api import call_dict, endpoint, reply
 from ivr.web.inputs import Input, QueueName, matching, refusal
@@ -35,8 +36,7 @@ from queues.reports import (
 )
 
 Dimension = Literal[DIMENSIONS]  # type: ignore[valid-type]
-Segment = Literal["A", "B", "C", "D"]
-SEGMENTS = ("A", "B", "C", "D")
+Segment = Literal[SEGMENTS]  # type: ignore[valid-type]
 LineName = matching(r"[A-Za-z0-9_.-]+", 40)
 Key = matching(r"[^\x00-\x1f\x7f]*", 80, 0)  # empty: the row of the calls without a value
 
