@@ -38,6 +38,11 @@ for _outcome in CALL_OUTCOMES:
     CALLS.labels(outcome=_outcome)
 for _reason in FAIL_OPEN_REASONS:
     FAIL_OPEN.labels(reason=_reason)
+# How post-call surveys ended (ivr.call.survey): every question answered, some, or none.
+SURVEY_RESULTS = ("complete", "partial", "unanswered")
+SURVEYS = Counter("ivr_surveys_total", "Post-call surveys by how far the caller answered", ["result"])
+for _result in SURVEY_RESULTS:
+    SURVEYS.labels(result=_result)
 CALL_PATH_SECONDS = Histogram(
     "ivr_call_path_seconds",
     "AGI connect to routing variables set",

@@ -52,6 +52,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ivr import metrics
 from ivr.asterisk.fastagi import AgiCall, AgiError
 from ivr.call.inbound import CallSide
 from ivr.config import Line
@@ -192,6 +193,7 @@ class SurveyScript:
 
     def _write(self, call_id: str, survey: Survey) -> None:
         result = survey.result
+        metrics.SURVEYS.labels(result=result or "unanswered").inc()
         if result is None:
             log.info("call %s: survey not answered; nothing written", call_id)
             return

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ivr import metrics
 from ivr.services import AgentSide
-from ivr.metrics import AGENT_STATES, CALL_OUTCOMES, FAIL_OPEN_REASONS, AgentSideCollector
+from ivr.metrics import AGENT_STATES, CALL_OUTCOMES, FAIL_OPEN_REASONS, SURVEY_RESULTS, AgentSideCollector
 from queues.state import QueueState
 from queues.stats import QueueStatistics
 from tests.queues.test_state import Clock, Replay, read_trace
@@ -96,6 +96,8 @@ def test_a_fresh_process_exposes_every_reason_and_outcome_at_zero():
         assert _sample(text, "ivr_fail_open_total", reason=reason) == 0, reason
     for outcome in CALL_OUTCOMES:
         assert _sample(text, "ivr_calls_total", outcome=outcome) == 0, outcome
+    for result in SURVEY_RESULTS:
+        assert _sample(text, "ivr_surveys_total", result=result) == 0, result
 
 
 def test_calls_handled_counts_by_outcome():

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import pytest
 
+from ivr import metrics
 from ivr.call.inbound import new_call_id
 from ivr.call.survey import Survey, is_call_id
 from ivr.config import Line
@@ -114,9 +115,11 @@ async def test_each_line_asks_what_its_survey_setting_says_and_the_row_holds_the
 async def test_both_questions_by_keys_with_nps_ten_or_one_key_and_hash(keys_server):
     server = await keys_server()
     call_id = await inbound_call(server, "b2c")
+    complete = metrics.SURVEYS.labels(result="complete")._value.get()
     result = await survey_call(server, call_id, "b2c", dtmf=["5", Keys("10")])
     assert agi_commands(result) == ["GET DATA", "GET DATA", "STREAM FILE"]
     assert await answers(server, call_id) == {"csat": 5, "nps": 10, "survey": "complete"}
+    assert metrics.SURVEYS.labels(result="complete")._value.get() == complete + 1  # /metrics counts it
 
     call_id = await inbound_call(server, "b2c")
     await survey_call(server, call_id, "b2c", dtmf=["3", Keys("7#")])
