@@ -343,16 +343,17 @@ def call_dict(record: CallRecord) -> dict[str, Any]:
 
 
 async def _settle(request: web.Request) -> None:
-    """Write what this node still holds about calls: the IVR's new records, and the queue outcomes
-    (which agent answered) that the call center writes in batches; a call that just ended is then
-    found, and found to be this agent's."""
-    await request.app[SERVICES].recorder.flush()
+    """Write what this node still holds about calls: the IVR's new records, the queue outcomes (which
+    agent answered) that the call center writes in batches, and the survey's answers; a call that just
+    ended is then found, and found to be this agent's."""
+    services = request.app[SERVICES]
+    await services.recorder.flush()
     center = request.app[AGENT_SIDE].center
-    if center is not None:
+    for updates in ([center.records] if center is not None else []) + [services.updates]:
         try:
-            await center.records.flush(everything=True)
+            await updates.flush(everything=True)
         except Exception as exc:  # noqa: BLE001 - they stay pending; the answer may lag behind
-            log.warning("API: queue outcomes not written yet: %s", exc)
+            log.warning("API: %s not written yet: %s", updates.what, exc)
 
 
 class CallsQuery(Input):

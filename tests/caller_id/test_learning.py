@@ -103,14 +103,18 @@ def test_the_model_file_keeps_the_model_its_catalogue_period_and_evaluation(mode
                            f"vs rules {model.evaluation.rules.top1:.2f})")
 
 
+def relabelled_at_random(examples: list, seed: int, holdout_days: float = HOLDOUT_DAYS) -> list:
+    """The history with the reasons before the held-out period drawn at random among each call's guesses:
+    a model trained on it learns nothing the rules do not know."""
+    _, _, since, _ = learning.split_period(examples, until=None, holdout_days=holdout_days)
+    rng = random.Random(seed)
+    return [example if example.at >= since
+            else dataclasses.replace(example, actual=rng.choice(example.features.intents)[0])
+            for example in examples]
+
+
 def test_a_model_that_does_not_beat_the_rules_is_saved_marked_and_not_used(examples, catalogue, tmp_path):
-    # Trained on reasons drawn at random among the guesses, it learns nothing the rules do not know.
-    _, _, since, _ = learning.split_period(examples, until=None, holdout_days=HOLDOUT_DAYS)
-    rng = random.Random(3)
-    noisy = [example if example.at >= since
-             else dataclasses.replace(example, actual=rng.choice(example.features.intents)[0])
-             for example in examples]
-    model = learning.train(noisy, catalogue, holdout_days=HOLDOUT_DAYS)
+    model = learning.train(relabelled_at_random(examples, 3), catalogue, holdout_days=HOLDOUT_DAYS)
     assert not model.evaluation.beats_rules and not model.usable
     path = tmp_path / "model.joblib"
     learning.save(model, path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +16,7 @@ from caller_id.seed_history import seed_history
 from caller_id.store import Database
 from ivr.call.decision import decide
 from ivr.sim.fastagi_caller import CallScript, place_call
+from tests.caller_id.test_learning import relabelled_at_random
 
 SHIPPED = Path(__file__).resolve().parents[3] / "config" / "intents.yaml"
 ZONE = "Europe/Moscow"
@@ -101,12 +100,7 @@ async def test_a_model_that_beat_the_rules_reorders_the_intents_of_a_call_and_ke
 async def test_a_model_that_did_not_beat_the_rules_is_not_used_and_the_notes_say_so(
         base_config, start_server, examples, tmp_path):
     catalogue = load_catalogue(SHIPPED)
-    _, _, since, _ = learning.split_period(examples, until=None, holdout_days=HOLDOUT_DAYS)
-    rng = random.Random(1)
-    noisy = [example if example.at >= since
-             else dataclasses.replace(example, actual=rng.choice(example.features.intents)[0])
-             for example in examples]
-    model = learning.train(noisy, catalogue, holdout_days=HOLDOUT_DAYS)
+    model = learning.train(relabelled_at_random(examples, 1, HOLDOUT_DAYS), catalogue, holdout_days=HOLDOUT_DAYS)
     path = tmp_path / "bad.joblib"
     learning.save(model, path)
     services = (await start_server(with_model(base_config, path))).services
